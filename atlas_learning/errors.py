@@ -1,0 +1,91 @@
+"""Typed errors raised by Atlas.
+
+Every error carries a one-line message that says what went wrong and what to do about it, so the
+command line can print ``str(error)`` and nothing else. Callers that need to branch catch the
+specific subclass; callers that only need to report catch :class:`AtlasError`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AtlasError",
+    "ConfigError",
+    "ModelError",
+    "AuthenticationError",
+    "RateLimitError",
+    "ProviderError",
+    "ModelTimeoutError",
+    "InvalidOutputError",
+    "StoreError",
+]
+
+
+class AtlasError(Exception):
+    """Base class of every error Atlas raises on purpose."""
+
+
+class ConfigError(AtlasError, ValueError):
+    """A configuration file, dict, keyword or ``ATLAS_*`` variable is invalid."""
+
+
+class StoreError(AtlasError):
+    """The store could not be reached or a write failed."""
+
+
+class ModelError(AtlasError):
+    """A model call failed. ``provider``, ``model`` and ``role`` say which call."""
+
+    #: Whether trying the same call again may succeed (rate limits, 5xx, timeouts).
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        model: str = "",
+        role: str = "",
+        status_code: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.model = model
+        self.role = role
+        self.status_code = status_code
+        self.retry_after_s = retry_after_s
+
+
+class AuthenticationError(ModelError):
+    """The provider refused the credentials, or none were found."""
+
+
+class RateLimitError(ModelError):
+    """The provider answered 429; ``retry_after_s`` holds its Retry-After when it sent one."""
+
+    retryable = True
+
+
+class ProviderError(ModelError):
+    """The provider failed (5xx, connection error) or refused the request (other 4xx)."""
+
+    def __init__(self, message: str, *, retryable: bool = False, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retryable = retryable
+
+
+class ModelTimeoutError(ModelError):
+    """The call took longer than the role's ``timeout_s``."""
+
+    retryable = True
+
+
+class InvalidOutputError(ModelError):
+    """The model's structured output did not validate, even after one repair attempt.
+
+    ``raw_output`` keeps what the model said, so callers can record it instead of losing it.
+    """
+
+    def __init__(self, message: str, *, raw_output: str = "", **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.raw_output = raw_output
