@@ -1,0 +1,273 @@
+"""The :class:`Store`: one class over SQLite and PostgreSQL, with an ordered, versioned migration chain."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlmodel import Session, SQLModel, col, select
+
+from ..config import AtlasConfig, StorageConfig
+from ..errors import StoreError
+from .tables import MetaRecord, SessionRecord
+
+__all__ = ["Store", "SessionFilter", "Migration", "MIGRATIONS", "SCHEMA_VERSION"]
+
+R = TypeVar("R", bound=SQLModel)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema's history. ``upgrade`` runs inside a transaction on a database at ``version - 1``."""
+
+    version: int
+    description: str
+    upgrade: Callable[[Connection], None]
+
+
+def _create_initial_schema(connection: Connection) -> None:
+    SQLModel.metadata.create_all(connection)
+
+
+#: The schema's history, oldest first. Append a Migration for every change to the tables; never edit one that
+#: has shipped. A new database is created from the current tables and stamped with the latest version.
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _create_initial_schema),)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+_MIGRATION_LOCK_ID = 7_274_527  # PostgreSQL advisory lock serialising concurrent migrators
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    """Which sessions a listing, export or training query wants. Every field is optional."""
+
+    learning_key: str | None = None
+    lane: str | None = None
+    review_status: Sequence[str] | None = None
+    min_reward: float | None = None
+    max_reward: float | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int | None = None
+    offset: int = 0
+
+    def apply(self, statement: Any) -> Any:
+        """Add this filter's conditions, newest-first order, limit and offset to a select of sessions."""
+        if self.learning_key is not None:
+            statement = statement.where(SessionRecord.learning_key == self.learning_key)
+        if self.lane is not None:
+            statement = statement.where(SessionRecord.lane == self.lane)
+        if self.review_status is not None:
+            statement = statement.where(col(SessionRecord.review_status).in_(list(self.review_status)))
+        if self.min_reward is not None:
+            statement = statement.where(col(SessionRecord.reward) >= self.min_reward)
+        if self.max_reward is not None:
+            statement = statement.where(col(SessionRecord.reward) <= self.max_reward)
+        if self.since is not None:
+            statement = statement.where(col(SessionRecord.started_at) >= self.since)
+        if self.until is not None:
+            statement = statement.where(col(SessionRecord.started_at) < self.until)
+        statement = statement.order_by(col(SessionRecord.started_at).desc(), col(SessionRecord.id))
+        if self.offset:
+            statement = statement.offset(self.offset)
+        if self.limit is not None:
+            statement = statement.limit(self.limit)
+        return statement
+
+
+def _redact_url(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        return None
+    return Path(url.split("sqlite:///", 1)[1]) if url.startswith("sqlite:///") else None
+
+
+class Store:
+    """Persistent storage of sessions and everything they produce.
+
+    ``Store()`` opens the default SQLite file ``.atlas/atlas.db``; ``Store("postgresql+psycopg://...")`` opens
+    PostgreSQL. Opening creates or upgrades the schema in place (``migrate=False`` skips that). Failures
+    surface as :class:`~atlas_learning.errors.StoreError` with one line saying what to do.
+    """
+
+    def __init__(self, url: str | StorageConfig | AtlasConfig | None = None, *, echo: bool = False, migrate: bool = True) -> None:
+        if isinstance(url, AtlasConfig):
+            url = url.storage
+        storage = url if isinstance(url, StorageConfig) else StorageConfig(url=url) if url else StorageConfig()
+        self.url = storage.url
+        self.backend = "postgresql" if self.url.startswith("postgresql") else "sqlite"
+        self.engine = self._create_engine(echo or storage.echo)
+        self._migrate_lock = threading.Lock()
+        if migrate:
+            self.migrate()
+
+    def __repr__(self) -> str:
+        return f"Store({_redact_url(self.url)!r})"
+
+    # ----------------------------------------------------------------------------------------- lifecycle
+    def _create_engine(self, echo: bool) -> Engine:
+        if self.backend == "sqlite":
+            path = _sqlite_path(self.url)
+            if path is not None:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot create {path.parent} for the SQLite store ({exc.strerror}); fix storage.url") from None
+            engine = create_engine(self.url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_engine(self.url, echo=echo, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------------------------------- migrations
+    def schema_version(self) -> int:
+        """The schema version the database is at; 0 for an empty database."""
+        with self._connect() as connection:
+            return _read_version(connection)
+
+    def migrate(self, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+        """Bring the schema to the latest version in place and return it. Safe to run concurrently."""
+        latest = migrations[-1].version
+        with self._migrate_lock, self._connect() as connection, connection.begin():
+            if self.backend == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+            current = _read_version(connection)
+            if current > latest:
+                raise StoreError(
+                    f"the database at {_redact_url(self.url)} has schema version {current}, newer than this "
+                    f"atlas-plugins supports ({latest}); upgrade atlas-plugins"
+                )
+            if current == 0:
+                if inspect(connection).has_table(SessionRecord.__tablename__):
+                    raise StoreError(f"{_redact_url(self.url)} has a sessions table but no Atlas schema version; use an empty database")
+                SQLModel.metadata.create_all(connection)
+            else:
+                for migration in migrations:
+                    if migration.version > current:
+                        migration.upgrade(connection)
+            if current != latest:
+                _write_version(connection, latest)
+        return latest
+
+    # ------------------------------------------------------------------------------------------- access
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as connection:
+                yield connection
+        except (OperationalError, DBAPIError) as exc:
+            raise self._store_error(exc) from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A unit of work: commits when the block ends, rolls back on an error. Objects stay usable after."""
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                yield session
+                session.commit()
+        except SQLAlchemyError as exc:
+            raise self._store_error(exc) from None
+
+    def add(self, *records: R) -> tuple[R, ...]:
+        """Insert records in one transaction and return them with their generated keys."""
+        with self.transaction() as session:
+            session.add_all(records)
+            session.flush()
+            for record in records:
+                session.refresh(record)
+        return records
+
+    def get(self, table: type[R], key: Any) -> R | None:
+        """One row by primary key, or None."""
+        with self.transaction() as session:
+            return session.get(table, key)
+
+    def rows(self, table: type[R], *conditions: Any, order_by: Any = None, limit: int | None = None) -> list[R]:
+        """Rows of ``table`` matching ``conditions`` (SQLAlchemy expressions), in ``order_by`` order."""
+        statement = select(table)
+        for condition in conditions:
+            statement = statement.where(condition)
+        if order_by is not None:
+            statement = statement.order_by(order_by)
+        if limit is not None:
+            statement = statement.limit(limit)
+        with self.transaction() as session:
+            return list(session.exec(statement).all())
+
+    def update_session(self, session_id: str, **fields: Any) -> SessionRecord:
+        """Set fields of a session and return it; StoreError if it does not exist."""
+        with self.transaction() as session:
+            record = session.get(SessionRecord, session_id)
+            if record is None:
+                raise StoreError(f"no session {session_id!r} in {_redact_url(self.url)}; list them with `atlas sessions`")
+            for name, value in fields.items():
+                if name not in SessionRecord.model_fields:
+                    raise StoreError(f"sessions have no field {name!r}")
+                setattr(record, name, value)
+            session.add(record)
+        return record
+
+    def list_sessions(self, where: SessionFilter | None = None) -> list[SessionRecord]:
+        """Sessions matching ``where``, newest first."""
+        with self.transaction() as session:
+            return list(session.exec((where or SessionFilter()).apply(select(SessionRecord))).all())
+
+    def count_sessions(self, where: SessionFilter | None = None) -> int:
+        """How many sessions match ``where`` (ignoring its limit and offset)."""
+        from sqlalchemy import func
+
+        where = where or SessionFilter()
+        unpaged = SessionFilter(**{**where.__dict__, "limit": None, "offset": 0})
+        statement = unpaged.apply(select(func.count()).select_from(SessionRecord)).order_by(None)
+        with self.transaction() as session:
+            return int(session.exec(statement).one())
+
+    def _store_error(self, exc: Exception) -> StoreError:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = _redact_url(self.url)
+        if isinstance(exc, OperationalError) and self.backend == "postgresql":
+            return StoreError(f"cannot use PostgreSQL at {where}: {detail}; start the server or fix storage.url")
+        if isinstance(exc, OperationalError):
+            return StoreError(f"cannot use the SQLite store at {where}: {detail}; check the path and its permissions")
+        return StoreError(f"store error at {where}: {detail}")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _read_version(connection: Connection) -> int:
+    if not inspect(connection).has_table(MetaRecord.__tablename__):
+        return 0
+    row = connection.execute(text("SELECT value FROM atlas_meta WHERE key = 'schema_version'")).first()
+    return int(row[0]) if row else 0
+
+
+def _write_version(connection: Connection, version: int) -> None:
+    updated = connection.execute(text("UPDATE atlas_meta SET value = :v WHERE key = 'schema_version'"), {"v": str(version)})
+    if updated.rowcount == 0:
+        connection.execute(text("INSERT INTO atlas_meta (key, value) VALUES ('schema_version', :v)"), {"v": str(version)})

@@ -1,0 +1,1 @@
+"""Adapter package for langgraph. Its wrap is not implemented yet: this package exports nothing until it is."""
