@@ -1,9 +1,10 @@
 """The store's tables: everything a session produces, as SQLModel classes.
 
-One schema serves SQLite and PostgreSQL. Identifiers of sessions and playbook entries are 32-character hex
-UUIDs (they travel in traces and exports); rows that only live under a session use integer keys. Times are
-timezone-aware UTC on both backends. Free-form structures (tool arguments, judge samples, per-role usage) are
-JSON (JSONB on PostgreSQL).
+One schema serves SQLite and PostgreSQL. Identifiers of sessions, steps and playbook entries are 32-character
+hex UUIDs made by the writer: they travel in traces and exports, and a row spooled during a store outage keeps
+them, so rows that point at it stay valid. Rows nothing points at use integer keys. Times are timezone-aware
+UTC on both backends. Free-form structures (tool arguments, judge samples, per-role usage) are JSON (JSONB on
+PostgreSQL).
 
 Status values are plain strings checked by the code that writes them; the tuples below list them.
 """
@@ -165,7 +166,8 @@ class StepRecord(SQLModel, table=True):
 
     __tablename__ = "steps"
     __table_args__ = (Index("ix_steps_session_index", "session_id", "step_index"),)
-    id: int | None = Field(default=None, primary_key=True)
+    #: Made by the writer, not the database, so guidance and rewards can point at a step before it is stored.
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     session_id: str = Field(foreign_key="sessions.id", max_length=32, ondelete="CASCADE")
     step_index: int = 0
     attempt: int = 1
@@ -206,7 +208,7 @@ class GuidanceRecord(SQLModel, table=True):
     __tablename__ = "guidance"
     id: int | None = Field(default=None, primary_key=True)
     session_id: str = Field(foreign_key="sessions.id", index=True, max_length=32, ondelete="CASCADE")
-    step_id: int | None = Field(default=None, foreign_key="steps.id", ondelete="SET NULL")
+    step_id: str | None = Field(default=None, foreign_key="steps.id", max_length=32, ondelete="SET NULL")
     source: str = Field(default="teacher", max_length=16)
     kind: str = Field(default="step", max_length=16)
     content: str = _text(nullable=False)
@@ -223,7 +225,7 @@ class RewardRecord(SQLModel, table=True):
     __table_args__ = (Index("ix_rewards_session_scope", "session_id", "scope"),)
     id: int | None = Field(default=None, primary_key=True)
     session_id: str = Field(foreign_key="sessions.id", max_length=32, ondelete="CASCADE")
-    step_id: int | None = Field(default=None, foreign_key="steps.id", ondelete="SET NULL")
+    step_id: str | None = Field(default=None, foreign_key="steps.id", max_length=32, ondelete="SET NULL")
     scope: str = Field(default="session", max_length=16)
     score: float | None = None
     status: str = Field(default="ok", max_length=16)

@@ -1,0 +1,72 @@
+"""The atlas command: help, config validation, quickstart; errors are one line with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from atlas_learning.cli import app
+
+runner = CliRunner()
+
+
+def atlas(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
+    """Run the real console entry point in a fresh process, as a user would."""
+    code = "from atlas_learning.cli import main; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, env=_clean_env())
+
+
+def _clean_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("ATLAS_")}
+
+
+def test_help_lists_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "quickstart" in result.output and "config" in result.output
+
+
+def test_version() -> None:
+    assert runner.invoke(app, ["--version"]).output.startswith("atlas-plugins ")
+
+
+def test_config_prints_effective_values(tmp_path) -> None:
+    (tmp_path / "atlas.yaml").write_text("models:\n  teacher: {provider: openai, model: gpt-4.1-mini}\n")
+    result = atlas("config", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["models"]["teacher"]["model"] == "gpt-4.1-mini"
+    assert data["storage"]["url"] == "sqlite:///.atlas/atlas.db"
+
+
+def test_invalid_config_is_one_line_and_exit_2(tmp_path) -> None:
+    (tmp_path / "atlas.yaml").write_text("models:\n  judge_small:\n    max_tokens: -5\n")
+    result = atlas("config", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "atlas: error: atlas.yaml: models.judge_small.max_tokens: Input should be greater than 0 (got -5)"
+    assert result.stdout == ""
+
+
+def test_quickstart_checks_config_store_and_teacher(tmp_path) -> None:
+    (tmp_path / "atlas.yaml").write_text(
+        "models:\n  default:\n    provider: scripted\n    options:\n      responses: ['{\"answer\": \"Paris\", \"confident\": true}']\n"
+        f"storage:\n  url: sqlite:///{tmp_path / 'q.db'}\n"
+    )
+    result = atlas("quickstart", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "schema version 1" in result.stdout
+    assert "{'answer': 'Paris', 'confident': True}" in result.stdout
+    assert (tmp_path / "q.db").is_file()
+
+
+def test_unreachable_store_is_one_line(tmp_path) -> None:
+    (tmp_path / "atlas.yaml").write_text("storage: {url: 'postgresql+psycopg://postgres@127.0.0.1:1/none'}\n")
+    result = atlas("quickstart", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("atlas: error: cannot use PostgreSQL at postgresql+psycopg://postgres@127.0.0.1:1/none")
