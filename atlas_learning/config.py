@@ -138,11 +138,116 @@ class StorageConfig(_Section):
         return url
 
 
+Lane = Literal["auto", "paired", "coach", "escalate"]
+
+
+class SupervisionConfig(_Section):
+    """How the probe picks a lane, and how much the teacher does in each.
+
+    A new learning key is coached for ``warmup_sessions``; then the history prior applies: a streak of
+    ``auto_streak`` rewards at or above ``auto_min_reward`` with few interventions earns ``auto``; a recent mean
+    below ``coach_below_reward`` means ``coach``; below ``escalate_below_reward`` (off by default) ``escalate``;
+    otherwise ``paired``. When the prior's confidence is under ``probe_below_confidence`` the LLM probe decides.
+    """
+
+    #: Force every session into this lane (the decision's source is then ``config``).
+    lane: Lane | None = None
+    #: Retries the student gets after a rejected answer; every retry is validated again.
+    max_retries: int = Field(2, ge=0, le=10)
+    #: Who executes an escalated task: the teacher model, or a human through the adapter's callback.
+    escalation: Literal["teacher", "human"] = "teacher"
+    warmup_sessions: int = Field(2, ge=0)
+    history_window: int = Field(10, ge=1)
+    auto_min_reward: float = Field(0.8, ge=0.0, le=1.0)
+    auto_streak: int = Field(3, ge=1)
+    #: Share of recent sessions in which the teacher rejected work or gave step guidance, at most, for auto.
+    auto_max_intervention_rate: float = Field(0.34, ge=0.0, le=1.0)
+    coach_below_reward: float = Field(0.5, ge=0.0, le=1.0)
+    escalate_below_reward: float | None = Field(None, ge=0.0, le=1.0)
+    llm_probe: bool = True
+    probe_below_confidence: float = Field(0.6, ge=0.0, le=1.0)
+    #: Shared learning key; by default the agent's name plus ``task_family`` when set.
+    learning_key: str | None = None
+    task_family: str | None = None
+
+
+class JudgesConfig(_Section):
+    """How sessions and steps are scored.
+
+    The small judge is sampled once per temperature in ``temperatures``; when the samples' scores span more
+    than ``disagreement_threshold`` or their mean confidence is under ``uncertainty_threshold``, the large
+    judge arbitrates. Verifiable checks (functions) combine with the judges' score by ``checks_weight``.
+    """
+
+    temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.4, 0.8], min_length=1, max_length=8)
+    disagreement_threshold: float = Field(0.25, ge=0.0, le=1.0)
+    uncertainty_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    #: Weights of the session reward's parts; normalised to sum to 1.
+    weights: dict[Literal["outcome", "process", "efficiency"], float] = Field(
+        default_factory=lambda: {"outcome": 0.6, "process": 0.25, "efficiency": 0.15}
+    )
+    #: Share of the reward that verifiable checks decide when both checks and judges answered.
+    checks_weight: float = Field(0.5, ge=0.0, le=1.0)
+    #: Score each step (tool call, node) too, in one batched judge call per session.
+    judge_steps: bool = True
+    #: Characters of trace (tool arguments, results, answer) a judge sees at most.
+    context_budget_chars: int = Field(6000, ge=500)
+
+
+class PlaybookConfig(_Section):
+    """Lessons learned per learning key, how many are injected, and when they are retired."""
+
+    #: Learn from sessions and inject lessons. Off gives the no-learning baseline.
+    enabled: bool = True
+    #: Tokens of lessons injected into one set of instructions, at most (about 4 characters a token).
+    inject_token_budget: int = Field(400, ge=0)
+    #: Tokens of all live (provisional and active) entries of a key, at most; the weakest go first.
+    total_token_budget: int = Field(3000, ge=100)
+    #: A provisional entry becomes active after this many sessions that used it without hurting reward.
+    activate_after: int = Field(2, ge=1)
+    #: Observations (sessions with the entry injected) before its impact can retire it.
+    retire_after: int = Field(5, ge=1)
+    #: Retire when mean reward with the entry minus mean reward without is at most this.
+    retire_margin: float = 0.0
+    #: Token-overlap similarity at or above which a new lesson merges into an existing one.
+    merge_similarity: float = Field(0.6, ge=0.0, le=1.0)
+
+
+class DriftConfig(_Section):
+    """When a session's reward is an outlier against its key's baseline, hold it for review."""
+
+    enabled: bool = True
+    min_history: int = Field(5, ge=2)
+    z_threshold: float = Field(3.0, gt=0)
+    mad_z_threshold: float = Field(3.5, gt=0)
+    min_abs_deviation: float = Field(0.1, ge=0.0)
+
+
+class RedactionConfig(_Section):
+    """Secrets are replaced before anything is stored or exported; ``patterns`` adds regular expressions."""
+
+    enabled: bool = True
+    patterns: list[str] = Field(default_factory=list)
+
+
+class ReviewConfig(_Section):
+    """The review gate: sessions start ``pending`` unless an auto-approval rule passes them."""
+
+    #: Approve a session automatically when its reward is at least this and no drift alert holds it.
+    auto_approve_min_reward: float | None = Field(None, ge=0.0, le=1.0)
+
+
 class AtlasConfig(_Section):
     """Everything Atlas can be told. Build it with :meth:`load`; every field has a working default."""
 
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
+    judges: JudgesConfig = Field(default_factory=JudgesConfig)
+    playbook: PlaybookConfig = Field(default_factory=PlaybookConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    redaction: RedactionConfig = Field(default_factory=RedactionConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
     @classmethod
     def load(

@@ -1,0 +1,347 @@
+"""The recorder: every row a session produces reaches the store, in order, and nothing is lost.
+
+Callers enqueue rows (plain dicts, secrets already redacted) and return at once; a writer thread commits them in
+batches, one transaction per batch. When the store fails (unreachable, locked, read-only), the batch is appended
+to a JSONL spool file under ``storage.spool_dir`` and every later row follows it there, so order is kept; the
+writer retries the store at most once a second, and on success replays the spool in one transaction and
+deletes it. A spool left by an earlier process (a crash, an outage that outlived the run) is replayed by the
+next :meth:`Recorder.replay_spool`, which the supervisor calls on start. Replays insert with ON CONFLICT DO
+NOTHING, so a row that did reach the store is not written twice.
+
+A row the database rejects as such (a constraint it breaks) is written to ``rejected-*.jsonl`` beside the spool
+with the database's reason, instead of blocking the rows behind it.
+
+:meth:`Recorder.flush` waits until everything enqueued so far is committed or spooled; a session's ``finish``
+calls it, so a finished session is durable.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlmodel import SQLModel
+
+from .errors import StoreError
+from .redact import Redactor
+from .store import Store
+from .store.tables import UTCDateTime
+
+__all__ = ["Recorder", "TableSpec"]
+
+log = logging.getLogger("atlas_learning.recorder")
+
+try:  # advisory locks keep two processes from replaying the same spool file; POSIX only
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+class TableSpec:
+    """What the recorder needs to know of a table to build, write and replay its rows quickly."""
+
+    _cache: dict[type[SQLModel], TableSpec] = {}
+
+    def __init__(self, model: type[SQLModel]) -> None:
+        self.model = model
+        self.table = model.__table__  # type: ignore[attr-defined]
+        self.name: str = self.table.name
+        self.primary_key: str = next(iter(self.table.primary_key.columns)).name
+        self.datetime_columns = frozenset(c.name for c in self.table.columns if isinstance(c.type, UTCDateTime))
+        self._defaults: list[tuple[str, Any, Callable[[], Any] | None]] = []
+        for name, info in model.model_fields.items():
+            factory = info.default_factory
+            self._defaults.append((name, None if factory else info.default, factory))  # type: ignore[arg-type]
+
+    @classmethod
+    def of(cls, model: type[SQLModel]) -> TableSpec:
+        spec = cls._cache.get(model)
+        if spec is None:
+            spec = cls._cache[model] = TableSpec(model)
+        return spec
+
+    def row(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A complete row: the table's defaults, overridden by ``fields``; unknown names are an error."""
+        unknown = fields.keys() - self.model.model_fields.keys()
+        if unknown:
+            raise ValueError(f"{self.name} has no column {sorted(unknown)[0]!r}")
+        row = {name: (factory() if factory else default) for name, default, factory in self._defaults if name not in fields}
+        row.update(fields)
+        if row.get(self.primary_key) is None and self.primary_key == "id" and self._integer_key():
+            row.pop(self.primary_key, None)  # let the database assign it
+        return row
+
+    def _integer_key(self) -> bool:
+        return self.table.primary_key.columns[self.primary_key].type.python_type is int
+
+    def decode(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A spooled row as it was: ISO timestamps back to datetimes."""
+        for name in self.datetime_columns & row.keys():
+            if isinstance(row[name], str):
+                row[name] = datetime.fromisoformat(row[name])
+        return row
+
+
+_TABLES: dict[str, type[SQLModel]] = {}
+
+
+def _table_named(name: str) -> type[SQLModel]:
+    if not _TABLES:
+        from .store import tables
+
+        for value in vars(tables).values():
+            if isinstance(value, type) and issubclass(value, SQLModel) and hasattr(value, "__table__"):
+                _TABLES[value.__table__.name] = value  # type: ignore[attr-defined]
+    return _TABLES[name]
+
+
+@dataclass(frozen=True)
+class _Insert:
+    spec: TableSpec
+    row: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"op": "insert", "table": self.spec.name, "row": self.row}
+
+
+@dataclass(frozen=True)
+class _Update:
+    spec: TableSpec
+    key: Any
+    fields: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"op": "update", "table": self.spec.name, "key": self.key, "fields": self.fields}
+
+
+_Write = _Insert | _Update
+
+
+def _decode_op(line: dict[str, Any]) -> _Write:
+    spec = TableSpec.of(_table_named(line["table"]))
+    if line["op"] == "insert":
+        return _Insert(spec, spec.decode(line["row"]))
+    return _Update(spec, line["key"], spec.decode(line["fields"]))
+
+
+class Recorder:
+    """Background, ordered, loss-free writes of session rows. One per supervisor; thread-safe."""
+
+    #: Seconds between attempts to reach a failed store.
+    retry_interval_s = 1.0
+
+    def __init__(self, store: Store, *, spool_dir: str | os.PathLike[str], redactor: Redactor | None = None) -> None:
+        self.store = store
+        self.spool_dir = Path(spool_dir)
+        self.redactor = redactor or Redactor()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._spool_path: Path | None = None
+        self._spool_file: Any = None
+        self._last_attempt = 0.0
+        self._migrated = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="atlas-recorder", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    # ------------------------------------------------------------------------------------------ callers
+    @property
+    def degraded(self) -> bool:
+        """True while rows are going to the spool instead of the store."""
+        return self._spool_path is not None
+
+    def insert(self, model: type[SQLModel], **fields: Any) -> dict[str, Any]:
+        """Enqueue a new row (secrets redacted) and return it, with its id when the writer makes ids."""
+        spec = TableSpec.of(model)
+        row = spec.row(self.redactor.value(fields))
+        self._queue.put(_Insert(spec, row))
+        return row
+
+    def update(self, model: type[SQLModel], key: Any, **fields: Any) -> None:
+        """Enqueue new values for columns of one row."""
+        spec = TableSpec.of(model)
+        unknown = fields.keys() - model.model_fields.keys()
+        if unknown:
+            raise ValueError(f"{spec.name} has no column {sorted(unknown)[0]!r}")
+        self._queue.put(_Update(spec, key, self.redactor.value(fields)))
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait until everything enqueued before this call is committed or spooled. False on timeout."""
+        if self._closed:
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        """Flush, stop the writer and close the spool file. Safe to call twice."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+        self._close_spool()
+        atexit.unregister(self.close)
+
+    def replay_spool(self) -> int:
+        """Write spool files left by earlier runs to the store, oldest first; returns the rows replayed.
+
+        Files another live process is still writing are skipped. Raises StoreError when the store is down.
+        """
+        self._ensure_schema()
+        replayed = 0
+        for path in sorted(self.spool_dir.glob("spool-*.jsonl")):
+            if path == self._spool_path:
+                continue
+            replayed += self._replay_file(path)
+        return replayed
+
+    # ------------------------------------------------------------------------------------------- writer
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            while len(batch) < 1000:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            writes: list[_Write] = []
+            for entry in batch:
+                if entry is None:
+                    self._write(writes)
+                    return
+                if isinstance(entry, threading.Event):
+                    self._write(writes)
+                    writes = []
+                    entry.set()
+                else:
+                    writes.append(entry)
+            self._write(writes)
+
+    def _write(self, writes: list[_Write]) -> None:
+        if not writes:
+            return
+        try:
+            if self.degraded:
+                if time.monotonic() - self._last_attempt < self.retry_interval_s:
+                    self._spool(writes)
+                    return
+                self._recover()
+            self._commit(writes)
+        except IntegrityError:
+            self._commit_one_by_one(writes)
+        except (SQLAlchemyError, StoreError, OSError) as exc:
+            self._last_attempt = time.monotonic()
+            if not self.degraded:
+                log.warning("store unavailable, spooling to %s: %s", self.spool_dir, str(exc).splitlines()[0])
+            self._spool(writes)
+
+    def _ensure_schema(self) -> None:
+        if not self._migrated:
+            self.store.migrate()
+            self._migrated = True
+
+    def _commit(self, writes: Iterable[_Write], *, replay: bool = False) -> None:
+        self._ensure_schema()
+        with self.store.engine.begin() as connection:
+            group: list[dict[str, Any]] = []
+            group_spec: TableSpec | None = None
+            for write in [*writes, None]:
+                if group and (write is None or not isinstance(write, _Insert) or write.spec is not group_spec):
+                    assert group_spec is not None
+                    connection.execute(self._insert_statement(group_spec, replay), group)
+                    group = []
+                if isinstance(write, _Insert):
+                    group_spec = write.spec
+                    group.append(write.row)
+                elif isinstance(write, _Update):
+                    key_column = write.spec.table.c[write.spec.primary_key]
+                    connection.execute(update(write.spec.table).where(key_column == write.key).values(**write.fields))
+
+    def _insert_statement(self, spec: TableSpec, replay: bool) -> Any:
+        if not replay:
+            return insert(spec.table)
+        if self.store.backend == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        return dialect_insert(spec.table).on_conflict_do_nothing()
+
+    def _commit_one_by_one(self, writes: list[_Write]) -> None:
+        for write in writes:
+            try:
+                self._commit([write])
+            except IntegrityError as exc:
+                reason = str(exc.orig or exc).splitlines()[0]
+                log.error("store rejected a %s row: %s", write.spec.name, reason)
+                self._append(self.spool_dir / f"rejected-{os.getpid()}.jsonl", [{**write.as_json(), "error": reason}])
+
+    # -------------------------------------------------------------------------------------------- spool
+    def _spool(self, writes: list[_Write]) -> None:
+        if self._spool_file is None:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+            self._spool_path = self.spool_dir / f"spool-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
+            self._spool_file = open(self._spool_path, "a", encoding="utf-8")  # noqa: SIM115 - held open while degraded
+            if fcntl is not None:
+                fcntl.flock(self._spool_file, fcntl.LOCK_EX)
+        for write in writes:
+            self._spool_file.write(json.dumps(write.as_json(), default=_json_default) + "\n")
+        self._spool_file.flush()
+        os.fsync(self._spool_file.fileno())
+
+    def _recover(self) -> None:
+        """Replay this process's own spool (raising if the store is still down), then leave degraded mode."""
+        assert self._spool_path is not None
+        self._ensure_schema()
+        lines = [_decode_op(json.loads(line)) for line in self._spool_path.read_text(encoding="utf-8").splitlines() if line]
+        self._commit(lines, replay=True)
+        path = self._spool_path
+        self._close_spool()
+        path.unlink(missing_ok=True)
+        log.warning("store reachable again: replayed %d spooled rows", len(lines))
+
+    def _replay_file(self, path: Path) -> int:
+        with open(path, "r+", encoding="utf-8") as handle:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    return 0  # a live process is still spooling here
+            lines = [_decode_op(json.loads(line)) for line in handle.read().splitlines() if line.strip()]
+            self._commit(lines, replay=True)
+            path.unlink()
+        return len(lines)
+
+    def _close_spool(self) -> None:
+        if self._spool_file is not None:
+            self._spool_file.close()
+        self._spool_file = None
+        self._spool_path = None
+
+    @staticmethod
+    def _append(path: Path, lines: list[dict[str, Any]]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as handle:
+            for line in lines:
+                handle.write(json.dumps(line, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot spool a {type(value).__name__}")

@@ -1,0 +1,73 @@
+"""Secret redaction: API keys, bearer tokens and similar never reach the store or an export.
+
+:class:`Redactor` replaces matches of its patterns in strings, recursively through dicts and lists, before a
+record is written. The built-in patterns cover common key formats (OpenAI, Anthropic, Google, AWS, GitHub,
+Slack, JWTs), ``Authorization: Bearer ...`` and ``key=value`` pairs whose key names a secret; configuration
+adds more (``redaction.patterns``). Dict values under a secret-looking key are replaced whole.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["Redactor", "DEFAULT_PATTERNS", "REDACTED"]
+
+REDACTED = "[REDACTED]"
+
+#: A pattern's named group ``keep`` (a prefix such as ``Bearer `` or ``api_key=``) is kept; the rest is replaced.
+DEFAULT_PATTERNS: tuple[str, ...] = (
+    r"sk-ant-[A-Za-z0-9_\-]{16,}",  # Anthropic
+    r"sk-(?:proj-|svcacct-)?[A-Za-z0-9_\-]{20,}",  # OpenAI
+    r"AIza[0-9A-Za-z_\-]{35}",  # Google API key
+    r"(?:AKIA|ASIA)[0-9A-Z]{16}",  # AWS access key id
+    r"gh[pousr]_[A-Za-z0-9]{36,}",  # GitHub token
+    r"xox[abposr]-[A-Za-z0-9\-]{10,}",  # Slack token
+    r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",  # JWT
+    r"(?i)(?P<keep>bearer\s+)[A-Za-z0-9._~+/\-]{12,}=*",  # Authorization: Bearer <token>
+    r"(?i)(?P<keep>(?:api[_-]?key|secret|token|password|passwd)[\"']?\s*[:=]\s*[\"']?)(?=[^\s\"',;}]*[A-Za-z])[^\s\"',;}]{6,}",
+)
+
+_SECRET_KEY = re.compile(r"(?i)^(?:.*[_-])?(?:api[_-]?key|secret|token|password|passwd|authorization)$")
+
+
+class Redactor:
+    """Replaces secrets in strings and nested JSON-like values. ``enabled=False`` makes it a no-op."""
+
+    def __init__(self, extra_patterns: Iterable[str] = (), *, enabled: bool = True, replacement: str = REDACTED) -> None:
+        self.enabled = enabled
+        self.replacement = replacement
+        try:
+            self._patterns = [re.compile(p) for p in (*DEFAULT_PATTERNS, *extra_patterns)]
+        except re.error as exc:
+            from .errors import ConfigError
+
+            raise ConfigError(f"redaction.patterns: invalid regular expression ({exc}); fix or remove it") from None
+
+    def text(self, value: str) -> str:
+        """``value`` with every secret replaced."""
+        if not self.enabled or not value:
+            return value
+        for pattern in self._patterns:
+            value = pattern.sub(self._replace, value)
+        return value
+
+    def _replace(self, match: re.Match[str]) -> str:
+        keep = match.groupdict().get("keep")
+        return (keep or "") + self.replacement
+
+    def value(self, value: Any) -> Any:
+        """A copy of a str, dict, list or tuple with secrets replaced; other values are returned as they are."""
+        if not self.enabled:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {
+                key: self.replacement if isinstance(key, str) and _SECRET_KEY.match(key) and isinstance(item, str) and item else self.value(item)
+                for key, item in value.items()
+            }
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.value(item) for item in value)
+        return value
