@@ -29,7 +29,15 @@ class ConfigError(AtlasError, ValueError):
 
 
 class StoreError(AtlasError):
-    """The store could not be reached or a write failed."""
+    """The store could not be reached or a write failed.
+
+    ``retryable`` is True for a lost race (a unique-key conflict, a lock, a serialization failure) that the same
+    transaction may win when run again.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class ModelError(AtlasError):

@@ -8,7 +8,8 @@ deletes it. A spool left by an earlier process (a crash, an outage that outlived
 next :meth:`Recorder.replay_spool`, which the supervisor calls on start. Replays insert with ON CONFLICT DO
 NOTHING, so a row that did reach the store is not written twice.
 
-A row the database rejects as such (a constraint it breaks) is written to ``rejected-*.jsonl`` beside the spool
+Non-finite floats become None (PostgreSQL's JSON refuses them). A row the database rejects as such (a
+constraint it breaks, a value it cannot take) is written to ``rejected-*.jsonl`` beside the spool
 with the database's reason, instead of blocking the rows behind it.
 
 :meth:`Recorder.flush` waits until everything enqueued so far is committed or spooled; a session's ``finish``
@@ -20,6 +21,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlmodel import SQLModel
 
 from .errors import StoreError
@@ -163,20 +165,20 @@ class Recorder:
         """True while rows are going to the spool instead of the store."""
         return self._spool_path is not None
 
-    def insert(self, model: type[SQLModel], **fields: Any) -> dict[str, Any]:
+    def insert(self, table: type[SQLModel], /, **fields: Any) -> dict[str, Any]:
         """Enqueue a new row (secrets redacted) and return it, with its id when the writer makes ids."""
-        spec = TableSpec.of(model)
-        row = spec.row(self.redactor.value(fields))
+        spec = TableSpec.of(table)
+        row = spec.row(_storable(self.redactor.value(fields)))
         self._queue.put(_Insert(spec, row))
         return row
 
-    def update(self, model: type[SQLModel], key: Any, **fields: Any) -> None:
+    def update(self, table: type[SQLModel], key: Any, /, **fields: Any) -> None:
         """Enqueue new values for columns of one row."""
-        spec = TableSpec.of(model)
-        unknown = fields.keys() - model.model_fields.keys()
+        spec = TableSpec.of(table)
+        unknown = fields.keys() - table.model_fields.keys()
         if unknown:
             raise ValueError(f"{spec.name} has no column {sorted(unknown)[0]!r}")
-        self._queue.put(_Update(spec, key, self.redactor.value(fields)))
+        self._queue.put(_Update(spec, key, _storable(self.redactor.value(fields))))
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until everything enqueued before this call is committed or spooled. False on timeout."""
@@ -243,7 +245,7 @@ class Recorder:
                     return
                 self._recover()
             self._commit(writes)
-        except IntegrityError:
+        except (IntegrityError, DataError):
             self._commit_one_by_one(writes)
         except (SQLAlchemyError, StoreError, OSError) as exc:
             self._last_attempt = time.monotonic()
@@ -286,7 +288,7 @@ class Recorder:
         for write in writes:
             try:
                 self._commit([write])
-            except IntegrityError as exc:
+            except (IntegrityError, DataError) as exc:
                 reason = str(exc.orig or exc).splitlines()[0]
                 log.error("store rejected a %s row: %s", write.spec.name, reason)
                 self._append(self.spool_dir / f"rejected-{os.getpid()}.jsonl", [{**write.as_json(), "error": reason}])
@@ -339,6 +341,17 @@ class Recorder:
         with open(path, "a", encoding="utf-8") as handle:
             for line in lines:
                 handle.write(json.dumps(line, default=_json_default) + "\n")
+
+
+def _storable(value: Any) -> Any:
+    """JSON-safe for every backend: NaN and infinities (which PostgreSQL's JSON refuses) become None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_storable(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:

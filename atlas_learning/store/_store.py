@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, SQLModel, col, select
 
 from ..config import AtlasConfig, StorageConfig
@@ -245,6 +245,11 @@ class Store:
     def _store_error(self, exc: Exception) -> StoreError:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = _redact_url(self.url)
+        lost_race = isinstance(exc, IntegrityError) or any(
+            marker in detail.lower() for marker in ("database is locked", "could not serialize", "deadlock detected")
+        )
+        if lost_race:
+            return StoreError(f"store conflict at {where}: {detail}", retryable=True)
         if isinstance(exc, OperationalError) and self.backend == "postgresql":
             return StoreError(f"cannot use PostgreSQL at {where}: {detail}; start the server or fix storage.url")
         if isinstance(exc, OperationalError):

@@ -138,6 +138,11 @@ class SessionRecord(SQLModel, table=True):
     review_note: str | None = _text()
     drift_alert: bool = False
     drift_reason: str | None = _text()
+    #: Times the teacher rejected work or gave step guidance; the probe reads it as a sign of need.
+    interventions: int = 0
+    retries: int = 0
+    #: Playbook entry ids injected into this session, for impact statistics.
+    lessons_used: list[str] = _json_list()
     #: ``{role: {"calls", "input_tokens", "output_tokens", "cost_usd"}}``
     usage_by_role: dict[str, Any] = _json_dict()
     total_tokens: int = 0

@@ -1,0 +1,133 @@
+"""The capability probe: how much supervision does this task need?
+
+Cheap first. A prior from the learning key's history (recent rewards, the streak of good ones, how often the
+teacher had to intervene, how well the playbook covers the task) decides with a confidence; only when that
+confidence is under ``probe_below_confidence`` does the LLM probe decide. A probe that fails or answers
+nonsense fails open to ``paired``, and the decision records why. A lane forced in config wins outright.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlmodel import col, select
+
+from .config import SupervisionConfig
+from .flows import Ask, Flow
+from .prompts import probe_messages
+from .schemas import ProbeAnswer
+from .store import SessionRecord, Store
+
+__all__ = ["KeyHistory", "LaneDecision", "load_history", "prior_decision", "probe_flow"]
+
+
+@dataclass(frozen=True)
+class KeyHistory:
+    """What the probe knows of a learning key: its finished sessions, most recent first."""
+
+    rewards: tuple[float, ...] = ()
+    lanes: tuple[str, ...] = ()
+    interventions: tuple[int, ...] = ()
+    #: Why the history is empty when it could not be read (store down); None when it was read.
+    unavailable: str | None = None
+
+    @property
+    def sessions(self) -> int:
+        return len(self.rewards)
+
+
+@dataclass(frozen=True)
+class LaneDecision:
+    """The lane a session runs in, how sure the decision is, why, and who decided (prior, probe, config, fallback)."""
+
+    lane: str
+    confidence: float
+    reason: str
+    source: str
+    signals: dict[str, Any] = field(default_factory=dict)
+
+
+def load_history(store: Store, learning_key: str, window: int) -> KeyHistory:
+    """The last ``window`` finished, rewarded sessions of a key, most recent first."""
+    statement = (
+        select(SessionRecord.reward, SessionRecord.lane, SessionRecord.interventions)
+        .where(SessionRecord.learning_key == learning_key, SessionRecord.status == "completed", col(SessionRecord.reward).is_not(None))
+        .order_by(col(SessionRecord.started_at).desc())
+        .limit(window)
+    )
+    with store.transaction() as tx:
+        rows = tx.exec(statement).all()
+    return KeyHistory(
+        rewards=tuple(float(r[0]) for r in rows),
+        lanes=tuple(r[1] or "" for r in rows),
+        interventions=tuple(int(r[2] or 0) for r in rows),
+    )
+
+
+def _streak(rewards: Sequence[float], threshold: float) -> int:
+    count = 0
+    for reward in rewards:
+        if reward < threshold:
+            break
+        count += 1
+    return count
+
+
+def prior_decision(history: KeyHistory, coverage: float, config: SupervisionConfig) -> LaneDecision:
+    """The history-based decision. Confidence grows with the margin from the thresholds and the sample size."""
+    recent = history.rewards[:5]
+    signals: dict[str, Any] = {
+        "sessions": history.sessions,
+        "recent_mean_reward": round(statistics.fmean(recent), 3) if recent else None,
+        "good_streak": _streak(history.rewards, config.auto_min_reward),
+        "intervention_rate": round(sum(1 for i in history.interventions[:5] if i) / len(recent), 3) if recent else None,
+        "playbook_coverage": round(coverage, 3),
+    }
+    if config.lane is not None:
+        return LaneDecision(config.lane, 1.0, f"supervision.lane is set to {config.lane}", "config", signals)
+    if history.unavailable is not None:
+        return LaneDecision("paired", 0.5, f"history unavailable ({history.unavailable}); failing open to paired", "fallback", signals)
+    if history.sessions < config.warmup_sessions:
+        return LaneDecision("coach", 0.9, f"new learning key: {history.sessions} of {config.warmup_sessions} warm-up sessions done, coaching", "prior", signals)
+
+    if not recent:
+        return LaneDecision("paired", 0.3, "no rewarded sessions yet for this key", "prior", signals)
+    mean = signals["recent_mean_reward"]
+    streak = signals["good_streak"]
+    rate = signals["intervention_rate"]
+    sample_factor = min(1.0, len(recent) / 5) ** 0.5
+    # A playbook that covers the task well earns trust one session sooner.
+    needed = max(1, config.auto_streak - (1 if coverage >= 0.5 else 0))
+    if streak >= needed and rate <= config.auto_max_intervention_rate:
+        margin = (mean - config.auto_min_reward) / max(1e-6, 1 - config.auto_min_reward)
+        confidence = min(1.0, 0.6 + 0.1 * (streak - needed) + 0.3 * margin)
+        reason = f"{streak} sessions in a row at reward >= {config.auto_min_reward}, intervention rate {rate:.2f}"
+        return LaneDecision("auto", confidence, reason, "prior", signals)
+    if config.escalate_below_reward is not None and mean < config.escalate_below_reward and len(recent) >= 3:
+        confidence = min(1.0, 0.5 + (config.escalate_below_reward - mean) * 2) * sample_factor
+        return LaneDecision("escalate", confidence, f"recent mean reward {mean:.2f} below {config.escalate_below_reward}", "prior", signals)
+    if mean < config.coach_below_reward:
+        confidence = min(1.0, 0.5 + (config.coach_below_reward - mean) * 2) * sample_factor
+        return LaneDecision("coach", confidence, f"recent mean reward {mean:.2f} below {config.coach_below_reward}", "prior", signals)
+    margin = min(mean - config.coach_below_reward, abs(config.auto_min_reward - mean) if streak == 0 else 1.0)
+    confidence = min(1.0, 0.5 + margin * 2) * sample_factor
+    reason = f"recent mean reward {mean:.2f}; good streak {streak} of {needed} needed for auto"
+    if rate is not None and rate > config.auto_max_intervention_rate and streak >= needed:
+        reason = f"good streak {streak}, but the teacher intervened in {rate:.0%} of recent sessions"
+    return LaneDecision("paired", confidence, reason, "prior", signals)
+
+
+def probe_flow(task: str, prior: LaneDecision, config: SupervisionConfig) -> Flow[LaneDecision]:
+    """The prior's decision, or the LLM probe's when the prior is unsure; fails open to paired."""
+    if prior.source in ("config", "fallback") or prior.confidence >= config.probe_below_confidence or not config.llm_probe:
+        return prior
+    answer = yield Ask("probe", "probe", probe_messages(task, prior.signals), ProbeAnswer)
+    if not answer.ok:
+        reason = f"probe failed ({answer.error}); prior said {prior.lane} at {prior.confidence:.2f}; failing open to paired"
+        return LaneDecision("paired", 0.5, reason, "fallback", {**prior.signals, "probe_error": answer.error})
+    probe: ProbeAnswer = answer.output
+    reason = f"probe: {probe.reason or probe.lane} (prior said {prior.lane} at {prior.confidence:.2f})"
+    return LaneDecision(probe.lane, probe.confidence, reason, "probe", prior.signals)
