@@ -181,11 +181,13 @@ class PlaybookRegistry:
             return []
         return self._with_compare_and_set(learning_key, lambda tx, live, version: self._plan(tx, learning_key, live, version, changes, session_id))
 
-    def record_impact(self, learning_key: str, used_ids: Sequence[str], reward: float) -> list[AppliedChange]:
-        """Count one session's reward for the entries it used and against those it did not; then promote
-        provisional entries that have earned it and retire those that do not help."""
+    def record_impact(self, learning_key: str, used_ids: Sequence[str], unused_ids: Sequence[str], reward: float) -> list[AppliedChange]:
+        """Count one session's reward for the entries it used and against the live ones it did not (both as they
+        stood when it began), then promote provisional entries that have earned it and retire those that do not help."""
+        used, unused = list(used_ids), list(unused_ids)
+        if not used and not unused:
+            return []
         with self.store.transaction() as tx:
-            used = list(used_ids)
             if used:
                 tx.exec(
                     update(PlaybookEntryRecord)
@@ -196,15 +198,18 @@ class PlaybookRegistry:
                         reward_count_with=PlaybookEntryRecord.reward_count_with + 1,
                     )
                 )
-            tx.exec(
-                update(PlaybookEntryRecord)
-                .where(PlaybookEntryRecord.learning_key == learning_key, col(PlaybookEntryRecord.status).in_(LIVE), col(PlaybookEntryRecord.id).not_in(used))
-                .values(
-                    reward_sum_without=PlaybookEntryRecord.reward_sum_without + reward,
-                    reward_count_without=PlaybookEntryRecord.reward_count_without + 1,
+            if unused:
+                tx.exec(
+                    update(PlaybookEntryRecord)
+                    .where(col(PlaybookEntryRecord.id).in_(unused))
+                    .values(
+                        reward_sum_without=PlaybookEntryRecord.reward_sum_without + reward,
+                        reward_count_without=PlaybookEntryRecord.reward_count_without + 1,
+                    )
                 )
-            )
-        verdicts = self._impact_changes(self.live_entries(learning_key))
+            touched = list(tx.exec(select(PlaybookEntryRecord).where(col(PlaybookEntryRecord.id).in_(used + unused),
+                                                                   col(PlaybookEntryRecord.status).in_(LIVE))).all())
+        verdicts = self._impact_changes(touched)
         if not verdicts:
             return []
         return self._with_compare_and_set(learning_key, lambda tx, live, version: self._status_changes(tx, learning_key, live, version, verdicts))

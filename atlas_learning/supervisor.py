@@ -242,6 +242,8 @@ class SupervisedRun:
         self.retries = 0
         self.finished: SessionResult | None = None
         self._history = KeyHistory()
+        #: The key's live playbook entries when the session began.
+        self._entries: list[Any] = []
         self._seq = 0
         self._lock = threading.Lock()
 
@@ -375,11 +377,12 @@ class SupervisedRun:
         # The session row goes first: the probe's model call and every later row point at it.
         supervisor.recorder.insert(SessionRecord, id=self.session_id, learning_key=self.learning_key,
                                    agent_name=self.agent_name, task=self.task, session_metadata=self.metadata)
-        entries: list[Any] = []
+        entries = self._entries
         if supervisor.store_problem is None:
             try:
                 self._history = load_history(supervisor.store, self.learning_key, config.supervision.history_window)
                 entries = supervisor.playbook.live_entries(self.learning_key) if config.playbook.enabled else []
+                self._entries = entries
             except StoreError as exc:
                 self._history = KeyHistory(unavailable=str(exc))
         else:
@@ -537,12 +540,15 @@ class SupervisedRun:
         if self.supervisor.store_problem is not None or self._history.unavailable is not None or self.supervisor.recorder.degraded:
             return [], "learning skipped: the store is unavailable"
         learned: list[AppliedChange] = []
+        used = {e.id for e in [*self.lessons, *self.teacher_lessons]}
         try:
             if reward is not None:
-                learned.extend(registry.record_impact(self.learning_key, [e.id for e in [*self.lessons, *self.teacher_lessons]], reward))
-            entries = [(e.id, e.lesson) for e in registry.live_entries(self.learning_key)]
+                unused = [e.id for e in self._entries if e.id not in used]
+                learned.extend(registry.record_impact(self.learning_key, sorted(used), unused, reward))
         except StoreError as exc:
             return learned, f"learning skipped: {exc}"
+        retired = {c.entry_id for c in learned if c.op == "retire"}
+        entries = [(e.id, e.lesson) for e in self._entries if e.id not in retired]
         messages = synthesis_messages(self.task, render_steps(self.steps, self.config.judges.context_budget_chars // 2),
                                       answer_text, reward, self.guidance_given, entries)
         answer = yield Ask("synthesizer", "synthesis", messages, PlaybookChanges)

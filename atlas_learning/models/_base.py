@@ -11,6 +11,7 @@ repair attempt, and recording of tokens and cost per call and per role.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import threading
@@ -204,6 +205,14 @@ def _json_text(text: str) -> str:
     return stripped
 
 
+@functools.lru_cache(maxsize=256)
+def json_schema_of(output_type: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of an output type, built once (pydantic rebuilds it on every call otherwise).
+
+    Callers must not mutate the returned dict."""
+    return output_type.model_json_schema()
+
+
 def _validation_summary(error: ValidationError | ValueError) -> str:
     if isinstance(error, ValidationError):
         parts = [f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors()[:5]]
@@ -334,12 +343,18 @@ class ChatModel(ABC):
         )
 
     # ---------------------------------------------------------------------------------------- internals
+    #: Sent to a self-hosted server (``base_url`` set, no ``api_key_env`` named, no key in the environment):
+    #: vLLM, Ollama and llama.cpp servers accept any key, but the SDKs refuse to start without one.
+    KEYLESS_SERVER_KEY = "EMPTY"
+
     def _api_key(self) -> str:
         """The role's API key from its environment variable, or an AuthenticationError naming the variable."""
         import os
 
         name = self.settings.resolved_api_key_env()
         key = os.environ.get(name) if name else None
+        if not key and self.settings.base_url and not self.settings.api_key_env:
+            return self.KEYLESS_SERVER_KEY
         if not key:
             raise AuthenticationError(
                 f"no API key for {self.provider} ({self.role}): set the environment variable {name}",
@@ -354,7 +369,7 @@ class ChatModel(ABC):
 
     def _params(self, output_type: type[BaseModel] | None, temperature: float | None, max_tokens: int | None) -> dict[str, Any]:
         return {
-            "json_schema": output_type.model_json_schema() if output_type is not None else None,
+            "json_schema": json_schema_of(output_type) if output_type is not None else None,
             "schema_name": output_type.__name__ if output_type is not None else None,
             "temperature": self.settings.temperature if temperature is None else temperature,
             "max_tokens": self.settings.max_tokens if max_tokens is None else max_tokens,
@@ -368,7 +383,7 @@ class ChatModel(ABC):
             return raw.text, output_type.model_validate_json(_json_text(raw.text))
         except (ValidationError, ValueError) as first_error:
             problem = _validation_summary(first_error)
-        schema = json.dumps(output_type.model_json_schema(), separators=(",", ":"))
+        schema = json.dumps(json_schema_of(output_type), separators=(",", ":"))
         repair = [
             *messages,
             {"role": "assistant", "content": raw.text},

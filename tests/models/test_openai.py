@@ -143,6 +143,14 @@ def test_compatible_server_gets_base_url_and_max_tokens() -> None:
     model.close()
 
 
+def test_self_hosted_server_needs_no_key(monkeypatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    model = openai_model(base_url="http://localhost:11434/v1")
+    client = model._client_for(use_async=False)
+    assert client.api_key == "EMPTY"  # vLLM's convention; Ollama and llama.cpp accept any key
+    model.close()
+
+
 class Step(BaseModel):
     action: str
     note: str | None = None
