@@ -44,9 +44,20 @@ _STOPWORDS = frozenset(
 )
 
 
+_SUFFIXES = ("ing", "ies", "ed", "es", "s")
+
+
+def _stem(word: str) -> str:
+    """A light suffix strip (reading -> read, files -> file), applied alike to tasks and lessons."""
+    for suffix in _SUFFIXES:
+        if len(word) > len(suffix) + (2 if suffix == "ies" else 3) and word.endswith(suffix):
+            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    return word
+
+
 def terms(text: str) -> set[str]:
-    """The content words of a text: lower-cased, without stopwords and one- or two-letter words."""
-    return {w for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _STOPWORDS}
+    """The content words of a text: lower-cased, stemmed, without stopwords and one- or two-letter words."""
+    return {_stem(w) for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _STOPWORDS}
 
 
 def similarity(a: str, b: str) -> float:

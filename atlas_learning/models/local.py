@@ -234,6 +234,10 @@ class _GGUFBackend:
         threads = int(options.get("n_threads") or os.cpu_count() or 1)
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
+        # No busy-wait polling between ops: uncontended speed is the same, and with more busy threads than cores
+        # (two models, or other work) polling threads slowed generation about 10x in measurements here.
+        params.cpuparams.poll = 0
+        params.cpuparams_batch.poll = 0
         if "n_batch" in options:
             params.n_batch = int(options["n_batch"])
         if "n_gpu_layers" in options:

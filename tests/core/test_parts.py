@@ -1,0 +1,128 @@
+"""The loop's parts on their own: the probe's prior, drift, redaction, playbook retrieval and registry, checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from atlas_learning.config import PlaybookConfig, SupervisionConfig
+from atlas_learning.drift import check_drift
+from atlas_learning.judges import CheckContext, CheckResult, run_checks
+from atlas_learning.playbook import PlaybookRegistry, coverage, render_lessons, select_lessons, similarity
+from atlas_learning.probe import KeyHistory, prior_decision
+from atlas_learning.redact import Redactor
+from atlas_learning.schemas import LessonChange
+from atlas_learning.store import PlaybookEntryRecord
+
+
+def history(*rewards: float, interventions: tuple[int, ...] = ()) -> KeyHistory:
+    return KeyHistory(rewards=rewards, lanes=("paired",) * len(rewards), interventions=interventions or (0,) * len(rewards))
+
+
+@pytest.mark.parametrize(
+    ("past", "lane"),
+    [((), "coach"), ((0.9,), "coach"), ((0.9, 0.9), "paired"), ((0.9, 0.9, 0.9), "auto"), ((0.3, 0.9, 0.9, 0.9), "paired"), ((0.2, 0.3, 0.4), "coach"),
+     ((0.6, 0.9, 0.9, 0.9), "paired"), ((0.85, 0.7, 0.9), "paired")],
+)
+def test_prior_lanes(past, lane) -> None:
+    assert prior_decision(history(*past), 0.0, SupervisionConfig()).lane == lane
+
+
+def test_prior_needs_few_interventions_for_auto_and_trusts_coverage() -> None:
+    config = SupervisionConfig()
+    assert prior_decision(history(0.9, 0.9, 0.9, interventions=(1, 1, 0)), 0.0, config).lane == "paired"
+    assert prior_decision(history(0.9, 0.9), 0.0, config).lane == "paired"
+    assert prior_decision(history(0.9, 0.9), 0.8, config).lane == "auto"  # a well-covered task needs one less
+
+
+def test_prior_escalates_only_when_configured_and_falls_back_without_history() -> None:
+    assert prior_decision(history(0.1, 0.1, 0.1), 0.0, SupervisionConfig()).lane == "coach"
+    assert prior_decision(history(0.1, 0.1, 0.1), 0.0, SupervisionConfig(escalate_below_reward=0.2)).lane == "escalate"
+    down = prior_decision(KeyHistory(unavailable="store down"), 0.0, SupervisionConfig())
+    assert (down.lane, down.source) == ("paired", "fallback") and "store down" in down.reason
+
+
+def test_drift_scores() -> None:
+    steady = [0.8, 0.82, 0.79, 0.85, 0.81, 0.8]
+    assert check_drift(0.1, steady).alert
+    assert not check_drift(0.8, steady).alert
+    assert not check_drift(0.1, steady[:4]).alert  # too short a baseline
+    assert not check_drift(0.95, [1, 1, 1, 1, 0.9]).alert  # MAD 0 does not make every wobble an alert
+    flat = check_drift(0.2, [1.0] * 6)
+    assert flat.alert and math.isinf(flat.mad_z_score)
+
+
+def test_redaction_keeps_prose_and_structure() -> None:
+    redactor = Redactor(extra_patterns=[r"ACME-\d{6}"])
+    assert redactor.text("max_tokens: 512 and token count 5") == "max_tokens: 512 and token count 5"
+    assert redactor.text("order ACME-123456 shipped") == "order [REDACTED] shipped"
+    value = redactor.value({"headers": {"Authorization": "Bearer abcdefghijklmnop"}, "n": 3, "items": ["sk-" + "a" * 30]})
+    assert value == {"headers": {"Authorization": "[REDACTED]"}, "n": 3, "items": ["[REDACTED]"]}
+    assert Redactor(enabled=False).text("sk-" + "a" * 30).startswith("sk-")
+
+
+def test_invalid_redaction_pattern_is_a_config_error() -> None:
+    from atlas_learning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="redaction.patterns"):
+        Redactor(extra_patterns=["(unclosed"])
+
+
+def entry(lesson: str, audience: str = "student", status: str = "active", **stats) -> PlaybookEntryRecord:
+    return PlaybookEntryRecord(learning_key="k", lesson=lesson, audience=audience, status=status, **stats)
+
+
+def test_retrieval_prefers_relevant_entries_within_budget() -> None:
+    entries = [entry("Quote numbers exactly from the spreadsheet."), entry("List the folder before reading any file."),
+               entry("Teacher: check the path argument.", audience="teacher"), entry("Old advice.", status="retired")]
+    chosen = select_lessons(entries, "read the file in the data folder", audience="student", token_budget=400)
+    assert chosen[0].lesson == "List the folder before reading any file." and len(chosen) == 2
+    assert len(select_lessons(entries, "read the file", audience="student", token_budget=16)) == 1
+    assert "List the folder" in render_lessons(chosen) and render_lessons([]) == ""
+    assert coverage(chosen[:1], "read the file today") == pytest.approx(2 / 3)  # 'read' and 'file' of read/file/today
+    assert similarity("List the folder first", "list the folder first.") == 1.0
+
+
+def test_registry_history_diff_retire_and_budget(store) -> None:
+    registry = PlaybookRegistry(store, PlaybookConfig(total_token_budget=100))
+    added = registry.apply("k", [LessonChange(op="add", lesson="List the folder before reading a file."),
+                                 LessonChange(op="add", lesson="list the folder before reading a file")])  # a near-duplicate
+    assert [c.op for c in added] == ["add"] and registry.version("k") == 1
+    entry_id = added[0].entry_id
+    registry.apply("k", [LessonChange(op="refine", entry_id=entry_id, lesson="List the folder, then read the file you need.")])
+    registry.retire("k", entry_id, reason="by hand")
+    assert [h.change for h in registry.history("k")] == ["add", "refine", "retire"]
+    assert registry.diff("k", 1, 2) == [{"entry_id": entry_id, "change": "changed", "before": "List the folder before reading a file.",
+                                         "after": "List the folder, then read the file you need.", "status_before": "provisional",
+                                         "status": "provisional"}]
+    assert registry.diff("k", 0, 1)[0]["change"] == "added"
+    assert registry.live_entries("k") == []
+    topics = ["spreadsheets", "archives", "symlinks", "manifests", "backups"]
+    long_lessons = [LessonChange(op="add", lesson=" ".join(f"{topic}{j}" for j in range(12))) for topic in topics]
+    applied = registry.apply("k", long_lessons)
+    assert any(c.op == "retire" and "token budget" in c.reason for c in applied)
+    assert sum(len(e.lesson) for e in registry.live_entries("k")) / 4 <= 100
+
+
+def test_impact_promotes_helpful_entries_and_retires_harmful_ones(store) -> None:
+    registry = PlaybookRegistry(store, PlaybookConfig(activate_after=2, retire_after=3))
+    helpful, harmful = (c.entry_id for c in registry.apply("k", [LessonChange(op="add", lesson="Check the path first."),
+                                                                 LessonChange(op="add", lesson="Guess the file contents quickly.")]))
+    registry.record_impact("k", [helpful], [harmful], 0.9)
+    changes = registry.record_impact("k", [helpful], [harmful], 0.9)
+    assert ("activate", helpful) in [(c.op, c.entry_id) for c in changes]
+    for _ in range(3):
+        changes = registry.record_impact("k", [harmful], [helpful], 0.2)
+    assert ("retire", harmful) in [(c.op, c.entry_id) for c in changes]
+    assert [e.id for e in registry.live_entries("k")] == [helpful]
+
+
+def test_checks_accept_many_shapes_and_survive_errors() -> None:
+    def boom(_):
+        raise RuntimeError("broken check")
+
+    results = run_checks([lambda c: True, lambda c: 0.25, lambda c: (2.0, "clipped"), lambda c: CheckResult(0.5, "half"),
+                          lambda c: None, boom, lambda c: "yes"], CheckContext("t", "a"))
+    assert [r.score for r in results] == [1.0, 0.25, 1.0, 0.5, None, None, None]
+    assert "broken check" in results[5].reason and "expected CheckResult" in results[6].reason
