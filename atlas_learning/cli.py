@@ -63,8 +63,9 @@ def show_config(config: ConfigOption = None, as_json: Annotated[bool, typer.Opti
 def quickstart(config: ConfigOption = None) -> None:
     """Check that Atlas works on this machine with no key and no network, then say what the main example does.
 
-    It loads the configuration, opens the store (creating or upgrading its schema), and asks the teacher role's
-    model for one structured answer, printing how long loading and answering took.
+    It loads the configuration, opens the store (creating or upgrading its schema), asks the teacher role's model
+    for one structured answer, then runs one supervised session (probe, teacher, judges, learning, storage) around
+    a rule-based student.
     """
     from pydantic import BaseModel
 
@@ -91,6 +92,22 @@ def quickstart(config: ConfigOption = None) -> None:
         f"in {elapsed:.2f}s including load, {reply.usage.output_tokens} tokens ({tokens_per_s:.0f}/s)"
     )
     models.close()
+
+    from .supervisor import Supervisor
+
+    def student(instructions: str) -> str:  # a rule-based agent: no model of its own
+        return str(17 * 23)
+
+    started = time.perf_counter()
+    with Supervisor(loaded) as supervisor:
+        result = supervisor.supervise("What is 17 * 23? Answer with the number only.", student, agent_name="quickstart")
+    learned = ", ".join(f"{c.op} {c.lesson!r}" for c in result.lessons_learned) or "none"
+    reward = "none" if result.reward is None else f"{result.reward:.2f}"
+    typer.echo(
+        f"session     ok ({time.perf_counter() - started:.1f}s) lane {result.lane} ({result.decision.reason}); "
+        f"answer {result.final_answer} accepted={result.accepted}; reward {reward} ({result.reward_reason}); "
+        f"lessons learned: {learned}; stored as {result.session_id}"
+    )
     typer.echo(
         "\nThe main example, 25 MCP file-operation tasks under supervision (examples/mcp_file_ops), is not built "
         "yet;\nwhen it is, this command runs it."

@@ -62,6 +62,8 @@ class ModelError(AtlasError):
         self.role = role
         self.status_code = status_code
         self.retry_after_s = retry_after_s
+        #: Tokens and cost the failed call consumed before failing (a ``models.Usage``), set by the model layer.
+        self.usage: object | None = None
 
 
 class AuthenticationError(ModelError):

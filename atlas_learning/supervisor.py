@@ -629,7 +629,8 @@ class SupervisedRun:
         reason = str(exc).splitlines()[0] if isinstance(exc, AtlasError) else f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, ModelError):
             log.warning("%s call for %s failed unexpectedly: %s", request.role, request.purpose, reason)
-        self._call_record(request, Usage(calls=1), time.perf_counter() - started, 1, reason, model)
+        usage = getattr(exc, "usage", None)
+        self._call_record(request, usage if isinstance(usage, Usage) else Usage(calls=1), time.perf_counter() - started, 1, reason, model)
         return Answer(None, getattr(exc, "raw_output", ""), error=reason)
 
     def _ask_human(self, request: AskHuman) -> Answer:

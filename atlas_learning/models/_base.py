@@ -274,6 +274,9 @@ class ChatModel(ABC):
                 request = plan.send(raw)
         except StopIteration as done:
             text, output = done.value
+        except ModelError as error:
+            error.usage = usage
+            raise
         finally:
             self.ledger.record(self.role, usage)
         return self._response(text, output, usage, attempts, started)
@@ -299,6 +302,9 @@ class ChatModel(ABC):
                 request = plan.send(raw)
         except StopIteration as done:
             text, output = done.value
+        except ModelError as error:
+            error.usage = usage
+            raise
         finally:
             self.ledger.record(self.role, usage)
         return self._response(text, output, usage, attempts, started)

@@ -63,6 +63,7 @@ def test_still_invalid_after_repair_raises_typed_error_keeping_raw_output() -> N
     assert caught.value.raw_output == "still no idea"
     assert "after one repair attempt" in str(caught.value) and "\n" not in str(caught.value)
     assert model.ledger.as_dict()["default"]["calls"] == 2  # the failed calls' tokens are still counted
+    assert caught.value.usage.calls == 2 and caught.value.usage.output_tokens == 5  # "no idea" + "still no idea"
 
 
 def test_rate_limit_is_retried_honouring_retry_after() -> None:
