@@ -17,7 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import case, false, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from .config import PlaybookConfig
@@ -198,28 +199,26 @@ class PlaybookRegistry:
         used, unused = list(used_ids), list(unused_ids)
         if not used and not unused:
             return []
-        with self.store.transaction() as tx:
-            if used:
-                tx.exec(
-                    update(PlaybookEntryRecord)
-                    .where(col(PlaybookEntryRecord.id).in_(used))
-                    .values(
-                        uses=PlaybookEntryRecord.uses + 1,
-                        reward_sum_with=PlaybookEntryRecord.reward_sum_with + reward,
-                        reward_count_with=PlaybookEntryRecord.reward_count_with + 1,
-                    )
-                )
-            if unused:
-                tx.exec(
-                    update(PlaybookEntryRecord)
-                    .where(col(PlaybookEntryRecord.id).in_(unused))
-                    .values(
-                        reward_sum_without=PlaybookEntryRecord.reward_sum_without + reward,
-                        reward_count_without=PlaybookEntryRecord.reward_count_without + 1,
-                    )
-                )
-            touched = list(tx.exec(select(PlaybookEntryRecord).where(col(PlaybookEntryRecord.id).in_(used + unused),
-                                                                   col(PlaybookEntryRecord.status).in_(LIVE))).all())
+        entries = PlaybookEntryRecord.__table__  # type: ignore[attr-defined]
+        used_here = entries.c.id.in_(used) if used else false()
+        counts_with = case((used_here, 1), else_=0)
+        statement = (
+            update(entries)
+            .where(entries.c.id.in_(used + unused), entries.c.status.in_(LIVE))
+            .values(
+                uses=entries.c.uses + counts_with,
+                reward_sum_with=entries.c.reward_sum_with + counts_with * reward,
+                reward_count_with=entries.c.reward_count_with + counts_with,
+                reward_sum_without=entries.c.reward_sum_without + (1 - counts_with) * reward,
+                reward_count_without=entries.c.reward_count_without + (1 - counts_with),
+            )
+            .returning(*entries.c)
+        )
+        try:  # one statement, no ORM session: this runs after every session
+            with self.store.engine.begin() as connection:
+                touched = [PlaybookEntryRecord.model_validate(dict(row._mapping)) for row in connection.execute(statement)]
+        except SQLAlchemyError as exc:
+            raise self.store.as_store_error(exc) from None
         verdicts = self._impact_changes(touched)
         if not verdicts:
             return []

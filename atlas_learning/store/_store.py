@@ -176,7 +176,7 @@ class Store:
             with self.engine.connect() as connection:
                 yield connection
         except (OperationalError, DBAPIError) as exc:
-            raise self._store_error(exc) from None
+            raise self.as_store_error(exc) from None
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -186,7 +186,7 @@ class Store:
                 yield session
                 session.commit()
         except SQLAlchemyError as exc:
-            raise self._store_error(exc) from None
+            raise self.as_store_error(exc) from None
 
     def add(self, *records: R) -> tuple[R, ...]:
         """Insert records in one transaction and return them with their generated keys."""
@@ -242,7 +242,8 @@ class Store:
         with self.transaction() as session:
             return int(session.exec(statement).one())
 
-    def _store_error(self, exc: Exception) -> StoreError:
+    def as_store_error(self, exc: Exception) -> StoreError:
+        """A one-line StoreError for a database exception; ``retryable`` when it was a lost race."""
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = _redact_url(self.url)
         lost_race = isinstance(exc, IntegrityError) or any(
