@@ -34,6 +34,14 @@ _EXPORTS: dict[str, str] = {
     "create_model": "atlas_learning.models",
     "Store": "atlas_learning.store",
     "SessionFilter": "atlas_learning.store",
+    "Supervisor": "atlas_learning.supervisor",
+    "SupervisedRun": "atlas_learning.supervisor",
+    "SessionResult": "atlas_learning.supervisor",
+    "VerdictResult": "atlas_learning.supervisor",
+    "CheckContext": "atlas_learning.judges",
+    "CheckResult": "atlas_learning.judges",
+    "AtlasEvent": "atlas_learning.events",
+    "EventBus": "atlas_learning.events",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -51,8 +59,11 @@ if TYPE_CHECKING:
         RateLimitError,
         StoreError,
     )
+    from .events import AtlasEvent, EventBus
+    from .judges import CheckContext, CheckResult
     from .models import ChatModel, ModelResponse, RoleModels, ScriptedModel, Usage, UsageLedger, create_model
     from .store import SessionFilter, Store
+    from .supervisor import SessionResult, SupervisedRun, Supervisor, VerdictResult
 
 
 def __getattr__(name: str) -> Any:

@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,7 +26,7 @@ app = typer.Typer(
 )
 
 ConfigOption = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--config", "-c", help="atlas.yaml to read (default: ./atlas.yaml or $ATLAS_CONFIG, else built-in defaults)."),
 ]
 

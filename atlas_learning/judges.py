@@ -15,7 +15,7 @@ import inspect
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from .config import JudgesConfig
 from .flows import Ask, Flow
@@ -55,7 +55,7 @@ class CheckResult:
 
 
 #: A verifiable check: a function of the context returning a CheckResult, a float, a bool or (score, reason).
-Check = Callable[[CheckContext], Union[CheckResult, float, bool, tuple[float, str], None]]
+Check = Callable[[CheckContext], CheckResult | float | bool | tuple[float, str] | None]
 
 
 def _check_name(check: Check) -> str:

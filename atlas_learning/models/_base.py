@@ -309,7 +309,7 @@ class ChatModel(ABC):
             self.ledger.record(self.role, usage)
         return self._response(text, output, usage, attempts, started)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op unless the provider holds something
         """Release clients or loaded weights. Safe to call twice."""
 
     # ------------------------------------------------------------------------------------ provider hooks

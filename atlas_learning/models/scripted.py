@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, Union
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -20,7 +20,7 @@ from ._base import ChatModel, RawCompletion, UsageLedger
 
 __all__ = ["ScriptedModel", "ScriptedResponse"]
 
-ScriptedResponse = Union[str, dict, BaseModel, BaseException, Callable[[list[dict[str, str]], "dict[str, Any] | None"], Any]]
+ScriptedResponse = str | dict | BaseModel | BaseException | Callable[[list[dict[str, str]], "dict[str, Any] | None"], Any]
 
 
 def _count_tokens(text: str) -> int:

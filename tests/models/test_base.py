@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from atlas_learning.config import AtlasConfig, ModelSettings
 from atlas_learning.errors import AuthenticationError, InvalidOutputError, ProviderError, RateLimitError
-from atlas_learning.models import RoleModels, ScriptedModel, Usage, UsageLedger, create_model, price_per_mtok
+from atlas_learning.models import RoleModels, ScriptedModel, Usage, UsageLedger, price_per_mtok
 
 
 class Verdict(BaseModel):
