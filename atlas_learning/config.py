@@ -265,7 +265,7 @@ class AtlasConfig(_Section):
         env = os.environ if environ is None else environ
         origin = "config"
         if isinstance(source, AtlasConfig):
-            data: dict[str, Any] = source.model_dump(exclude_unset=True)
+            data: dict[str, Any] = source.model_dump()
         elif isinstance(source, Mapping):
             data = dict(source)
         else:

@@ -32,6 +32,8 @@ EventType = Literal[
     "reward",
     "lesson_added",
     "lesson_refined",
+    "lesson_confirmed",
+    "lesson_activated",
     "lesson_retired",
     "drift_alert",
     "session_finished",

@@ -12,6 +12,7 @@ The same code scores sessions at run time and rollouts during training (see ``at
 from __future__ import annotations
 
 import inspect
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -62,8 +63,29 @@ def _check_name(check: Check) -> str:
     return getattr(check, "__name__", None) or type(check).__name__
 
 
+def _score(value: Any) -> float | None:
+    score = float(value)
+    return None if math.isnan(score) else min(1.0, max(0.0, score))
+
+
+def _check_result(value: Any, name: str) -> CheckResult:
+    if isinstance(value, CheckResult):
+        return CheckResult(None if value.score is None else _score(value.score), value.reason, value.name or name)
+    if isinstance(value, bool):
+        return CheckResult(1.0 if value else 0.0, "passed" if value else "failed", name)
+    if isinstance(value, (int, float)):
+        return CheckResult(_score(value), "", name)
+    if isinstance(value, tuple) and len(value) == 2:
+        return CheckResult(None if value[0] is None else _score(value[0]), str(value[1]), name)
+    if value is None:
+        return CheckResult(None, "check did not decide", name)
+    return CheckResult(None, f"check returned {type(value).__name__}; expected CheckResult, float, bool or (score, reason)", name)
+
+
 def run_checks(checks: Sequence[Check], context: CheckContext) -> list[CheckResult]:
-    """Run every check; one that raises or returns something else scores None with the reason."""
+    """Run every check; one that raises or returns something else scores None with the reason.
+
+    Scores are clamped to 0..1; NaN counts as undecided."""
     results = []
     for check in checks:
         name = _check_name(check)
@@ -71,21 +93,9 @@ def run_checks(checks: Sequence[Check], context: CheckContext) -> list[CheckResu
             value = check(context)
             if inspect.isawaitable(value):
                 raise TypeError("async checks are not supported; make the check a plain function")
+            results.append(_check_result(value, name))
         except Exception as exc:  # a user's check must not crash the session
             results.append(CheckResult(None, f"check raised {type(exc).__name__}: {exc}", name))
-            continue
-        if isinstance(value, CheckResult):
-            results.append(CheckResult(value.score, value.reason, value.name or name))
-        elif isinstance(value, bool):
-            results.append(CheckResult(1.0 if value else 0.0, "passed" if value else "failed", name))
-        elif isinstance(value, (int, float)):
-            results.append(CheckResult(min(1.0, max(0.0, float(value))), "", name))
-        elif isinstance(value, tuple) and len(value) == 2:
-            results.append(CheckResult(min(1.0, max(0.0, float(value[0]))), str(value[1]), name))
-        elif value is None:
-            results.append(CheckResult(None, "check did not decide", name))
-        else:
-            results.append(CheckResult(None, f"check returned {type(value).__name__}; expected CheckResult, float, bool or (score, reason)", name))
     return results
 
 

@@ -12,7 +12,9 @@ stays neutral or negative after ``retire_after`` observations is retired.
 from __future__ import annotations
 
 import math
+import random
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,7 @@ from sqlmodel import Session, col, select
 
 from .config import PlaybookConfig
 from .errors import StoreError
+from .redact import Redactor
 from .schemas import LessonChange
 from .store import PlaybookEntryRecord, PlaybookRegistryRecord, PlaybookVersionRecord, Store, utcnow
 
@@ -136,22 +139,20 @@ class _Conflict(Exception):
 class PlaybookRegistry:
     """Versioned, concurrency-safe reads and writes of one store's playbooks."""
 
-    #: Compare-and-set attempts before giving up on a change set.
-    max_attempts = 8
+    #: Compare-and-set attempts before giving up on a change set; each lost race waits a little longer.
+    max_attempts = 30
 
-    def __init__(self, store: Store, config: PlaybookConfig | None = None) -> None:
+    def __init__(self, store: Store, config: PlaybookConfig | None = None, *, redactor: Redactor | None = None) -> None:
         self.store = store
         self.config = config or PlaybookConfig()
+        self.redactor = redactor or Redactor()
 
     # -------------------------------------------------------------------------------------------- reads
     def live_entries(self, learning_key: str) -> list[PlaybookEntryRecord]:
         """Provisional and active entries of a key."""
-        return self.store.rows(
-            PlaybookEntryRecord,
-            PlaybookEntryRecord.learning_key == learning_key,
-            col(PlaybookEntryRecord.status).in_(LIVE),
-            order_by=PlaybookEntryRecord.created_at,
-        )
+        entries = PlaybookEntryRecord.__table__  # type: ignore[attr-defined]
+        statement = entries.select().where(entries.c.learning_key == learning_key, entries.c.status.in_(LIVE)).order_by(entries.c.created_at)
+        return [PlaybookEntryRecord.model_validate(dict(row._mapping)) for row in self.store.read(statement)]
 
     def version(self, learning_key: str) -> int:
         record = self.store.get(PlaybookRegistryRecord, learning_key)
@@ -191,6 +192,8 @@ class PlaybookRegistry:
         """Apply the synthesizer's changes as one new registry version; retried on a lost race."""
         if not changes:
             return []
+        changes = [c.model_copy(update={"lesson": self.redactor.text(c.lesson), "applies_when": self.redactor.text(c.applies_when)})
+                   for c in changes]
         return self._with_compare_and_set(learning_key, lambda tx, live, version: self._plan(tx, learning_key, live, version, changes, session_id))
 
     def record_impact(self, learning_key: str, used_ids: Sequence[str], unused_ids: Sequence[str], reward: float) -> list[AppliedChange]:
@@ -231,7 +234,9 @@ class PlaybookRegistry:
     # ---------------------------------------------------------------------------------------- internals
     def _with_compare_and_set(self, learning_key: str, plan: Any) -> list[AppliedChange]:
         last_error: Exception | None = None
-        for _ in range(self.max_attempts):
+        for attempt in range(self.max_attempts):
+            if attempt:
+                time.sleep(random.uniform(0, min(0.2, 0.005 * 2**attempt)))
             try:
                 with self.store.transaction() as tx:
                     registry = tx.get(PlaybookRegistryRecord, learning_key)
@@ -254,8 +259,8 @@ class PlaybookRegistry:
                     if bumped.rowcount != 1:
                         raise _Conflict
                 return applied
-            except _Conflict as exc:
-                last_error = exc
+            except _Conflict:
+                last_error = _Conflict("another session changed the playbook first")
             except StoreError as exc:
                 if not exc.retryable:
                     raise
@@ -273,10 +278,12 @@ class PlaybookRegistry:
                     continue
                 twin = max(live, key=lambda e: similarity(e.lesson, lesson), default=None)
                 if twin is not None and twin.audience == change.audience and similarity(twin.lesson, lesson) >= self.config.merge_similarity:
-                    # A near-duplicate confirms the entry: its provenance grows, its text and version stay.
+                    # A near-duplicate confirms the entry: its provenance grows (under the same compare-and-set,
+                    # so concurrent confirmations all count); its text and entry version stay.
                     if session_id and session_id not in twin.provenance:
                         twin.provenance = [*twin.provenance, session_id]
                         tx.add(twin)
+                        applied.append(AppliedChange("confirm", twin.id, twin.lesson, version, "a near-duplicate lesson was proposed again"))
                     continue
                 entry = PlaybookEntryRecord(learning_key=key, audience=change.audience, lesson=lesson,
                                             applies_when=change.applies_when or None, provenance=[session_id] if session_id else [])

@@ -31,12 +31,14 @@ class KeyHistory:
     rewards: tuple[float, ...] = ()
     lanes: tuple[str, ...] = ()
     interventions: tuple[int, ...] = ()
+    #: Finished sessions in the window, rewarded or not (the warm-up counts these).
+    finished: int | None = None
     #: Why the history is empty when it could not be read (store down); None when it was read.
     unavailable: str | None = None
 
     @property
     def sessions(self) -> int:
-        return len(self.rewards)
+        return len(self.rewards) if self.finished is None else max(self.finished, len(self.rewards))
 
 
 @dataclass(frozen=True)
@@ -51,19 +53,24 @@ class LaneDecision:
 
 
 def load_history(store: Store, learning_key: str, window: int) -> KeyHistory:
-    """The last ``window`` finished, rewarded sessions of a key, most recent first."""
+    """The last ``window`` finished sessions of a key, most recent first.
+
+    A session that failed counts with its reward, or 0 when it has none: a failure breaks a streak. A completed
+    session no judge could score is left out of the rewards but counts towards the warm-up.
+    """
     statement = (
-        select(SessionRecord.reward, SessionRecord.lane, SessionRecord.interventions)
-        .where(SessionRecord.learning_key == learning_key, SessionRecord.status == "completed", col(SessionRecord.reward).is_not(None))
+        select(SessionRecord.reward, SessionRecord.lane, SessionRecord.interventions, SessionRecord.status)
+        .where(SessionRecord.learning_key == learning_key, col(SessionRecord.status).in_(("completed", "failed")))
         .order_by(col(SessionRecord.started_at).desc())
         .limit(window)
     )
-    with store.transaction() as tx:
-        rows = tx.exec(statement).all()
+    rows = store.read(statement)
+    kept = [(0.0 if r[0] is None else float(r[0]), r[1] or "", int(r[2] or 0)) for r in rows if r[0] is not None or r[3] == "failed"]
     return KeyHistory(
-        rewards=tuple(float(r[0]) for r in rows),
-        lanes=tuple(r[1] or "" for r in rows),
-        interventions=tuple(int(r[2] or 0) for r in rows),
+        rewards=tuple(r[0] for r in kept),
+        lanes=tuple(r[1] for r in kept),
+        interventions=tuple(r[2] for r in kept),
+        finished=len(rows),
     )
 
 
@@ -130,4 +137,6 @@ def probe_flow(task: str, prior: LaneDecision, config: SupervisionConfig) -> Flo
         return LaneDecision("paired", 0.5, reason, "fallback", {**prior.signals, "probe_error": answer.error})
     probe: ProbeAnswer = answer.output
     reason = f"probe: {probe.reason or probe.lane} (prior said {prior.lane} at {prior.confidence:.2f})"
+    if probe.lane == "escalate" and config.escalate_below_reward is None:
+        return LaneDecision("coach", probe.confidence, f"{reason}; escalation is off (supervision.escalate_below_reward), coaching instead", "probe", prior.signals)
     return LaneDecision(probe.lane, probe.confidence, reason, "probe", prior.signals)

@@ -29,12 +29,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, update
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy import JSON, String, insert, update
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlmodel import SQLModel
 
 from .errors import StoreError
@@ -63,6 +63,9 @@ class TableSpec:
         self.name: str = self.table.name
         self.primary_key: str = next(iter(self.table.primary_key.columns)).name
         self.datetime_columns = frozenset(c.name for c in self.table.columns if isinstance(c.type, UTCDateTime))
+        self.json_columns = frozenset(c.name for c in self.table.columns if isinstance(c.type, JSON))
+        self.string_lengths = {c.name: getattr(c.type, "length", None) for c in self.table.columns
+                               if isinstance(c.type, String) or isinstance(getattr(c.type, "impl", None), String)}
         self._defaults: list[tuple[str, Any, Callable[[], Any] | None]] = []
         for name, info in model.model_fields.items():
             factory = info.default_factory
@@ -81,10 +84,23 @@ class TableSpec:
         if unknown:
             raise ValueError(f"{self.name} has no column {sorted(unknown)[0]!r}")
         row = {name: (factory() if factory else default) for name, default, factory in self._defaults if name not in fields}
-        row.update(fields)
+        for name, value in fields.items():
+            row[name] = self.storable(name, value)
         if row.get(self.primary_key) is None and self.primary_key == "id" and self._integer_key():
             row.pop(self.primary_key, None)  # let the database assign it
         return row
+
+    def storable(self, column: str, value: Any) -> Any:
+        """``value`` as every backend takes it in ``column``: JSON-safe, no NUL bytes, within the column's length."""
+        if column in self.json_columns:
+            return _json_safe(value)
+        if isinstance(value, str):
+            return _clean_text(value, self.string_lengths.get(column))
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
 
     def _integer_key(self) -> bool:
         return self.table.primary_key.columns[self.primary_key].type.python_type is int
@@ -155,6 +171,7 @@ class Recorder:
         self._last_attempt = 0.0
         self._migrated = False
         self._closed = False
+        self._closed_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="atlas-recorder", daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -168,8 +185,8 @@ class Recorder:
     def insert(self, table: type[SQLModel], /, **fields: Any) -> dict[str, Any]:
         """Enqueue a new row (secrets redacted) and return it, with its id when the writer makes ids."""
         spec = TableSpec.of(table)
-        row = spec.row(_storable(self.redactor.value(fields)))
-        self._queue.put(_Insert(spec, row))
+        row = spec.row(self.redactor.value(fields))
+        self._submit(_Insert(spec, row))
         return row
 
     def update(self, table: type[SQLModel], key: Any, /, **fields: Any) -> None:
@@ -178,7 +195,16 @@ class Recorder:
         unknown = fields.keys() - table.model_fields.keys()
         if unknown:
             raise ValueError(f"{spec.name} has no column {sorted(unknown)[0]!r}")
-        self._queue.put(_Update(spec, key, _storable(self.redactor.value(fields))))
+        redacted = self.redactor.value(fields)
+        self._submit(_Update(spec, key, {name: spec.storable(name, value) for name, value in redacted.items()}))
+
+    def _submit(self, write: _Write) -> None:
+        if not self._closed:
+            self._queue.put(write)
+            return
+        with self._closed_lock:  # the writer thread is gone: write (or spool) in the caller's thread
+            log.warning("recorder used after close(); writing a %s row synchronously", write.spec.name)
+            self._write([write])
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until everything enqueued before this call is committed or spooled. False on timeout."""
@@ -236,6 +262,7 @@ class Recorder:
             self._write(writes)
 
     def _write(self, writes: list[_Write]) -> None:
+        """Commit, or spool, or reject: whatever happens, never raise (the writer thread must not die)."""
         if not writes:
             return
         try:
@@ -244,14 +271,18 @@ class Recorder:
                     self._spool(writes)
                     return
                 self._recover()
-            self._commit(writes)
-        except (IntegrityError, DataError):
-            self._commit_one_by_one(writes)
-        except (SQLAlchemyError, StoreError, OSError) as exc:
+            try:
+                self._commit(writes)
+            except (IntegrityError, DataError):
+                self._commit_one_by_one(writes)
+        except _STORE_DOWN as exc:
             self._last_attempt = time.monotonic()
             if not self.degraded:
                 log.warning("store unavailable, spooling to %s: %s", self.spool_dir, str(exc).splitlines()[0])
-            self._spool(writes)
+            self._spool_or_reject(writes, exc)
+        except Exception as exc:  # a bug or a value nothing could store: keep the rows, keep the thread
+            log.exception("recorder could not write %d rows; keeping them in %s", len(writes), self._rejected_path())
+            self._reject(writes, exc)
 
     def _ensure_schema(self) -> None:
         if not self._migrated:
@@ -284,50 +315,87 @@ class Recorder:
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
         return dialect_insert(spec.table).on_conflict_do_nothing()
 
-    def _commit_one_by_one(self, writes: list[_Write]) -> None:
-        for write in writes:
+    def _commit_one_by_one(self, writes: list[_Write], *, replay: bool = False) -> None:
+        """Commit rows singly, moving those the database refuses to the rejected file."""
+        for position, write in enumerate(writes):
             try:
-                self._commit([write])
+                self._commit([write], replay=replay)
             except (IntegrityError, DataError) as exc:
-                reason = str(exc.orig or exc).splitlines()[0]
-                log.error("store rejected a %s row: %s", write.spec.name, reason)
-                self._append(self.spool_dir / f"rejected-{os.getpid()}.jsonl", [{**write.as_json(), "error": reason}])
+                log.error("store rejected a %s row: %s", write.spec.name, _reason(exc))
+                self._reject([write], exc)
+            except _STORE_DOWN:
+                if replay:
+                    raise
+                self._spool(writes[position:])
+                return
 
     # -------------------------------------------------------------------------------------------- spool
     def _spool(self, writes: list[_Write]) -> None:
         if self._spool_file is None:
             self.spool_dir.mkdir(parents=True, exist_ok=True)
-            self._spool_path = self.spool_dir / f"spool-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
-            self._spool_file = open(self._spool_path, "a", encoding="utf-8")  # noqa: SIM115 - held open while degraded
+            path = self.spool_dir / f"spool-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
+            handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held open while degraded
             if fcntl is not None:
-                fcntl.flock(self._spool_file, fcntl.LOCK_EX)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            self._spool_path, self._spool_file = path, handle
         for write in writes:
-            self._spool_file.write(json.dumps(write.as_json(), default=_json_default) + "\n")
+            self._spool_file.write(json.dumps(write.as_json(), default=str) + "\n")
         self._spool_file.flush()
         os.fsync(self._spool_file.fileno())
 
+    def _spool_or_reject(self, writes: list[_Write], cause: Exception) -> None:
+        try:
+            self._spool(writes)
+        except OSError as exc:  # nowhere to spool either: say so loudly and keep them in memory's last resort
+            log.error("cannot spool to %s (%s); %d rows kept in the rejected file if possible", self.spool_dir, exc, len(writes))
+            self._reject(writes, cause)
+
     def _recover(self) -> None:
         """Replay this process's own spool (raising if the store is still down), then leave degraded mode."""
-        assert self._spool_path is not None
-        self._ensure_schema()
-        lines = [_decode_op(json.loads(line)) for line in self._spool_path.read_text(encoding="utf-8").splitlines() if line]
-        self._commit(lines, replay=True)
+        assert self._spool_path is not None and self._spool_file is not None
+        self._spool_file.flush()
+        count = self._replay_lines(self._spool_path.read_text(encoding="utf-8", errors="replace").splitlines(), self._spool_path)
         path = self._spool_path
         self._close_spool()
         path.unlink(missing_ok=True)
-        log.warning("store reachable again: replayed %d spooled rows", len(lines))
+        log.warning("store reachable again: replayed %d spooled rows", count)
 
     def _replay_file(self, path: Path) -> int:
-        with open(path, "r+", encoding="utf-8") as handle:
+        with open(path, "r+", encoding="utf-8", errors="replace") as handle:
             if fcntl is not None:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:
                     return 0  # a live process is still spooling here
-            lines = [_decode_op(json.loads(line)) for line in handle.read().splitlines() if line.strip()]
-            self._commit(lines, replay=True)
+            count = self._replay_lines(handle.read().splitlines(), path)
             path.unlink()
-        return len(lines)
+        return count
+
+    def _replay_lines(self, lines: list[str], source: Path) -> int:
+        """Write spooled lines in one transaction, or row by row when some are refused; raises if the store is down."""
+        self._ensure_schema()
+        writes = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                writes.append(_decode_op(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as exc:  # a torn last line after a crash, or a foreign file
+                self._append(self._rejected_path(), [{"source": f"{source.name}:{number}", "line": line, "error": str(exc)}])
+        try:
+            self._commit(writes, replay=True)
+        except (IntegrityError, DataError):
+            self._commit_one_by_one(writes, replay=True)
+        return len(writes)
+
+    def _reject(self, writes: list[_Write], cause: Exception) -> None:
+        try:
+            self._append(self._rejected_path(), [{**w.as_json(), "error": _reason(cause)} for w in writes])
+        except OSError:
+            log.error("could not write rejected rows either; %d rows lost: %s", len(writes), _reason(cause))
+
+    def _rejected_path(self) -> Path:
+        return self.spool_dir / f"rejected-{os.getpid()}.jsonl"
 
     def _close_spool(self) -> None:
         if self._spool_file is not None:
@@ -340,21 +408,45 @@ class Recorder:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as handle:
             for line in lines:
-                handle.write(json.dumps(line, default=_json_default) + "\n")
+                handle.write(json.dumps(line, default=str) + "\n")
 
 
-def _storable(value: Any) -> Any:
-    """JSON-safe for every backend: NaN and infinities (which PostgreSQL's JSON refuses) become None."""
+_STORE_DOWN = (OperationalError, InterfaceError, StoreError, OSError, SQLAlchemyError)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _clean_text(value: str, limit: int | None = None) -> str:
+    """Text any backend stores: no NUL bytes (PostgreSQL refuses them), no lone surrogates, within ``limit``."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value[:limit] if limit is not None and len(value) > limit else value
+
+
+def _json_safe(value: Any) -> Any:
+    """A JSON value every backend takes: containers rebuilt, non-finite floats None, other objects as text."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return _clean_text(value)
     if isinstance(value, dict):
-        return {k: _storable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_storable(v) for v in value]
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
+        return {_clean_text(str(k)): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (datetime, date)):
         return value.isoformat()
-    raise TypeError(f"cannot spool a {type(value).__name__}")
+    if isinstance(value, bytes):
+        return _clean_text(value.decode("utf-8", "replace"))
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return _json_safe(dump(mode="json"))
+    return _clean_text(str(value))

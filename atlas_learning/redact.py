@@ -2,7 +2,8 @@
 
 :class:`Redactor` replaces matches of its patterns in strings, recursively through dicts and lists, before a
 record is written. The built-in patterns cover common key formats (OpenAI, Anthropic, Google, AWS, GitHub,
-Slack, JWTs), ``Authorization: Bearer ...`` and ``key=value`` pairs whose key names a secret; configuration
+Slack, JWTs, PEM private keys), ``Authorization: Bearer ...``, passwords in URLs (``postgresql://user:pw@host``)
+and ``key=value`` pairs whose key names a secret; configuration
 adds more (``redaction.patterns``). Dict values under a secret-looking key are replaced whole.
 """
 
@@ -26,10 +27,21 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
     r"xox[abposr]-[A-Za-z0-9\-]{10,}",  # Slack token
     r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",  # JWT
     r"(?i)(?P<keep>bearer\s+)[A-Za-z0-9._~+/\-]{12,}=*",  # Authorization: Bearer <token>
+    r"(?P<keep>[a-z][a-z0-9+.\-]*://[^\s:/@]+:)[^\s@/]+(?=@)",  # user:password@ in a URL or DSN
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",  # PEM private keys
     r"(?i)(?P<keep>(?:api[_-]?key|secret|token|password|passwd)[\"']?\s*[:=]\s*[\"']?)(?=[^\s\"',;}]*[A-Za-z])[^\s\"',;}]{6,}",
 )
 
-_SECRET_KEY = re.compile(r"(?i)^(?:.*[_-])?(?:api[_-]?key|secret|token|password|passwd|authorization)$")
+_SECRET_KEY = re.compile(r"(?i)^(?:.*[_-])?(?:api[_-]?key|secret|token|password|passwd|authorization|private[_-]?key|credentials?)$")
+
+
+def _scoped(pattern: str) -> str:
+    """A pattern fit to join with others: global inline flags scoped, named groups unnamed."""
+    pattern = pattern.replace("(?P<keep>", "(?:")
+    flags = re.match(r"^\(\?([aiLmsux]+)\)", pattern)
+    if flags:
+        return f"(?{flags.group(1)}:{pattern[flags.end():]})"
+    return f"(?:{pattern})"
 
 
 class Redactor:
@@ -39,7 +51,10 @@ class Redactor:
         self.enabled = enabled
         self.replacement = replacement
         try:
-            self._patterns = [re.compile(p) for p in (*DEFAULT_PATTERNS, *extra_patterns)]
+            patterns = [*DEFAULT_PATTERNS, *extra_patterns]
+            self._patterns = [re.compile(p) for p in patterns]
+            # One pass to find out whether any pattern matches at all: most text holds no secret.
+            self._any = re.compile("|".join(_scoped(p) for p in patterns))
         except re.error as exc:
             from .errors import ConfigError
 
@@ -47,7 +62,7 @@ class Redactor:
 
     def text(self, value: str) -> str:
         """``value`` with every secret replaced."""
-        if not self.enabled or not value:
+        if not self.enabled or len(value) < 8 or not self._any.search(value):
             return value
         for pattern in self._patterns:
             value = pattern.sub(self._replace, value)
@@ -69,5 +84,5 @@ class Redactor:
                 for key, item in value.items()
             }
         if isinstance(value, (list, tuple)):
-            return type(value)(self.value(item) for item in value)
+            return [self.value(item) for item in value]
         return value

@@ -66,6 +66,14 @@ __all__ = ["Supervisor", "SupervisedRun", "SessionResult", "VerdictResult", "Hum
 
 log = logging.getLogger("atlas_learning.supervisor")
 
+_LESSON_EVENTS: dict[str, EventType] = {
+    "add": "lesson_added",
+    "refine": "lesson_refined",
+    "confirm": "lesson_confirmed",
+    "activate": "lesson_activated",
+    "retire": "lesson_retired",
+}
+
 #: Decides an escalated task: ``(task, context) -> answer``, sync or async. Adapters provide one (LangGraph: interrupt).
 HumanCallback = Callable[[str, dict[str, Any]], "str | Awaitable[str]"]
 
@@ -130,25 +138,38 @@ class Supervisor:
         human: HumanCallback | None = None,
         events: EventBus | None = None,
     ) -> None:
-        self.config = config if isinstance(config, AtlasConfig) else AtlasConfig.load(config)
+        self.config = AtlasConfig.load(config)
         self.store = store or Store(self.config.storage, migrate=False)
         self.models = models or RoleModels(self.config)
         self.redactor = Redactor(self.config.redaction.patterns, enabled=self.config.redaction.enabled)
         self.recorder = Recorder(self.store, spool_dir=self.config.storage.spool_dir, redactor=self.redactor)
-        self.playbook = PlaybookRegistry(self.store, self.config.playbook)
+        self.playbook = PlaybookRegistry(self.store, self.config.playbook, redactor=self.redactor)
         self.events = events or EventBus()
         self.checks = list(checks)
         self.human = human
-        #: Why the store could not be used at start (history and lessons are then unavailable), or None.
+        #: Why the store cannot be used now (history and lessons are then unavailable), or None. Retried at
+        #: most every ``store_retry_s`` seconds when a session begins.
         self.store_problem: str | None = None
+        self.store_retry_s = 5.0
+        self._store_checked = 0.0
+        self._connect_store()
+
+    def _connect_store(self) -> None:
+        self._store_checked = time.monotonic()
         try:
             self.store.migrate()
             replayed = self.recorder.replay_spool()
             if replayed:
                 log.warning("replayed %d rows spooled by an earlier run", replayed)
-        except StoreError as exc:
-            self.store_problem = str(exc)
-            log.warning("store unavailable at start; sessions will spool: %s", exc)
+            self.store_problem = None
+        except Exception as exc:  # noqa: BLE001 - a broken store or spool must not stop the agent
+            self.store_problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.warning("store unavailable; sessions will spool: %s", self.store_problem)
+
+    def _store_usable(self) -> bool:
+        if self.store_problem is not None and time.monotonic() - self._store_checked >= self.store_retry_s:
+            self._connect_store()
+        return self.store_problem is None
 
     def learning_key(self, agent_name: str, learning_key: str | None = None) -> str:
         """The key a session shares lessons and history under: explicit, configured, or agent name plus task family."""
@@ -161,14 +182,14 @@ class Supervisor:
     def begin(self, task: str, *, agent_name: str = "agent", learning_key: str | None = None,
               metadata: Mapping[str, Any] | None = None, checks: Sequence[Check] = ()) -> SupervisedRun:
         """Start a session: read the key's history and lessons, decide the lane, store the session."""
-        run = SupervisedRun(self, task, agent_name, self.learning_key(agent_name, learning_key), dict(metadata or {}), [*self.checks, *checks])
+        run = SupervisedRun(self, _to_text(task), agent_name, self.learning_key(agent_name, learning_key), dict(metadata or {}), [*self.checks, *checks])
         drive(run._begin_flow(), run._perform)
         return run
 
     async def abegin(self, task: str, *, agent_name: str = "agent", learning_key: str | None = None,
                      metadata: Mapping[str, Any] | None = None, checks: Sequence[Check] = ()) -> SupervisedRun:
         """Async twin of :meth:`begin`."""
-        run = SupervisedRun(self, task, agent_name, self.learning_key(agent_name, learning_key), dict(metadata or {}), [*self.checks, *checks])
+        run = SupervisedRun(self, _to_text(task), agent_name, self.learning_key(agent_name, learning_key), dict(metadata or {}), [*self.checks, *checks])
         await adrive(run._begin_flow(), run._aperform)
         return run
 
@@ -241,6 +262,8 @@ class SupervisedRun:
         self.interventions = 0
         self.retries = 0
         self.finished: SessionResult | None = None
+        self._finish_claimed = False
+        self._finished_event = threading.Event()
         self._history = KeyHistory()
         #: The key's live playbook entries when the session began.
         self._entries: list[Any] = []
@@ -300,8 +323,9 @@ class SupervisedRun:
         metadata: Mapping[str, Any] | None = None,
     ) -> str:
         """Record something the student did, as it happens; returns the step id (for :meth:`validate_step`)."""
-        ended = ended_at or utcnow()
-        started = started_at or ended
+        ended = _aware(ended_at) or utcnow()
+        started = _aware(started_at) or ended
+        input_tokens, output_tokens = int(input_tokens or 0), int(output_tokens or 0)
         text_output = output if output is None or isinstance(output, str) else _to_text(output)
         with self._lock:
             index = len(self.steps)
@@ -320,6 +344,7 @@ class SupervisedRun:
                           output_tokens: int = 0, latency_ms: float | None = None, cost_usd: float | None = None,
                           as_step: bool = True, output: Any = None) -> str | None:
         """Record a model call the agent made (tokens, cost by role); a student call also becomes a step."""
+        input_tokens, output_tokens = int(input_tokens or 0), int(output_tokens or 0)
         self.usage.record(role, Usage(input_tokens, output_tokens, cost_usd, 1))
         self.supervisor.recorder.insert(
             ModelCallRecord, session_id=self.session_id, role=role, purpose="agent", provider=provider, model=model,
@@ -361,15 +386,32 @@ class SupervisedRun:
         return await adrive(self._escalate_flow(), self._aperform)
 
     def finish(self, final_answer: Any = None, *, error: str | None = None) -> SessionResult:
-        """Judge, check for drift, set the review status, learn, store, and return the result. Idempotent."""
-        if self.finished is not None:
+        """Judge, check for drift, set the review status, learn, store, and return the result.
+
+        Runs once: a second call, from any thread, gets the first call's result."""
+        if not self._claim_finish():
+            self._finished_event.wait()
+            assert self.finished is not None
             return self.finished
-        return drive(self._finish_flow(final_answer, error), self._perform)
+        try:
+            return drive(self._finish_flow(final_answer, error), self._perform)
+        finally:
+            self._finished_event.set()
 
     async def afinish(self, final_answer: Any = None, *, error: str | None = None) -> SessionResult:
-        if self.finished is not None:
+        if not self._claim_finish():
+            await asyncio.to_thread(self._finished_event.wait)
+            assert self.finished is not None
             return self.finished
-        return await adrive(self._finish_flow(final_answer, error), self._aperform)
+        try:
+            return await adrive(self._finish_flow(final_answer, error), self._aperform)
+        finally:
+            self._finished_event.set()
+
+    def _claim_finish(self) -> bool:
+        with self._lock:
+            claimed, self._finish_claimed = not self._finish_claimed, True
+        return claimed
 
     # ------------------------------------------------------------------------------------------- flows
     def _begin_flow(self) -> Flow[None]:
@@ -378,7 +420,7 @@ class SupervisedRun:
         supervisor.recorder.insert(SessionRecord, id=self.session_id, learning_key=self.learning_key,
                                    agent_name=self.agent_name, task=self.task, session_metadata=self.metadata)
         entries = self._entries
-        if supervisor.store_problem is None:
+        if supervisor._store_usable():
             try:
                 self._history = load_history(supervisor.store, self.learning_key, config.supervision.history_window)
                 entries = supervisor.playbook.live_entries(self.learning_key) if config.playbook.enabled else []
@@ -398,7 +440,8 @@ class SupervisedRun:
             lessons_used=[e.id for e in [*self.lessons, *self.teacher_lessons]],
             session_metadata={**self.metadata, "lane_signals": self.decision.signals},
         )
-        self._emit("session_started", {"learning_key": self.learning_key, "task": self.task[:200], "agent_name": self.agent_name})
+        task_preview = supervisor.redactor.text(self.task)[:200]  # redact first: a cut secret no longer matches
+        self._emit("session_started", {"learning_key": self.learning_key, "task": task_preview, "agent_name": self.agent_name})
         self._emit("lane_chosen", {"lane": self.decision.lane, "confidence": self.decision.confidence,
                                    "reason": self.decision.reason, "source": self.decision.source})
 
@@ -538,6 +581,7 @@ class SupervisedRun:
         if not config.playbook.enabled:
             return [], "learning disabled (playbook.enabled is false)"
         if self.supervisor.store_problem is not None or self._history.unavailable is not None or self.supervisor.recorder.degraded:
+            self._emit("store_degraded", {"reason": self.supervisor.store_problem or "writes are spooling"})
             return [], "learning skipped: the store is unavailable"
         learned: list[AppliedChange] = []
         used = {e.id for e in [*self.lessons, *self.teacher_lessons]}
@@ -561,7 +605,7 @@ class SupervisedRun:
             except StoreError as exc:
                 note = f"learning skipped: {exc}"
         for change in learned:
-            event: EventType = {"add": "lesson_added", "retire": "lesson_retired"}.get(change.op, "lesson_refined")  # type: ignore[assignment]
+            event: EventType = _LESSON_EVENTS.get(change.op, "lesson_refined")
             self._emit(event, {"entry_id": change.entry_id, "lesson": change.lesson, "op": change.op,
                                "registry_version": change.registry_version, "reason": change.reason})
         return learned, note
@@ -660,6 +704,15 @@ class SupervisedRun:
             if _is_control_flow(exc):
                 raise
             return Answer(error=f"human callback failed: {type(exc).__name__}: {exc}")
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """Naive datetimes are taken as UTC."""
+    if moment is not None and moment.tzinfo is None:
+        from datetime import timezone
+
+        return moment.replace(tzinfo=timezone.utc)
+    return moment
 
 
 def _is_control_flow(exc: BaseException) -> bool:

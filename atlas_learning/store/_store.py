@@ -214,6 +214,14 @@ class Store:
         with self.transaction() as session:
             return list(session.exec(statement).all())
 
+    def read(self, statement: Any) -> list[Any]:
+        """Rows of a read-only SELECT, without an ORM session (the supervisor's hot path)."""
+        try:
+            with self.engine.connect() as connection:
+                return list(connection.execute(statement))
+        except SQLAlchemyError as exc:
+            raise self.as_store_error(exc) from None
+
     def update_session(self, session_id: str, **fields: Any) -> SessionRecord:
         """Set fields of a session and return it; StoreError if it does not exist."""
         with self.transaction() as session:
