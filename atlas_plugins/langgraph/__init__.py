@@ -1,1 +1,30 @@
-"""Adapter package for langgraph. Its wrap is not implemented yet: this package exports nothing until it is."""
+"""Atlas for LangGraph and LangChain agents.
+
+* ``with_atlas(graph)``: any StateGraph or compiled graph (``create_agent``, a prebuilt ReAct agent, a custom
+  graph) under supervision; the result is itself a compiled graph with the same inputs and outputs.
+* ``AtlasMiddleware(...)``: for ``langchain.agents.create_agent(model, tools, middleware=[AtlasMiddleware()])``.
+
+LangGraph is imported when one of these is first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["with_atlas", "AtlasGraph", "AtlasMiddleware"]
+
+if TYPE_CHECKING:
+    from ._graph import AtlasGraph, with_atlas
+    from .middleware import AtlasMiddleware
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("with_atlas", "AtlasGraph"):
+        from . import _graph
+
+        return getattr(_graph, name)
+    if name == "AtlasMiddleware":
+        from .middleware import AtlasMiddleware
+
+        return AtlasMiddleware
+    raise AttributeError(f"module 'atlas_plugins.langgraph' has no attribute {name!r}")

@@ -1,86 +1,11 @@
-"""A supervisor on scripted models, once per store backend.
+"""Core tests use the scripted supervisor fixtures shared with the plugin tests (tests/support.py)."""
 
-Scripted roles answer by the schema they are asked for (``Verdict``, ``SessionJudgement``, ...), so a test
-states what each kind of question gets without caring about call order. A value may be a list (answered in
-turn, the last one repeating), a callable ``(messages) -> answer``, or an exception to raise.
-"""
-
-from __future__ import annotations
-
-from collections.abc import Callable, Iterator
-from typing import Any
-
-import pytest
-
-from atlas_learning.config import AtlasConfig
-from atlas_learning.models import RoleModels, ScriptedModel
-from atlas_learning.supervisor import Supervisor
-
-GOOD_JUDGEMENT = {"outcome": 0.9, "process": 0.9, "efficiency": 0.9, "confidence": 0.9, "rationale": "done"}
-POOR_JUDGEMENT = {"outcome": 0.1, "process": 0.2, "efficiency": 0.3, "confidence": 0.9, "rationale": "wrong"}
-ACCEPT = {"accepted": True, "guidance": "", "reason": "correct"}
-
-
-def by_schema(answers: dict[str, Any]) -> Callable[[list[dict[str, str]], dict[str, Any] | None], Any]:
-    """A scripted response that picks its answer by the requested schema's title ('text' for plain calls)."""
-    turns: dict[str, int] = {}
-
-    def respond(messages: list[dict[str, str]], schema: dict[str, Any] | None) -> Any:
-        title = schema["title"] if schema else "text"
-        if title not in answers:
-            raise AssertionError(f"unexpected {title} request")
-        answer = answers[title]
-        if isinstance(answer, list):
-            index = turns.get(title, 0)
-            turns[title] = index + 1
-            answer = answer[min(index, len(answer) - 1)]
-        if callable(answer) and not isinstance(answer, BaseException):
-            answer = answer(messages)
-        return answer
-
-    return respond
-
-
-class ScriptedRoles(RoleModels):
-    """RoleModels whose roles are ScriptedModels answering by schema; tests swap answers per role."""
-
-    def __init__(self, config: AtlasConfig, answers: dict[str, dict[str, Any]]) -> None:
-        super().__init__(config)
-        self.answers = answers
-
-    def get(self, role: str) -> ScriptedModel:
-        with self._lock:
-            if role not in self._by_role:
-                model = ScriptedModel(role=role, ledger=self.ledger, responses=[by_schema(self.answers.get(role, {}))], cycle=True)
-                model.settings = model.settings.model_copy(update={"max_retries": 0})
-                self._by_role[role] = model
-            return self._by_role[role]  # type: ignore[return-value]
-
-
-def default_answers() -> dict[str, dict[str, Any]]:
-    return {
-        "teacher": {"Verdict": ACCEPT, "PlanReview": {"approved": True, "steps": [], "concerns": []}, "text": "teacher's answer"},
-        "judge_small": {"SessionJudgement": GOOD_JUDGEMENT, "StepJudgements": {"steps": []}},
-        "judge_large": {"SessionJudgement": GOOD_JUDGEMENT},
-        "probe": {"ProbeAnswer": {"lane": "paired", "confidence": 0.7, "reason": "unsure"}},
-        "synthesizer": {"PlaybookChanges": {"changes": []}},
-    }
-
-
-@pytest.fixture
-def make_supervisor(store_url: str, tmp_path) -> Iterator[Callable[..., Supervisor]]:
-    """Build supervisors on one database; ``answers`` overrides roles, ``config`` overrides config sections."""
-    made: list[Supervisor] = []
-
-    def make(answers: dict[str, dict[str, Any]] | None = None, *, checks=(), human=None, **config: Any) -> Supervisor:
-        roles = default_answers()
-        for role, by_title in (answers or {}).items():
-            roles[role] = {**roles.get(role, {}), **by_title}
-        loaded = AtlasConfig.load({"storage": {"url": store_url, "spool_dir": str(tmp_path / "spool")}, **config}, environ={})
-        supervisor = Supervisor(loaded, models=ScriptedRoles(loaded, roles), checks=checks, human=human)
-        made.append(supervisor)
-        return supervisor
-
-    yield make
-    for supervisor in made:
-        supervisor.close()
+from tests.support import (  # noqa: F401 - fixtures and names re-exported for the tests here
+    ACCEPT,
+    GOOD_JUDGEMENT,
+    POOR_JUDGEMENT,
+    ScriptedRoles,
+    by_schema,
+    default_answers,
+    make_supervisor,
+)

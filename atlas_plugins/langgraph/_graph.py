@@ -1,0 +1,508 @@
+"""``with_atlas(graph)``: a LangGraph graph under Atlas supervision, itself a compiled LangGraph graph.
+
+Shape (``app.get_graph().draw_mermaid()``)::
+
+    START -> atlas_probe -(lane)-> student ---------> atlas_teacher -(accepted / out of retries)-> atlas_judge -> END
+                         \\-(escalate)-> atlas_escalate --^         \\-(rejected, retries left)-> student
+
+* ``atlas_probe`` begins the session: the lane decision, the lessons, the teacher's plan in coach.
+* ``student`` is the user's graph, rebuilt node for node. Each node is wrapped so that (a) the session's
+  instructions (lessons, plan, concerns, guidance) reach it as a system message added to the *input* of nodes
+  that read ``messages``, never written to state, and in ``config["configurable"]["atlas_instructions"]`` for
+  graphs that build their own prompt; (b) a callback handler records every model call and tool call as a step
+  (and, in coach, has the teacher validate each tool call as it ends); (c) nodes that made no model or tool
+  call are recorded as node steps.
+* ``atlas_teacher`` validates the answer in paired and coach; a rejection with retries left removes the
+  rejected attempt's messages and loops back to the student with the guidance.
+* ``atlas_escalate`` lets the teacher model answer, or a human through ``interrupt()`` (resume with
+  ``Command(resume=answer)``), per ``supervision.escalation``.
+* ``atlas_judge`` finishes the session: judges, drift, review status, learning, storage. The result is
+  streamed as a ``custom`` event ``{"atlas_session": {...}}`` and kept: ``app.session_result(config)``.
+
+Input and output keys are the user's; supervision model calls never pass through LangChain, so they never
+reach the user's ``messages`` stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables.config import var_child_runnable_config
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command, interrupt
+
+from atlas_learning.config import AtlasConfig
+from atlas_learning.judges import Check
+from atlas_learning.supervisor import SessionResult, SupervisedRun, Supervisor
+
+from ._messages import INSTRUCTIONS_ID, instructions_message, last_text, model_name_of, state_get, to_jsonable, usage_of
+
+__all__ = ["with_atlas", "AtlasGraph"]
+
+log = logging.getLogger("atlas_plugins.langgraph")
+
+INVOCATION_KEY = "atlas_invocation"
+INSTRUCTIONS_KEY = "atlas_instructions"
+PROBE, STUDENT, TEACHER, ESCALATE, JUDGE = "atlas_probe", "student", "atlas_teacher", "atlas_escalate", "atlas_judge"
+
+
+@dataclass
+class _Session:
+    """One invocation's supervised run and what the adapter must remember about it."""
+
+    run: SupervisedRun
+    input_message_ids: list[str] = field(default_factory=list)
+    input_messages: list[Any] = field(default_factory=list)
+    result: SessionResult | None = None
+
+
+class _Adapter:
+    """Everything with_atlas's nodes share: the supervisor, the sessions by invocation, how to read the state."""
+
+    def __init__(self, supervisor: Supervisor, *, agent_name: str, learning_key: str | None,
+                 task_from: Callable[[Any], str] | None, answer_from: Callable[[Any], str] | None,
+                 messages_key: str | None, messages_reducer: bool, output_keys: Sequence[str]) -> None:
+        self.supervisor = supervisor
+        self.agent_name = agent_name
+        self.learning_key = learning_key
+        self.task_from = task_from
+        self.answer_from = answer_from
+        self.messages_key = messages_key
+        self.messages_reducer = messages_reducer
+        self.output_keys = list(output_keys)
+        self.sessions: dict[str, _Session] = {}
+        self.results: dict[str, SessionResult] = {}
+        self.last_result: SessionResult | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------ state
+    def task(self, state: Any) -> str:
+        if self.task_from is not None:
+            return str(self.task_from(state))
+        if self.messages_key:
+            return last_text(state_get(state, self.messages_key) or [], "human")
+        import json
+
+        return json.dumps(to_jsonable(state), ensure_ascii=False, default=str)
+
+    def answer(self, state: Any) -> str:
+        if self.answer_from is not None:
+            return str(self.answer_from(state))
+        if self.messages_key:
+            return last_text(state_get(state, self.messages_key) or [], "ai")
+        import json
+
+        values = {key: state_get(state, key) for key in self.output_keys}
+        return json.dumps(to_jsonable(values), ensure_ascii=False, default=str)
+
+    # --------------------------------------------------------------------------------------- sessions
+    def session(self, config: RunnableConfig | None) -> _Session | None:
+        key = _invocation(config)
+        with self._lock:
+            return self.sessions.get(key) if key else None
+
+    def begin(self, state: Any, config: RunnableConfig) -> _Session:
+        configurable = (config or {}).get("configurable", {})
+        metadata = {"thread_id": configurable.get("thread_id")} if configurable.get("thread_id") else {}
+        run = self.supervisor.begin(self.task(state), agent_name=self.agent_name, learning_key=self.learning_key, metadata=metadata)
+        messages = list(state_get(state, self.messages_key) or []) if self.messages_key else []
+        session = _Session(run, [m.id for m in messages if getattr(m, "id", None)], messages)
+        with self._lock:
+            self.sessions[_invocation(config)] = session
+        return session
+
+    def finish(self, session: _Session, state: Any, config: RunnableConfig) -> SessionResult:
+        result = session.run.finish(self.answer(state))
+        key = _invocation(config)
+        with self._lock:
+            self.results[key] = result
+            self.last_result = result
+            self.sessions.pop(key, None)
+        return result
+
+    # ---------------------------------------------------------------------------------- node wrapping
+    def node_input(self, state: Any, run: SupervisedRun) -> Any:
+        """The node's input with the instructions as a leading system message (input only, never state)."""
+        instructions = run.instructions
+        if not instructions or not self.messages_key or not isinstance(state, Mapping):
+            return state
+        messages = [m for m in state.get(self.messages_key) or [] if getattr(m, "id", None) != INSTRUCTIONS_ID]
+        return {**state, self.messages_key: [instructions_message(instructions), *messages]}
+
+    def node_config(self, config: RunnableConfig, run: SupervisedRun) -> RunnableConfig:
+        from langchain_core.runnables.config import merge_configs
+
+        recorder = _StepRecorder(run)
+        return merge_configs(config, {"callbacks": [recorder], "configurable": {INSTRUCTIONS_KEY: run.instructions}})
+
+    def wrap(self, name: str, inner: Any) -> RunnableLambda:
+        adapter = self
+
+        def call(state: Any, config: RunnableConfig) -> Any:
+            session = adapter.session(config)
+            if session is None:
+                return inner.invoke(state, config)
+            before, started = len(session.run.steps), time.perf_counter()
+            node_config = adapter.node_config(config, session.run)
+            token = var_child_runnable_config.set(node_config)  # nodes built with trace=False read the ambient config
+            try:
+                update = inner.invoke(adapter.node_input(state, session.run), node_config)
+            finally:
+                var_child_runnable_config.reset(token)
+            adapter.record_node(session.run, name, state, update, before, started)
+            return update
+
+        async def acall(state: Any, config: RunnableConfig) -> Any:
+            session = adapter.session(config)
+            if session is None:
+                return await inner.ainvoke(state, config)
+            before, started = len(session.run.steps), time.perf_counter()
+            node_config = adapter.node_config(config, session.run)
+            token = var_child_runnable_config.set(node_config)
+            try:
+                update = await inner.ainvoke(adapter.node_input(state, session.run), node_config)
+            finally:
+                var_child_runnable_config.reset(token)
+            adapter.record_node(session.run, name, state, update, before, started)
+            return update
+
+        return RunnableLambda(call, afunc=acall, name=name)
+
+    def record_node(self, run: SupervisedRun, name: str, state: Any, update: Any, steps_before: int, started: float) -> None:
+        """A node that made no model or tool call is a step of its own (custom graphs)."""
+        if len(run.steps) > steps_before:
+            return
+        try:
+            from datetime import timedelta
+
+            from atlas_learning.store import utcnow
+
+            ended = utcnow()
+            run.record_step(kind="node", name=name, input=_clip_json(state), output=_clip_json(update),
+                            started_at=ended - timedelta(seconds=time.perf_counter() - started), ended_at=ended)
+        except Exception:  # noqa: BLE001 - recording must never fail the user's node
+            log.exception("could not record node %s", name)
+
+
+def _clip_json(value: Any, limit: int = 4000) -> Any:
+    import json
+
+    data = to_jsonable(value)
+    text = json.dumps(data, ensure_ascii=False, default=str)
+    return data if len(text) <= limit else text[:limit] + "…[cut]"
+
+
+class _StepRecorder(BaseCallbackHandler):
+    """LangChain callbacks of one node run -> the session's steps. Never raises into the run."""
+
+    raise_error = False
+
+    def __init__(self, run: SupervisedRun) -> None:
+        self.run = run
+        self._open: dict[Any, dict[str, Any]] = {}
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: Any, metadata: Any = None, **kwargs: Any) -> None:
+        provider, model = model_name_of(metadata, serialized)
+        self._open[run_id] = {"started": time.perf_counter(), "provider": provider, "model": model}
+
+    def on_llm_end(self, response: Any, *, run_id: Any, **kwargs: Any) -> None:
+        opened = self._open.pop(run_id, {})
+        try:
+            generation = response.generations[0][0]
+            message = getattr(generation, "message", None)
+            input_tokens, output_tokens = usage_of(message) if message is not None else (0, 0)
+            output: Any = to_jsonable(message) if message is not None else generation.text
+            latency = (time.perf_counter() - opened["started"]) * 1000 if opened else None
+            self.run.record_model_call(provider=opened.get("provider", ""), model=opened.get("model", ""), input_tokens=input_tokens,
+                                       output_tokens=output_tokens, latency_ms=latency, output=output)
+        except Exception:  # noqa: BLE001
+            log.exception("could not record a model call")
+
+    def on_llm_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
+        opened = self._open.pop(run_id, {})
+        self._safe(lambda: self.run.record_step(kind="model_call", name=opened.get("model") or "model", error=f"{type(error).__name__}: {error}"))
+
+    def on_tool_start(self, serialized: Any, input_str: str, *, run_id: Any, inputs: Any = None, **kwargs: Any) -> None:
+        name = (serialized or {}).get("name") or kwargs.get("name") or "tool"
+        self._open[run_id] = {"name": name, "args": inputs if inputs is not None else input_str, "started": time.perf_counter()}
+
+    def on_tool_end(self, output: Any, *, run_id: Any, **kwargs: Any) -> None:
+        opened = self._open.pop(run_id, {})
+        text = getattr(output, "content", output)
+        step = self._safe(lambda: self.run.record_step(kind="tool_call", name=opened.get("name", "tool"), tool_name=opened.get("name", "tool"),
+                                                       tool_args=to_jsonable(opened.get("args")), output=to_jsonable(text)))
+        if step and self.run.lane == "coach":
+            self._safe(lambda: self.run.validate_step(step))
+
+    def on_tool_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
+        opened = self._open.pop(run_id, {})
+        step = self._safe(lambda: self.run.record_step(kind="tool_call", name=opened.get("name", "tool"), tool_name=opened.get("name", "tool"),
+                                                       tool_args=to_jsonable(opened.get("args")), error=f"{type(error).__name__}: {error}"))
+        if step and self.run.lane == "coach":
+            self._safe(lambda: self.run.validate_step(step))
+
+    @staticmethod
+    def _safe(action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except Exception:  # noqa: BLE001 - supervision must never fail the user's run
+            log.exception("atlas step recording failed")
+            return None
+
+
+def _invocation(config: RunnableConfig | None) -> str | None:
+    return ((config or {}).get("configurable") or {}).get(INVOCATION_KEY)
+
+
+class AtlasGraph(CompiledStateGraph):
+    """The compiled graph ``with_atlas`` returns. It is a CompiledStateGraph; it adds a per-invocation key to
+    ``configurable`` (the thread id when there is one, so a resumed run finds its session) and
+    :meth:`session_result`."""
+
+    _atlas: _Adapter
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return self._atlas.supervisor
+
+    def session_result(self, config: RunnableConfig | None = None) -> SessionResult | None:
+        """The session summary of the invocation with this config's thread id, or of the last invocation."""
+        thread = ((config or {}).get("configurable") or {}).get("thread_id")
+        if thread is not None:
+            return self._atlas.results.get(f"thread:{thread}")
+        return self._atlas.last_result
+
+    def _with_invocation(self, config: RunnableConfig | None) -> RunnableConfig:
+        config = dict(config or {})
+        configurable = dict(config.get("configurable") or {})
+        if INVOCATION_KEY not in configurable:
+            thread = configurable.get("thread_id")
+            configurable[INVOCATION_KEY] = f"thread:{thread}" if thread is not None else uuid.uuid4().hex
+        config["configurable"] = configurable
+        return config  # type: ignore[return-value]
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return super().stream(input, self._with_invocation(config), **kwargs)
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        async for chunk in super().astream(input, self._with_invocation(config), **kwargs):
+            yield chunk
+
+
+def with_atlas(
+    graph: StateGraph | CompiledStateGraph,
+    config: AtlasConfig | Mapping[str, Any] | str | Path | None = None,
+    *,
+    learning_key: str | None = None,
+    agent_name: str | None = None,
+    checks: Sequence[Check] = (),
+    supervisor: Supervisor | None = None,
+    checkpointer: Any = None,
+    task_from: Callable[[Any], str] | None = None,
+    answer_from: Callable[[Any], str] | None = None,
+) -> AtlasGraph:
+    """Wrap a LangGraph graph (a StateGraph or a compiled graph: ``create_agent``, a prebuilt ReAct agent, or any
+    custom graph) so every invocation is supervised, judged, learned from and stored.
+
+    The result is a compiled graph with the same input and output keys; use it exactly like the original.
+    ``config`` is an AtlasConfig, a dict or a YAML path. ``learning_key`` names the lessons and history this
+    graph shares (default: ``agent_name`` or the graph's name). With no ``messages`` key in the state, the task
+    and answer are the JSON of the input and output keys unless ``task_from`` / ``answer_from`` say otherwise.
+    ``checkpointer`` defaults to the compiled graph's own.
+    """
+    builder = graph.builder if isinstance(graph, CompiledStateGraph) else graph
+    compiled = graph if isinstance(graph, CompiledStateGraph) else None
+    name = agent_name or (compiled.name if compiled is not None and compiled.name != "LangGraph" else None) or "langgraph-agent"
+    supervisor = supervisor or Supervisor(config, checks=checks, human=_ask_human)
+    if supervisor.human is None:
+        supervisor.human = _ask_human
+
+    channels = (compiled or builder.compile()).channels
+    messages_key = "messages" if "messages" in channels else None
+    reducer = getattr(channels.get("messages"), "operator", None) if messages_key else None
+    adapter = _Adapter(
+        supervisor, agent_name=name, learning_key=learning_key, task_from=task_from, answer_from=answer_from,
+        messages_key=messages_key, messages_reducer=reducer is not None and "add_messages" in getattr(reducer, "__qualname__", ""),
+        output_keys=_keys(builder.output_schema),
+    )
+    student = _student_node(_rebuild(builder, adapter, compiled), channels, adapter)
+
+    outer = StateGraph(builder.state_schema, builder.context_schema, input_schema=builder.input_schema, output_schema=builder.output_schema)
+    outer.add_node(PROBE, _probe_node(adapter))
+    outer.add_node(STUDENT, student)
+    outer.add_node(TEACHER, _teacher_node(adapter), destinations=(STUDENT, JUDGE))
+    outer.add_node(ESCALATE, _escalate_node(adapter), destinations=(STUDENT, JUDGE))
+    outer.add_node(JUDGE, _judge_node(adapter))
+    outer.add_edge(START, PROBE)
+    outer.add_conditional_edges(PROBE, _route_lane(adapter), {"student": STUDENT, "escalate": ESCALATE})
+    outer.add_edge(STUDENT, TEACHER)
+    outer.add_edge(JUDGE, END)
+    saver = checkpointer if checkpointer is not None else (compiled.checkpointer if compiled is not None else None)
+    app = outer.compile(checkpointer=saver, store=compiled.store if compiled is not None else None, name=name)
+    app.__class__ = AtlasGraph
+    app._atlas = adapter  # type: ignore[attr-defined]
+    return app  # type: ignore[return-value]
+
+
+def _keys(schema: Any) -> list[str]:
+    from typing import get_type_hints
+
+    try:
+        return list(get_type_hints(schema).keys())
+    except Exception:  # noqa: BLE001
+        return list(getattr(schema, "model_fields", {}) or {})
+
+
+def _rebuild(builder: StateGraph, adapter: _Adapter, compiled: CompiledStateGraph | None) -> CompiledStateGraph:
+    """The user's graph, node for node, each node wrapped; edges, branches and interrupts kept."""
+    copy = StateGraph(builder.state_schema, builder.context_schema, input_schema=builder.input_schema, output_schema=builder.output_schema)
+    for node_name, spec in builder.nodes.items():
+        copy.add_node(node_name, adapter.wrap(node_name, spec.runnable), defer=spec.defer, metadata=spec.metadata,
+                      input_schema=spec.input_schema, retry_policy=spec.retry_policy, cache_policy=spec.cache_policy,
+                      destinations=tuple(spec.ends) if spec.ends else None)
+    copy.edges = set(builder.edges)
+    copy.waiting_edges = set(builder.waiting_edges)
+    for source, branches in builder.branches.items():
+        copy.branches[source].update(branches)
+    return copy.compile(
+        interrupt_before=compiled.interrupt_before_nodes if compiled is not None else None,
+        interrupt_after=compiled.interrupt_after_nodes if compiled is not None else None,
+        name=STUDENT,
+    )
+
+
+def _student_node(student: CompiledStateGraph, channels: Mapping[str, Any], adapter: _Adapter) -> Callable[..., Any]:
+    """The user's graph as a subgraph whose result is applied as the update the original graph would have made.
+
+    A subgraph returns its whole final state, and the outer graph applies it through its reducers: a list with
+    ``operator.add`` would then hold the input twice. So the node returns, per key, only what changed: the new tail
+    of an appended list, new or changed messages plus ``RemoveMessage`` for those the student removed, and the
+    value of plain keys. A custom reducer whose delta cannot be told is given the full value (see the docs)."""
+    reducers = {key: getattr(channel, "operator", None) for key, channel in channels.items()}
+
+    def delta(before: Any, after: Any) -> Any:
+        if not isinstance(after, Mapping):
+            return after
+        update = {}
+        for key, value in after.items():
+            reducer = reducers.get(key)
+            old = state_get(before, key)
+            if reducer is None or old is None:
+                update[key] = value
+            elif key == adapter.messages_key and adapter.messages_reducer:
+                update[key] = _message_delta(old, value)
+            elif isinstance(old, list) and isinstance(value, list) and value[: len(old)] == old:
+                update[key] = value[len(old):]
+            else:
+                update[key] = value
+        return update
+
+    def student_node(state: Any, config: RunnableConfig) -> Any:
+        return delta(state, student.invoke(state, config))
+
+    async def astudent_node(state: Any, config: RunnableConfig) -> Any:
+        return delta(state, await student.ainvoke(state, config))
+
+    return RunnableLambda(student_node, afunc=astudent_node, name=STUDENT)
+
+
+def _message_delta(before: Sequence[Any], after: Sequence[Any]) -> list[Any]:
+    from langchain_core.messages import RemoveMessage
+
+    old = {m.id: m for m in before if getattr(m, "id", None)}
+    new_ids = {m.id for m in after if getattr(m, "id", None)}
+    removed = [RemoveMessage(id=i) for i in old if i not in new_ids]
+    changed = [m for m in after if getattr(m, "id", None) not in old or old[m.id] != m]
+    return [*removed, *changed]
+
+
+def _probe_node(adapter: _Adapter) -> Callable[..., Any]:
+    def atlas_probe(state: Any, config: RunnableConfig) -> dict[str, Any]:
+        session = adapter.begin(state, config)
+        if session.run.lane == "coach":
+            session.run.review_plan([])
+        return {}
+
+    return atlas_probe
+
+
+def _route_lane(adapter: _Adapter) -> Callable[..., str]:
+    def route(state: Any, config: RunnableConfig) -> str:
+        session = adapter.session(config)
+        # Escalation writes the answer as a message; without a messages key the student works under coaching.
+        if session is not None and session.run.lane == "escalate" and adapter.messages_key:
+            return "escalate"
+        return "student"
+
+    return route
+
+
+def _teacher_node(adapter: _Adapter) -> Callable[..., Any]:
+    def atlas_teacher(state: Any, config: RunnableConfig) -> Any:
+        session = adapter.session(config)
+        if session is None or session.run.lane not in ("paired", "coach", "escalate"):
+            return Command(goto=JUDGE)
+        verdict = session.run.validate_answer(adapter.answer(state))
+        if verdict.accepted is False and session.run.can_retry:
+            return Command(goto=STUDENT, update=_reset_attempt(adapter, session, state))
+        return Command(goto=JUDGE)
+
+    return atlas_teacher
+
+
+def _reset_attempt(adapter: _Adapter, session: _Session, state: Any) -> dict[str, Any]:
+    """Undo the rejected attempt's messages so the retry starts from the user's input (stored, not lost)."""
+    if not adapter.messages_key:
+        return {}
+    current = state_get(state, adapter.messages_key) or []
+    if adapter.messages_reducer:
+        from langchain_core.messages import RemoveMessage
+
+        keep = set(session.input_message_ids)
+        return {adapter.messages_key: [RemoveMessage(id=m.id) for m in current if getattr(m, "id", None) and m.id not in keep]}
+    return {adapter.messages_key: list(session.input_messages)}
+
+
+def _escalate_node(adapter: _Adapter) -> Callable[..., Any]:
+    def atlas_escalate(state: Any, config: RunnableConfig) -> Any:
+        session = adapter.session(config)
+        answer = session.run.escalate() if session is not None else None
+        if answer is None:  # neither the teacher nor a human answered: the student tries, supervised
+            return Command(goto=STUDENT)
+        from langchain_core.messages import AIMessage
+
+        return Command(goto=JUDGE, update={adapter.messages_key: [AIMessage(content=answer, name="atlas_teacher")]})
+
+    return atlas_escalate
+
+
+def _judge_node(adapter: _Adapter) -> Callable[..., Any]:
+    def atlas_judge(state: Any, config: RunnableConfig) -> dict[str, Any]:
+        session = adapter.session(config)
+        if session is None:
+            return {}
+        result = adapter.finish(session, state, config)
+        try:
+            from langgraph.config import get_stream_writer
+
+            get_stream_writer()({"atlas_session": result.summary()})
+        except Exception:  # noqa: BLE001 - outside a streaming run there is no writer
+            pass
+        return {}
+
+    return atlas_judge
+
+
+def _ask_human(task: str, context: dict[str, Any]) -> Any:
+    """Escalation to a person: LangGraph's interrupt; the run resumes with ``Command(resume=answer)``."""
+    return interrupt({"atlas_escalation": {"task": task, **{k: v for k, v in context.items() if k != "lessons"}}})

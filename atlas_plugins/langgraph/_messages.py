@@ -1,0 +1,106 @@
+"""Reading LangChain messages and results: the text of a message, the task and answer of a conversation, usage.
+
+Shared by ``with_atlas`` and ``AtlasMiddleware``; nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "INSTRUCTIONS_ID",
+    "instructions_message",
+    "message_text",
+    "last_text",
+    "usage_of",
+    "model_name_of",
+    "state_get",
+    "to_jsonable",
+]
+
+#: The id of the system message that carries Atlas's instructions into a node's input; never written to state.
+INSTRUCTIONS_ID = "atlas-instructions"
+
+
+def message_text(message: Any) -> str:
+    """The text of a message: its string content, or its text blocks joined."""
+    content = getattr(message, "content", message)
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        parts = []
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, Mapping) and block.get("type") == "text":
+                parts.append(str(block.get("text", "")))
+        return "".join(parts)
+    return str(content)
+
+
+def last_text(messages: Sequence[Any], message_type: str) -> str:
+    """The text of the last message of a type (``human``, ``ai``); empty when there is none."""
+    for message in reversed(messages or ()):
+        if getattr(message, "type", None) == message_type:
+            text = message_text(message)
+            if text or message_type != "ai":
+                return text
+    return ""
+
+
+def instructions_message(text: str) -> Any:
+    from langchain_core.messages import SystemMessage
+
+    return SystemMessage(content=text, id=INSTRUCTIONS_ID)
+
+
+def usage_of(message: Any) -> tuple[int, int]:
+    """(input tokens, output tokens) a chat model reported for a message, (0, 0) when it did not."""
+    usage = getattr(message, "usage_metadata", None) or {}
+    if usage:
+        return int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+    metadata = getattr(message, "response_metadata", None) or {}
+    tokens = metadata.get("token_usage") or metadata.get("usage") or {}
+    return int(tokens.get("prompt_tokens") or tokens.get("input_tokens") or 0), int(tokens.get("completion_tokens") or tokens.get("output_tokens") or 0)
+
+
+def model_name_of(metadata: Mapping[str, Any] | None, serialized: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """(provider, model) of a chat model run, from LangChain's ``ls_*`` metadata or its serialized kwargs."""
+    metadata = metadata or {}
+    kwargs = (serialized or {}).get("kwargs", {}) if isinstance(serialized, Mapping) else {}
+    model = metadata.get("ls_model_name") or kwargs.get("model_name") or kwargs.get("model") or ""
+    if not model and isinstance(serialized, Mapping):
+        model = (serialized.get("id") or [""])[-1] if isinstance(serialized.get("id"), list) else serialized.get("name", "")
+    return str(metadata.get("ls_provider") or ""), str(model)
+
+
+def state_get(state: Any, key: str, default: Any = None) -> Any:
+    """A key of a graph state, whether the state is a dict, a pydantic model or a dataclass."""
+    if isinstance(state, Mapping):
+        return state.get(key, default)
+    return getattr(state, key, default)
+
+
+def to_jsonable(value: Any) -> Any:
+    """A JSON-ready copy of a state or update (messages become role/content pairs); for prompts and traces."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "type") and hasattr(value, "content"):
+        data: dict[str, Any] = {"role": value.type, "content": message_text(value)}
+        if getattr(value, "tool_calls", None):
+            data["tool_calls"] = [{"name": c.get("name"), "args": c.get("args")} for c in value.tool_calls]
+        return data
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return to_jsonable(dump())
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)

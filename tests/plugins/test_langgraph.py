@@ -1,0 +1,240 @@
+"""with_atlas on real LangGraph graphs with fake models and real tools, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, TypedDict
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+
+from atlas_learning.schemas import LessonChange
+from atlas_learning.store import AttemptRecord, ModelCallRecord, SessionRecord, StepRecord
+from atlas_plugins.langgraph import AtlasGraph, with_atlas
+from atlas_plugins.langgraph._messages import INSTRUCTIONS_ID
+
+QUESTION = "How many items are in notes/todo.txt?"
+
+
+class ToolCallingFake(GenericFakeChatModel):
+    """A scripted chat model that accepts tools and remembers what it was sent."""
+
+    seen: list = []
+
+    def bind_tools(self, tools, **kwargs):
+        return self
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        type(self).seen.append(list(messages))
+        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+
+@tool
+def read_file(path: str) -> str:
+    """Read a text file from the notes folder."""
+    return {"notes/todo.txt": "- milk\n- eggs\n- bread"}.get(path, f"no such file: {path}")
+
+
+@tool
+def count_lines(text: str) -> int:
+    """Count the lines of a text."""
+    return len(text.splitlines())
+
+
+def agent(*answers: AIMessage, checkpointer=None) -> CompiledStateGraph:
+    """create_agent on a fake model that reads the file, counts, and answers (per attempt)."""
+    ToolCallingFake.seen = []
+    turns = []
+    for answer in answers or (AIMessage("There are 3 items."),):
+        turns += [
+            AIMessage("", tool_calls=[{"name": "read_file", "args": {"path": "notes/todo.txt"}, "id": f"r{len(turns)}"}]),
+            AIMessage("", tool_calls=[{"name": "count_lines", "args": {"text": "- milk\n- eggs\n- bread"}, "id": f"c{len(turns)}"}]),
+            answer,
+        ]
+    # disable_streaming: the fake cannot stream a tool-call-only message; "messages" mode still emits whole messages
+    return create_agent(ToolCallingFake(messages=iter(turns), disable_streaming=True), tools=[read_file, count_lines], system_prompt="You answer questions about notes.",
+                        checkpointer=checkpointer)
+
+
+def injected(request) -> str:
+    """The instructions Atlas added to one model request ('' when none)."""
+    return "".join(m.content for m in request if getattr(m, "id", None) == INSTRUCTIONS_ID)
+
+
+def steps_of(supervisor, session_id):
+    return supervisor.store.rows(StepRecord, StepRecord.session_id == session_id, order_by=StepRecord.step_index)
+
+
+def test_create_agent_is_a_drop_in_and_every_call_is_a_step(make_supervisor) -> None:
+    bare = agent().invoke({"messages": [HumanMessage(QUESTION)]})
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    app = with_atlas(agent(), supervisor=supervisor, agent_name="notes")
+    assert isinstance(app, CompiledStateGraph) and isinstance(app, AtlasGraph)
+    wrapped = app.invoke({"messages": [HumanMessage(QUESTION)]})
+    assert wrapped.keys() == bare.keys()
+    assert [(m.type, m.content) for m in wrapped["messages"]] == [(m.type, m.content) for m in bare["messages"]]
+    result = app.session_result()
+    assert (result.lane, result.final_answer) == ("auto", "There are 3 items.") and result.reward == pytest.approx(0.9)
+    steps = steps_of(supervisor, result.session_id)
+    assert [(s.kind, s.tool_name) for s in steps] == [("model_call", None), ("tool_call", "read_file"), ("model_call", None),
+                                                      ("tool_call", "count_lines"), ("model_call", None)]
+    assert steps[1].tool_args == {"path": "notes/todo.txt"} and steps[1].output == "- milk\n- eggs\n- bread"
+    assert steps[3].output == "3"
+    session = supervisor.store.get(SessionRecord, result.session_id)
+    assert (session.learning_key, session.task, session.lane, session.status) == ("notes", QUESTION, "auto", "completed")
+    assert len(supervisor.store.rows(ModelCallRecord, ModelCallRecord.session_id == result.session_id, ModelCallRecord.role == "student")) == 3
+
+
+def test_the_graph_shows_probe_lanes_student_teacher_and_judge(make_supervisor) -> None:
+    app = with_atlas(agent(), supervisor=make_supervisor())
+    mermaid = app.get_graph().draw_mermaid()
+    for node in ("atlas_probe", "student", "atlas_teacher", "atlas_escalate", "atlas_judge"):
+        assert node in mermaid
+    assert "escalate" in mermaid and "atlas_teacher -.-> student" in mermaid
+    assert "tools" in app.get_graph(xray=True).draw_mermaid()  # the user's graph is the student subgraph
+
+
+def test_lessons_and_plan_reach_the_model_but_never_the_state(make_supervisor) -> None:
+    supervisor = make_supervisor({"teacher": {"PlanReview": {"approved": True, "steps": ["read the file", "count the lines"], "concerns": []}}},
+                                 supervision={"lane": "coach"})
+    supervisor.playbook.apply("notes", [LessonChange(op="add", lesson="Count the items with count_lines, never by eye.")])
+    app = with_atlas(agent(), supervisor=supervisor, learning_key="notes")
+    out = app.invoke({"messages": [HumanMessage(QUESTION)]})
+    first = injected(ToolCallingFake.seen[0])
+    assert "Count the items with count_lines" in first and "count the lines" in first
+    assert all(getattr(m, "id", None) != INSTRUCTIONS_ID for m in out["messages"])
+    assert app.session_result().lessons_used
+
+
+def test_coach_validates_each_tool_call_and_guidance_reaches_the_next_model_call(make_supervisor) -> None:
+    verdicts = [{"accepted": False, "guidance": "Count with count_lines instead of guessing.", "reason": "x"},
+                {"accepted": True, "guidance": "", "reason": "ok"}, {"accepted": True, "guidance": "", "reason": "ok"}]
+    supervisor = make_supervisor({"teacher": {"Verdict": verdicts}}, supervision={"lane": "coach"})
+    app = with_atlas(agent(), supervisor=supervisor)
+    app.invoke({"messages": [HumanMessage(QUESTION)]})
+    assert "Count with count_lines instead of guessing." not in injected(ToolCallingFake.seen[0])
+    assert "Count with count_lines instead of guessing." in injected(ToolCallingFake.seen[1])
+    result = app.session_result()
+    assert [v.accepted for v in result.verdicts] == [False, True, True]  # two tool calls, then the answer
+    assert result.verdicts[0].step_id == steps_of(supervisor, result.session_id)[1].id
+
+
+def test_paired_rejection_retries_with_guidance_and_keeps_only_the_accepted_attempt(make_supervisor) -> None:
+    verdicts = [{"accepted": False, "guidance": "Give the number and list the items.", "reason": "vague"},
+                {"accepted": True, "guidance": "", "reason": "complete"}]
+    supervisor = make_supervisor({"teacher": {"Verdict": verdicts}}, supervision={"lane": "paired"})
+    app = with_atlas(agent(AIMessage("Some items."), AIMessage("3 items: milk, eggs, bread.")), supervisor=supervisor)
+    out = app.invoke({"messages": [HumanMessage(QUESTION)]})
+    assert [m.content for m in out["messages"] if m.type == "ai" and m.content] == ["3 items: milk, eggs, bread."]
+    assert [m.type for m in out["messages"]].count("human") == 1
+    assert "Give the number and list the items." in injected(ToolCallingFake.seen[3])  # the retry's first model call
+    result = app.session_result()
+    attempts = supervisor.store.rows(AttemptRecord, AttemptRecord.session_id == result.session_id, order_by=AttemptRecord.attempt)
+    assert [(a.answer, a.accepted) for a in attempts] == [("Some items.", False), ("3 items: milk, eggs, bread.", True)]
+    assert {s.attempt for s in steps_of(supervisor, result.session_id)} == {1, 2}
+
+
+class Numbers(TypedDict):
+    numbers: list[int]
+    cleaned: list[int]
+    total: int
+    report: str
+
+
+def numbers_graph() -> StateGraph:
+    graph = StateGraph(Numbers)
+    graph.add_node("clean", lambda s: {"cleaned": [n for n in s["numbers"] if n >= 0]})
+    graph.add_node("add", lambda s: {"total": sum(s["cleaned"])})
+    graph.add_node("report", lambda s: {"report": f"{len(s['cleaned'])} numbers sum to {s['total']}"})
+    graph.add_edge(START, "clean")
+    graph.add_edge("clean", "add")
+    graph.add_edge("add", "report")
+    graph.add_edge("report", END)
+    return graph
+
+
+def test_custom_graph_without_messages_keeps_its_keys_and_nodes_become_steps(make_supervisor) -> None:
+    bare = numbers_graph().compile().invoke({"numbers": [3, -1, 4]})
+    supervisor = make_supervisor(supervision={"lane": "paired"})
+    app = with_atlas(numbers_graph(), supervisor=supervisor, agent_name="numbers")
+    assert app.invoke({"numbers": [3, -1, 4]}) == bare
+    result = app.session_result()
+    assert [(s.kind, s.name) for s in steps_of(supervisor, result.session_id)] == [("node", "clean"), ("node", "add"), ("node", "report")]
+    assert '"report": "2 numbers sum to 7"' in result.final_answer
+    assert supervisor.store.get(SessionRecord, result.session_id).task == '{"numbers": [3, -1, 4]}'
+
+
+def test_stream_modes_and_subgraphs(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    app = with_atlas(agent(), supervisor=supervisor)
+    chunks = list(app.stream({"messages": [HumanMessage(QUESTION)]}, stream_mode=["updates", "messages", "custom", "values"], subgraphs=True))
+    modes = {mode for _, mode, _ in chunks}
+    assert modes == {"updates", "messages", "custom", "values"}
+    student_updates = [data for ns, mode, data in chunks if mode == "updates" and ns and ns[0].startswith("student")]
+    assert {node for update in student_updates for node in update} >= {"model", "tools"}
+    streamed = [data[0] for _, mode, data in chunks if mode == "messages"]
+    assert streamed and all(getattr(m, "id", None) != INSTRUCTIONS_ID for m in streamed)
+    assert not any("judge" in str(m.content).lower() for m in streamed)  # no supervision call in the user's stream
+    custom = [data for _, mode, data in chunks if mode == "custom"]
+    assert custom[-1]["atlas_session"]["lane"] == "auto"
+    assert [data for ns, mode, data in chunks if mode == "values" and not ns][-1]["messages"][-1].content == "There are 3 items."
+
+
+def test_checkpointer_threads_and_a_second_turn(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    app = with_atlas(agent(AIMessage("3 items."), AIMessage("Milk, eggs and bread."), checkpointer=InMemorySaver()), supervisor=supervisor)
+    config = {"configurable": {"thread_id": "t1"}}
+    app.invoke({"messages": [HumanMessage(QUESTION)]}, config)
+    first = app.session_result(config)
+    out = app.invoke({"messages": [HumanMessage("Which items?")]}, config)
+    second = app.session_result(config)
+    assert [m.content for m in out["messages"] if m.type == "human"] == [QUESTION, "Which items?"]
+    assert app.get_state(config).values["messages"][-1].content == "Milk, eggs and bread."
+    assert first.session_id != second.session_id and second.final_answer == "Milk, eggs and bread."
+    assert supervisor.store.get(SessionRecord, second.session_id).session_metadata["thread_id"] == "t1"
+
+
+def test_escalation_to_a_human_interrupts_and_resumes(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "escalate", "escalation": "human"})
+    app = with_atlas(agent(), supervisor=supervisor, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "h1"}}
+    paused = app.invoke({"messages": [HumanMessage(QUESTION)]}, config)
+    question = paused["__interrupt__"][0].value["atlas_escalation"]
+    assert question["task"] == QUESTION
+    out = app.invoke(Command(resume="Three: milk, eggs, bread."), config)
+    assert out["messages"][-1].content == "Three: milk, eggs, bread."
+    result = app.session_result(config)
+    assert result.lane == "escalate" and result.final_answer == "Three: milk, eggs, bread."
+    assert not ToolCallingFake.seen  # the student never ran
+
+
+async def test_ainvoke_and_astream(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    app = with_atlas(agent(), supervisor=supervisor)
+    out = await app.ainvoke({"messages": [HumanMessage(QUESTION)]})
+    assert out["messages"][-1].content == "There are 3 items."
+    assert len(steps_of(supervisor, app.session_result().session_id)) == 5
+    app = with_atlas(agent(), supervisor=supervisor)
+    updates = [chunk async for chunk in app.astream({"messages": [HumanMessage(QUESTION)]}, stream_mode="updates")]
+    assert [next(iter(u)) for u in updates] == ["atlas_probe", "student", "atlas_teacher", "atlas_judge"]
+
+
+def test_a_plain_reducer_free_state_and_operator_reducers_survive(make_supervisor) -> None:
+    class Log(TypedDict):
+        events: Annotated[list[str], operator.add]
+
+    graph = StateGraph(Log)
+    graph.add_node("one", lambda s: {"events": ["one"]})
+    graph.add_node("two", lambda s: {"events": ["two"]})
+    graph.add_edge(START, "one")
+    graph.add_edge("one", "two")
+    graph.add_edge("two", END)
+    app = with_atlas(graph, supervisor=make_supervisor(supervision={"lane": "auto"}))
+    assert app.invoke({"events": ["start"]}) == {"events": ["start", "one", "two"]}
