@@ -35,11 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, interrupt
+
+try:  # LangGraph's own node wrapper: it inspects the function's signature once, not on every call
+    from langgraph._internal._runnable import RunnableCallable as _NodeRunnable
+except ImportError:  # pragma: no cover - a LangGraph that moved it
+    from langchain_core.runnables import RunnableLambda as _NodeRunnable  # type: ignore[assignment]
 
 from atlas_learning.config import AtlasConfig
 from atlas_learning.judges import Check
@@ -61,6 +66,7 @@ class _Session:
     """One invocation's supervised run and what the adapter must remember about it."""
 
     run: SupervisedRun
+    recorder: _StepRecorder | None = None
     input_message_ids: list[str] = field(default_factory=list)
     input_messages: list[Any] = field(default_factory=list)
     result: SessionResult | None = None
@@ -116,7 +122,7 @@ class _Adapter:
         metadata = {"thread_id": configurable.get("thread_id")} if configurable.get("thread_id") else {}
         run = self.supervisor.begin(self.task(state), agent_name=self.agent_name, learning_key=self.learning_key, metadata=metadata)
         messages = list(state_get(state, self.messages_key) or []) if self.messages_key else []
-        session = _Session(run, [m.id for m in messages if getattr(m, "id", None)], messages)
+        session = _Session(run, _StepRecorder(run), [m.id for m in messages if getattr(m, "id", None)], messages)
         with self._lock:
             self.sessions[_invocation(config)] = session
         return session
@@ -139,11 +145,10 @@ class _Adapter:
         messages = [m for m in state.get(self.messages_key) or [] if getattr(m, "id", None) != INSTRUCTIONS_ID]
         return {**state, self.messages_key: [instructions_message(instructions), *messages]}
 
-    def node_config(self, config: RunnableConfig, run: SupervisedRun) -> RunnableConfig:
+    def node_config(self, config: RunnableConfig, session: _Session) -> RunnableConfig:
         from langchain_core.runnables.config import merge_configs
 
-        recorder = _StepRecorder(run)
-        return merge_configs(config, {"callbacks": [recorder], "configurable": {INSTRUCTIONS_KEY: run.instructions}})
+        return merge_configs(config, {"callbacks": [session.recorder], "configurable": {INSTRUCTIONS_KEY: session.run.instructions}})
 
     def wrap(self, name: str, inner: Any) -> RunnableLambda:
         adapter = self
@@ -153,7 +158,7 @@ class _Adapter:
             if session is None:
                 return inner.invoke(state, config)
             before, started = len(session.run.steps), time.perf_counter()
-            node_config = adapter.node_config(config, session.run)
+            node_config = adapter.node_config(config, session)
             token = var_child_runnable_config.set(node_config)  # nodes built with trace=False read the ambient config
             try:
                 update = inner.invoke(adapter.node_input(state, session.run), node_config)
@@ -167,7 +172,7 @@ class _Adapter:
             if session is None:
                 return await inner.ainvoke(state, config)
             before, started = len(session.run.steps), time.perf_counter()
-            node_config = adapter.node_config(config, session.run)
+            node_config = adapter.node_config(config, session)
             token = var_child_runnable_config.set(node_config)
             try:
                 update = await inner.ainvoke(adapter.node_input(state, session.run), node_config)
@@ -176,7 +181,7 @@ class _Adapter:
             adapter.record_node(session.run, name, state, update, before, started)
             return update
 
-        return RunnableLambda(call, afunc=acall, name=name)
+        return _node(call, acall, name)
 
     def record_node(self, run: SupervisedRun, name: str, state: Any, update: Any, steps_before: int, started: float) -> None:
         """A node that made no model or tool call is a step of its own (custom graphs)."""
@@ -192,6 +197,13 @@ class _Adapter:
                             started_at=ended - timedelta(seconds=time.perf_counter() - started), ended_at=ended)
         except Exception:  # noqa: BLE001 - recording must never fail the user's node
             log.exception("could not record node %s", name)
+
+
+def _node(func: Callable[..., Any], afunc: Callable[..., Any], name: str) -> Any:
+    """A node runnable with a sync and an async implementation."""
+    if _NodeRunnable.__name__ == "RunnableCallable":
+        return _NodeRunnable(func, afunc, name=name, trace=True)
+    return _NodeRunnable(func, afunc=afunc, name=name)
 
 
 def _clip_json(value: Any, limit: int = 4000) -> Any:
@@ -413,7 +425,7 @@ def _student_node(student: CompiledStateGraph, channels: Mapping[str, Any], adap
     async def astudent_node(state: Any, config: RunnableConfig) -> Any:
         return delta(state, await student.ainvoke(state, config))
 
-    return RunnableLambda(student_node, afunc=astudent_node, name=STUDENT)
+    return _node(student_node, astudent_node, STUDENT)
 
 
 def _message_delta(before: Sequence[Any], after: Sequence[Any]) -> list[Any]:
