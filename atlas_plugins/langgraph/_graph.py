@@ -150,7 +150,7 @@ class _Adapter:
 
         return merge_configs(config, {"callbacks": [session.recorder], "configurable": {INSTRUCTIONS_KEY: session.run.instructions}})
 
-    def wrap(self, name: str, inner: Any) -> RunnableLambda:
+    def wrap(self, name: str, inner: Any) -> Any:
         adapter = self
 
         def call(state: Any, config: RunnableConfig) -> Any:
