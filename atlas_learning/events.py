@@ -38,6 +38,7 @@ EventType = Literal[
     "drift_alert",
     "session_finished",
     "store_degraded",
+    "span",
 ]
 
 

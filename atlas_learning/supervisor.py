@@ -305,6 +305,12 @@ class SupervisedRun:
         return taken
 
     # ------------------------------------------------------------------------------------------ records
+    def record_event(self, event_type: EventType, payload: Mapping[str, Any]) -> None:
+        """Add an event to the session's trajectory (stored in order) and publish it to subscribers.
+
+        For what an adapter observes beyond steps, such as a framework's tracing spans (``span``)."""
+        self._emit(event_type, dict(payload))
+
     def record_step(
         self,
         *,
