@@ -1,12 +1,15 @@
 """The ``atlas`` command.
 
-Every command loads heavy modules inside its own body, so ``atlas --help`` stays fast. An
+Every command loads heavy modules inside its own body, so ``atlas --help`` stays fast: the review, export,
+playbook, report, env and run commands live in :mod:`atlas_learning._commands`, imported when they run. An
 :class:`~atlas_learning.errors.AtlasError` ends the command with one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -112,6 +115,182 @@ def quickstart(config: ConfigOption = None) -> None:
         "\nThe main example, 25 MCP file-operation tasks under supervision (examples/mcp_file_ops), is not built "
         "yet;\nwhen it is, this command runs it."
     )
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (one object per line for listings) instead of a table.")]
+KeyOption = Annotated[str | None, typer.Option("--key", "-k", help="Only this learning key.")]
+SinceOption = Annotated[str | None, typer.Option("--since", help="Only sessions started since: an ISO date or time, or an age (7d, 12h, 30m).")]
+LimitOption = Annotated[int | None, typer.Option("--limit", "-n", help="At most this many sessions, newest first (0: no limit).")]
+
+
+def _invoke(module: str, function: str, /, **kwargs: object) -> None:
+    """Run a command's implementation, imported only now; an AtlasError ends it with one line and exit status 2."""
+    try:
+        implementation = getattr(importlib.import_module(f"atlas_learning._commands.{module}"), function)
+        implementation(**kwargs)
+    except AtlasError as error:
+        typer.echo(f"atlas: error: {error}", err=True)
+        raise typer.Exit(2) from None
+    except BrokenPipeError:  # `atlas export -o - | head`: the reader left; stop quietly
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        raise typer.Exit(1) from None
+
+
+@app.command("sessions")
+def sessions_command(
+    key: KeyOption = None,
+    lane: Annotated[str | None, typer.Option("--lane", help="auto, paired, coach or escalate.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="Review status: pending, approved or quarantined.")] = None,
+    min_reward: Annotated[float | None, typer.Option("--min-reward", help="Reward at least this (0..1).")] = None,
+    max_reward: Annotated[float | None, typer.Option("--max-reward", help="Reward at most this (0..1).")] = None,
+    since: SinceOption = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many, newest first (0: no limit).")] = 50,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """List sessions: id, key, lane, reward, review status, steps, tokens, start time."""
+    _invoke("sessions", "list_sessions", config=config, key=key, lane=lane, status=status, min_reward=min_reward,
+            max_reward=max_reward, since=since, limit=limit, as_json=as_json)
+
+
+@app.command("show")
+def show_command(
+    session: Annotated[str, typer.Argument(help="The session id, or a unique prefix of 8 or more characters.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full trace (AtlasSessionTrace fields) as JSON.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Show one session: plan, steps with tool arguments and outputs, guidance, verdicts, reward and judge samples."""
+    _invoke("sessions", "show_session", config=config, session=session, as_json=as_json)
+
+
+review_app = typer.Typer(
+    help="Move sessions through the review gate: approve, quarantine, or send back to pending. Every change is logged.",
+    no_args_is_help=True,
+)
+app.add_typer(review_app, name="review")
+
+
+def _review_command(action: str, summary: str) -> None:
+    def command(
+        sessions: Annotated[list[str] | None, typer.Argument(help="Session ids or unique prefixes (8+ characters).", show_default=False)] = None,
+        all_pending: Annotated[bool, typer.Option("--all-pending", help="Every pending session (with --min-reward: at or above it).")] = False,
+        min_reward: Annotated[float | None, typer.Option("--min-reward", help="With --all-pending: only sessions with at least this reward.")] = None,
+        note: Annotated[str | None, typer.Option("--note", help="Why; kept in the review log and on the session.")] = None,
+        reviewer: Annotated[str | None, typer.Option("--reviewer", help="Who reviews (default: $USER, else 'cli').")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print what changed as JSON.")] = False,
+        config: ConfigOption = None,
+    ) -> None:
+        _invoke("review", "review", config=config, action=action, sessions=list(sessions or []), all_pending=all_pending,
+                min_reward=min_reward, note=note, reviewer=reviewer, as_json=as_json)
+
+    command.__doc__ = summary
+    review_app.command(action)(command)
+
+
+_review_command("approve", "Approve sessions: export and training read approved sessions only, unless told otherwise.")
+_review_command("quarantine", "Quarantine sessions: kept, but never exported or trained on unless asked for.")
+_review_command("pending", "Send sessions back to pending review.")
+
+
+@app.command("export")
+def export_command(
+    output: Annotated[str, typer.Option("--output", "-o", help="The JSONL file to write, or - for stdout.")],
+    status: Annotated[list[str] | None, typer.Option("--status", help="Review status to include; repeat for several (default: approved).")] = None,
+    min_reward: Annotated[float | None, typer.Option("--min-reward", help="Reward at least this (0..1).")] = None,
+    max_reward: Annotated[float | None, typer.Option("--max-reward", help="Reward at most this (0..1).")] = None,
+    key: KeyOption = None,
+    lane: Annotated[str | None, typer.Option("--lane", help="Only this lane.")] = None,
+    since: SinceOption = None,
+    limit: LimitOption = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="trace (AtlasSessionTrace), messages (chat SFT) or grpo (prompts and rewards).")] = "trace",
+    config: ConfigOption = None,
+) -> None:
+    """Export reviewed sessions as JSONL. Only approved sessions unless --status asks for others."""
+    _invoke("exporting", "export", config=config, output=output, statuses=list(status or []), min_reward=min_reward,
+            max_reward=max_reward, key=key, lane=lane, since=since, limit=limit, fmt=fmt)
+
+
+playbook_app = typer.Typer(help="The lessons each learning key has learned, their history, and retiring one by hand.", no_args_is_help=True)
+app.add_typer(playbook_app, name="playbook")
+
+
+@playbook_app.command("show")
+def playbook_show(key: Annotated[str | None, typer.Option("--key", "-k", help="One learning key (default: all).")] = None,
+                  as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    """Live lessons (provisional and active) with their uses and measured impact."""
+    _invoke("playbook", "show", config=config, key=key, as_json=as_json)
+
+
+@playbook_app.command("history")
+def playbook_history(key: Annotated[str, typer.Option("--key", "-k", help="The learning key.")],
+                     as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    """Every change to a key's playbook, oldest first, with the registry version it made."""
+    _invoke("playbook", "history", config=config, key=key, as_json=as_json)
+
+
+@playbook_app.command("diff")
+def playbook_diff(
+    from_version: Annotated[int, typer.Argument(metavar="FROM", help="Registry version to compare from.")],
+    to_version: Annotated[int, typer.Argument(metavar="TO", help="Registry version to compare to.")],
+    key: Annotated[str, typer.Option("--key", "-k", help="The learning key.")],
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """What changed between two registry versions: entries added, reworded, activated or retired."""
+    _invoke("playbook", "diff", config=config, key=key, from_version=from_version, to_version=to_version, as_json=as_json)
+
+
+@playbook_app.command("retire")
+def playbook_retire(
+    entry_id: Annotated[str, typer.Argument(metavar="ENTRY_ID", help="The entry id or a unique prefix.")],
+    key: Annotated[str, typer.Option("--key", "-k", help="The learning key.")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why it is retired.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Retire one lesson by hand (a new registry version; the history keeps it)."""
+    _invoke("playbook", "retire", config=config, key=key, entry_id=entry_id, reason=reason)
+
+
+@app.command("report")
+def report_command(
+    key: KeyOption = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also write a PNG: reward, tool calls and lane mix per session.")] = None,
+    window: Annotated[int, typer.Option("--window", help="Sessions per window for the means and the lane mix.")] = 5,
+    since: SinceOption = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Only the last N sessions (0: all).")] = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """The learning curve: reward, tool calls and lane per session; lane mix, reward by window, supervision tokens."""
+    _invoke("report", "report", config=config, key=key, since=since, limit=limit, window=window, plot=plot, as_json=as_json)
+
+
+env_app = typer.Typer(help="Set Atlas up for a project.", no_args_is_help=True)
+app.add_typer(env_app, name="env")
+
+
+@env_app.command("init")
+def env_init_command(
+    path: Annotated[Path, typer.Argument(help="The project's root folder.")] = Path("."),
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="The file to write (default: PATH/atlas.yaml).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Find the project's agents and MCP servers by reading its code (nothing is imported) and write atlas.yaml."""
+    _invoke("envinit", "env_init", path=path, output=output, force=force)
+
+
+@app.command("run")
+def run_command(
+    task: Annotated[str, typer.Option("--task", "-t", help="The task to give the agent.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer and the session as JSON.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Run the configured agent (agent.import_path) once under supervision; print its answer and the session."""
+    _invoke("run", "run_agent", config=config, task=task, as_json=as_json)
 
 
 def main() -> None:

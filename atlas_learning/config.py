@@ -16,6 +16,7 @@ names the source, the field and what was expected.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from .errors import ConfigError
 
 __all__ = [
     "AtlasConfig",
+    "AgentConfig",
     "ModelSettings",
     "StorageConfig",
     "ROLES",
@@ -237,6 +239,42 @@ class ReviewConfig(_Section):
     auto_approve_min_reward: float | None = Field(None, ge=0.0, le=1.0)
 
 
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+AgentKind = Literal["auto", "langgraph", "openai_agents", "byoa", "function"]
+
+
+class AgentConfig(_Section):
+    """The agent ``atlas run`` supervises; ``atlas env init`` writes this section for a project.
+
+    ``import_path`` is ``package.module:object``: a compiled LangGraph graph (or StateGraph), an OpenAI Agents SDK
+    ``Agent``, an agent class (run under ``@atlas_agent``), or a function ``f(task) -> str``. ``kind`` says which
+    (``auto`` tells them apart by type); ``name`` is the agent name lessons and history are kept under;
+    ``method`` is a class's entry method (default ``run``, else ``__call__``).
+    """
+
+    import_path: str | None = None
+    kind: AgentKind = "auto"
+    name: str | None = None
+    method: str | None = None
+
+    @field_validator("import_path")
+    @classmethod
+    def _module_colon_object(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not _IMPORT_PATH.match(value):
+            raise ValueError("expected 'package.module:object', e.g. my_project.agent:graph")
+        return value
+
+    @field_validator("method")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        if value is not None and not value.isidentifier():
+            raise ValueError("expected a method name, e.g. run")
+        return value
+
+
 class AtlasConfig(_Section):
     """Everything Atlas can be told. Build it with :meth:`load`; every field has a working default."""
 
@@ -248,6 +286,7 @@ class AtlasConfig(_Section):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
 
     @classmethod
     def load(

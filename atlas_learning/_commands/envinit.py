@@ -1,0 +1,556 @@
+"""``atlas env init``: find the agents in a project by reading its code (``ast``; nothing is imported or run) and
+write a commented atlas.yaml that names them, says how to wrap each in one line, and points ``agent:`` at the
+likeliest one for ``atlas run``.
+
+Found: LangGraph builders (``StateGraph(...)``), compiled graphs (``.compile()``), ``create_react_agent`` and
+``create_agent`` results; OpenAI Agents SDK ``Agent(...)`` instances; classes with a ``run`` method (candidates
+for ``@atlas_agent``); MCP servers in JSON configs (``mcpServers``) and ``MultiServerMCPClient({...})`` calls.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..errors import AtlasError
+
+SKIP_DIRS = frozenset({
+    ".git", ".hg", ".svn", ".venv", "venv", "env", ".env", "node_modules", "__pycache__", "site-packages", "build", "dist",
+    ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".atlas", ".idea", ".eggs", "tests", "test",
+})
+#: Hidden folders that editors keep MCP configurations in.
+HIDDEN_KEPT = frozenset({".vscode", ".cursor", ".claude", ".gemini"})
+MAX_FILES = 5000
+MAX_BYTES = 1_000_000
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PREFERRED_STEMS = frozenset({"agent", "agents", "graph", "app", "main", "bot", "assistant", "workflow"})
+_NOT_AGENT_BASES = frozenset({"Thread", "Process", "TestCase", "Command", "Task", "Job"})
+
+LANGGRAPH_IMPORT = "from atlas_plugins.langgraph import with_atlas"
+MIDDLEWARE_IMPORT = "from atlas_plugins.langgraph import AtlasMiddleware"
+OPENAI_IMPORT = "from atlas_plugins.openai_agents import with_atlas"
+BYOA_IMPORT = "from atlas_plugins.byoa import atlas_agent"
+
+
+@dataclass
+class Finding:
+    """One thing the scan found, where, and how to put it under Atlas."""
+
+    group: str  # langgraph | openai_agents | agent_class | mcp
+    what: str  # a short description: "graph = builder.compile()"
+    file: str  # relative to the scanned root, with forward slashes
+    line: int
+    wrap: str  # one line of code (or advice) that wraps it
+    name: str | None = None
+    import_path: str | None = None  # module:object, when it can be imported as it stands
+    agent_kind: str | None = None  # the agent.kind it would run as
+    agent_name: str | None = None
+    score: int = 0
+    note: str = ""
+    servers: list[str] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+GROUP_TITLES = {
+    "langgraph": "LangGraph graphs and agents",
+    "openai_agents": "OpenAI Agents SDK agents",
+    "agent_class": "Agent classes (a run method: candidates for @atlas_agent)",
+    "mcp": "MCP servers",
+}
+
+
+# ------------------------------------------------------------------------------------------------------ walking
+def iter_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """Python files and JSON files under ``root`` worth reading, skipping environments, caches and tests."""
+    python, configs = [], []
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs[:] = sorted(
+            d for d in dirs
+            if d not in SKIP_DIRS and not d.endswith(".egg-info") and (not d.startswith(".") or d in HIDDEN_KEPT)
+            and not (here / d / "pyvenv.cfg").exists()
+        )
+        for name in sorted(files):
+            path = here / name
+            if name.endswith(".py"):
+                if name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py":
+                    continue
+                python.append(path)
+            elif name.endswith(".json"):
+                configs.append(path)
+            if len(python) + len(configs) >= MAX_FILES:
+                return python, configs
+    return python, configs
+
+
+def module_name(root: Path, path: Path) -> str | None:
+    """The dotted module a file is imported as from ``root`` (a src/ layout drops ``src``), or None if it cannot be."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts and parts[-1] == "__init__":
+        parts = parts[:-1]
+    if len(parts) > 1 and parts[0] == "src" and not (root / "src" / "__init__.py").exists():
+        parts = parts[1:]
+    if not parts or not all(_IDENTIFIER.match(p) for p in parts):
+        return None
+    return ".".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ python files
+class _Scanner(ast.NodeVisitor):
+    """Collects findings from one module: knows its imports, which names are builders, and what is module-level."""
+
+    def __init__(self, tree: ast.Module, rel: str, module: str | None) -> None:
+        self.tree, self.rel, self.module = tree, rel, module
+        self.aliases: dict[str, str] = {}
+        self.defined: set[str] = set()
+        self.builders: dict[str, int] = {}  # name -> line of its StateGraph(...)
+        self.compiled_from: set[str] = set()
+        self.findings: list[Finding] = []
+        self.scope: list[str] = []
+        self._module_level_assigns: dict[int, list[str]] = {}
+        self._local_names: dict[int, str] = {}  # any assignment's value -> its one target name, for display
+        self._collect(tree)
+
+    def _collect(self, tree: ast.Module) -> None:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    local = alias.asname or alias.name.split(".")[0]
+                    self.aliases[local] = alias.name if alias.asname else alias.name.split(".")[0]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    self.aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                self.defined.add(node.name)
+        for statement in _module_statements(tree.body):
+            targets = _assign_targets(statement)
+            if targets:
+                self._module_level_assigns[id(statement.value)] = targets  # type: ignore[attr-defined]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.stmt):
+                targets = _assign_targets(node)
+                if len(targets) == 1:
+                    self._local_names[id(node.value)] = targets[0]  # type: ignore[attr-defined]
+
+    # names
+    def qualified(self, node: ast.expr) -> str | None:
+        if isinstance(node, ast.Name):
+            if node.id in self.aliases:
+                return self.aliases[node.id]
+            return None if node.id in self.defined else node.id
+        if isinstance(node, ast.Attribute):
+            base = self.qualified(node.value)
+            return f"{base}.{node.attr}" if base else None
+        return None
+
+    def import_path(self, node: ast.expr) -> tuple[str | None, str | None]:
+        """(module:name, name) when the call's value is bound to one module-level name."""
+        targets = self._module_level_assigns.get(id(node))
+        if not targets or len(targets) != 1:
+            return None, self._local_names.get(id(node))
+        name = targets[0]
+        return (f"{self.module}:{name}" if self.module else None), name
+
+    # visiting
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        self.scope.append(node.name)
+        self.generic_visit(node)
+        self.scope.pop()
+
+    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self._class(node)
+        self.scope.append(node.name)
+        self.generic_visit(node)
+        self.scope.pop()
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        if isinstance(node.value, ast.Call) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            if _is_state_graph(self.qualified(node.value.func)):
+                self.builders[node.targets[0].id] = node.lineno
+        self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        qualified = self.qualified(node.func)
+        if _is_state_graph(qualified):
+            self._state_graph(node)
+        elif isinstance(node.func, ast.Attribute) and node.func.attr == "compile" and self._is_builder(node.func.value):
+            self._compiled(node)
+        elif qualified and qualified.split(".")[-1] == "create_react_agent" and (qualified.startswith("langgraph") or "." not in qualified):
+            self._prebuilt(node, "create_react_agent")
+        elif qualified and _is_create_agent(qualified):
+            self._prebuilt(node, "create_agent")
+        elif qualified and _is_openai_agent(qualified):
+            self._openai_agent(node)
+        elif qualified and qualified.split(".")[-1] == "MultiServerMCPClient":
+            self._mcp_client(node)
+        self.generic_visit(node)
+
+    def _is_builder(self, node: ast.expr) -> bool:
+        if isinstance(node, ast.Name):
+            return node.id in self.builders
+        return isinstance(node, ast.Call) and _is_state_graph(self.qualified(node.func))
+
+    def _inside(self) -> str:
+        return f" (inside {'.'.join(self.scope)}(); bind it to a module-level name to run it with `atlas run`)" if self.scope else ""
+
+    def _state_graph(self, node: ast.Call) -> None:
+        path, name = self.import_path(node)
+        label = name or "builder"
+        self.findings.append(Finding(
+            "langgraph", f"{name + ' = ' if name else ''}StateGraph({_arg_text(node)})", self.rel, node.lineno,
+            f"app = with_atlas({label})  # {LANGGRAPH_IMPORT}; a StateGraph or its compiled graph", name=name,
+            import_path=path, agent_kind="langgraph", agent_name=name, score=35, note=self._inside() if not path else "",
+        ))
+
+    def _compiled(self, node: ast.Call) -> None:
+        path, name = self.import_path(node)
+        receiver = node.func.value  # type: ignore[attr-defined]
+        builder = receiver.id if isinstance(receiver, ast.Name) else "StateGraph(...)"
+        if isinstance(receiver, ast.Name):
+            self.compiled_from.add(receiver.id)
+        label = name or "graph"
+        self.findings.append(Finding(
+            "langgraph", f"{name + ' = ' if name else ''}{builder}.compile()", self.rel, node.lineno,
+            f"app = with_atlas({label})  # {LANGGRAPH_IMPORT}", name=name, import_path=path, agent_kind="langgraph",
+            agent_name=_keyword_text(node, "name") or name, score=50, note=self._inside() if not path else "",
+        ))
+
+    def _prebuilt(self, node: ast.Call, factory: str) -> None:
+        path, name = self.import_path(node)
+        label = name or "agent"
+        if factory == "create_agent":
+            wrap = f"{label} = create_agent(model, tools, middleware=[AtlasMiddleware()])  # {MIDDLEWARE_IMPORT}; or with_atlas({label})"
+        else:
+            wrap = f"app = with_atlas({label})  # {LANGGRAPH_IMPORT}"
+        self.findings.append(Finding(
+            "langgraph", f"{name + ' = ' if name else ''}{factory}(...)", self.rel, node.lineno, wrap, name=name, import_path=path,
+            agent_kind="langgraph", agent_name=_keyword_text(node, "name") or name, score=50, note=self._inside() if not path else "",
+        ))
+
+    def _openai_agent(self, node: ast.Call) -> None:
+        path, name = self.import_path(node)
+        agent_name = _keyword_text(node, "name")
+        label = name or "agent"
+        shown = f'Agent(name="{agent_name}", ...)' if agent_name else "Agent(...)"
+        self.findings.append(Finding(
+            "openai_agents", f"{name + ' = ' if name else ''}{shown}", self.rel, node.lineno,
+            f"runner = with_atlas({label}); runner.run_sync(task)  # {OPENAI_IMPORT}", name=name, import_path=path,
+            agent_kind="openai_agents", agent_name=agent_name or name, score=45, note=self._inside() if not path else "",
+        ))
+
+    def _mcp_client(self, node: ast.Call) -> None:
+        connections = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "connections"), None)
+        servers = []
+        if isinstance(connections, ast.Dict):
+            for key, value in zip(connections.keys, connections.values, strict=True):
+                if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                    servers.append(key.value + _server_text_ast(value))
+        described = ", ".join(servers) if servers else "servers built at run time"
+        self.findings.append(Finding(
+            "mcp", f"MultiServerMCPClient: {described}", self.rel, node.lineno,
+            "their tool calls are recorded as steps once the agent given these tools is wrapped (with_atlas / AtlasMiddleware)",
+            servers=servers,
+        ))
+
+    def _class(self, node: ast.ClassDef) -> None:
+        methods = {n.name: n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        run = methods.get("run")
+        if run is None:
+            return
+        bases = {(self.qualified(b) or "").split(".")[-1] for b in node.bases}
+        if bases & _NOT_AGENT_BASES:
+            return
+        decorated = any((self.qualified(d.func if isinstance(d, ast.Call) else d) or "").endswith("atlas_agent") for d in node.decorator_list)
+        module_level = not self.scope
+        path = f"{self.module}:{node.name}" if module_level and self.module else None
+        parameters = [a.arg for a in [*run.args.posonlyargs, *run.args.args]][1:]
+        score = 20 + (5 if re.search(r"agent|bot|assistant", node.name, re.IGNORECASE) else 0) + (2 if parameters else 0)
+        score += 10 if decorated else 0
+        signature = f"{'async ' if isinstance(run, ast.AsyncFunctionDef) else ''}run(self{', ' if parameters else ''}{', '.join(parameters)})"
+        wrap = "already decorated with @atlas_agent" if decorated else f"@atlas_agent  # above `class {node.name}`; {BYOA_IMPORT}"
+        self.findings.append(Finding(
+            "agent_class", f"class {node.name} with {signature}", self.rel, node.lineno, wrap, name=node.name, import_path=path,
+            agent_kind="byoa", agent_name=node.name, score=score,
+            note="" if path else " (nested; move it to module level to run it with `atlas run`)",
+        ))
+
+
+def _module_statements(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Statements that run at import time: the module body and the bodies of its if/try/with blocks."""
+    out: list[ast.stmt] = []
+    for statement in body:
+        out.append(statement)
+        if isinstance(statement, ast.If):
+            out.extend(_module_statements(statement.body) + _module_statements(statement.orelse))
+        elif isinstance(statement, ast.Try):
+            out.extend(_module_statements(statement.body) + _module_statements(statement.orelse))
+        elif isinstance(statement, ast.With):
+            out.extend(_module_statements(statement.body))
+    return out
+
+
+def _assign_targets(statement: ast.stmt) -> list[str]:
+    if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Call):
+        return [t.id for t in statement.targets if isinstance(t, ast.Name)]
+    if isinstance(statement, ast.AnnAssign) and isinstance(statement.value, ast.Call) and isinstance(statement.target, ast.Name):
+        return [statement.target.id]
+    return []
+
+
+def _is_state_graph(qualified: str | None) -> bool:
+    return bool(qualified) and qualified.split(".")[-1] == "StateGraph" and (qualified.startswith("langgraph") or "." not in qualified)  # type: ignore[union-attr]
+
+
+def _is_create_agent(qualified: str) -> bool:
+    return qualified.split(".")[-1] == "create_agent" and (qualified.startswith(("langchain", "langgraph")) or qualified == "create_agent")
+
+
+def _is_openai_agent(qualified: str) -> bool:
+    return qualified.split(".")[-1] == "Agent" and qualified.split(".")[0] == "agents"
+
+
+def _keyword_text(node: ast.Call, name: str) -> str | None:
+    for keyword in node.keywords:
+        if keyword.arg == name and isinstance(keyword.value, ast.Constant) and isinstance(keyword.value.value, str):
+            return keyword.value.value
+    return None
+
+
+def _arg_text(node: ast.Call) -> str:
+    if node.args:
+        try:
+            text = ast.unparse(node.args[0])
+        except Exception:  # noqa: BLE001 - display only
+            return "..."
+        return text if len(text) <= 40 else "..."
+    return ""
+
+
+def _server_text_ast(value: ast.expr) -> str:
+    if not isinstance(value, ast.Dict):
+        return ""
+    fields = {k.value: v for k, v in zip(value.keys, value.values, strict=True) if isinstance(k, ast.Constant)}
+    for key in ("command", "url"):
+        if isinstance(fields.get(key), ast.Constant):
+            return f" ({fields[key].value})"  # type: ignore[union-attr]
+    return ""
+
+
+def scan_python(root: Path, path: Path) -> list[Finding] | None:
+    """Findings of one file; None when it does not parse."""
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            return []
+        source = path.read_text(encoding="utf-8", errors="replace")
+        tree = ast.parse(source, filename=str(path))
+    except (SyntaxError, ValueError, OSError):
+        return None
+    rel = path.relative_to(root).as_posix()
+    scanner = _Scanner(tree, rel, module_name(root, path))
+    scanner.visit(tree)
+    for finding in scanner.findings:  # a builder compiled at module level: run the compiled graph, not the builder
+        if finding.what.split(" = ")[0] in scanner.compiled_from and "StateGraph(" in finding.what:
+            finding.score -= 15
+        if Path(rel).stem in _PREFERRED_STEMS:
+            finding.score += 3
+        finding.score -= rel.count("/")
+    return scanner.findings
+
+
+# ------------------------------------------------------------------------------------------------ MCP configs
+def scan_mcp_json(root: Path, path: Path) -> Finding | None:
+    """An MCP configuration: a JSON file with ``mcpServers`` (Claude, Cursor, .mcp.json) or an mcp.json with ``servers``."""
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            return None
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    named_mcp = path.name in ("mcp.json", ".mcp.json")
+    if "mcpServers" not in text and not (named_mcp and '"servers"' in text):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    servers = _find_servers(data)
+    if servers is None:
+        return None
+    key = "mcpServers" if "mcpServers" in text else '"servers"'
+    label = key.strip('"')
+    line = text[: text.index(key)].count("\n") + 1
+    names = []
+    for name, spec in servers.items():
+        detail = ""
+        if isinstance(spec, dict):
+            command = spec.get("command") or spec.get("url") or ""
+            args = spec.get("args") if isinstance(spec.get("args"), list) else []
+            detail = " ".join(str(p) for p in [command, *args[:3]] if p)
+        names.append(f"{name} ({detail})" if detail else str(name))
+    return Finding(
+        "mcp", f"{label}: {', '.join(names) or 'no servers'}", path.relative_to(root).as_posix(), line,
+        "their tool calls are recorded as steps once the agent given these tools is wrapped "
+        "(langchain-mcp-adapters: MultiServerMCPClient(...).get_tools())",
+        servers=names,
+    )
+
+
+def _find_servers(data: Any, depth: int = 0) -> dict[str, Any] | None:
+    if not isinstance(data, dict) or depth > 3:
+        return None
+    for key in ("mcpServers", "servers"):
+        if isinstance(data.get(key), dict):
+            return data[key]
+    for value in data.values():
+        found = _find_servers(value, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- scanning
+@dataclass
+class ScanResult:
+    root: Path
+    findings: list[Finding]
+    python_files: int
+    unparsable: list[str]
+
+    def candidates(self) -> list[Finding]:
+        """Runnable agents (importable as module:object), likeliest first."""
+        runnable = [f for f in self.findings if f.import_path and f.agent_kind]
+        return sorted(runnable, key=lambda f: (-f.score, f.file, f.line))
+
+
+def scan(root: Path) -> ScanResult:
+    python, configs = iter_files(root)
+    findings: list[Finding] = []
+    unparsable = []
+    for path in python:
+        found = scan_python(root, path)
+        if found is None:
+            unparsable.append(path.relative_to(root).as_posix())
+        else:
+            findings.extend(found)
+    for path in configs:
+        mcp = scan_mcp_json(root, path)
+        if mcp is not None:
+            findings.append(mcp)
+    return ScanResult(root, findings, len(python), unparsable)
+
+
+# ------------------------------------------------------------------------------------------------------ writing
+def render_yaml(result: ScanResult) -> str:
+    """The commented atlas.yaml for a scan."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"# atlas.yaml written by `atlas env init` on {now} for {result.root}",
+        f"# A static scan of {result.python_files} Python files and the project's JSON files (nothing was imported or run)",
+        "# found the following. Each line: where, what, and one line that puts it under Atlas.",
+        "#",
+    ]
+    if not result.findings:
+        lines += ["#   nothing recognisable: no LangGraph graph, Agents SDK agent, class with run(), or MCP config.", "#"]
+    for group, title in GROUP_TITLES.items():
+        found = [f for f in result.findings if f.group == group]
+        if not found:
+            continue
+        lines.append(f"#   {title}")
+        for finding in sorted(found, key=lambda f: (f.file, f.line)):
+            lines.append(f"#     {finding.where}  {_one_line(finding.what)}{finding.note}")
+            lines.append(f"#         {finding.wrap}")
+        lines.append("#")
+    if result.unparsable:
+        shown = ", ".join(result.unparsable[:5]) + (", ..." if len(result.unparsable) > 5 else "")
+        lines += [f"#   not parsed (syntax errors): {shown}", "#"]
+    candidates = result.candidates()
+    lines.append("# `atlas run --config atlas.yaml --task \"...\"` runs the agent below once under supervision (run it from")
+    lines.append("# the project root: the root and this file's folder are put on the import path).")
+    if candidates:
+        best = candidates[0]
+        lines += [
+            "agent:",
+            f"  import_path: {json.dumps(best.import_path)}   # {best.where}",
+            f"  kind: {best.agent_kind}",
+        ]
+        if best.agent_name:
+            lines.append(f"  name: {json.dumps(best.agent_name)}")
+        others = candidates[1:6]
+        if others:
+            lines.append("  # other candidates (swap import_path and kind to use one):")
+            for other in others:
+                lines.append(f"  #   import_path: {json.dumps(other.import_path)}   kind: {other.agent_kind}   # {other.where}")
+    else:
+        lines += [
+            "# No agent object that can be imported as module:object was found; name yours here:",
+            "agent:",
+            "  import_path: null   # e.g. \"my_project.agent:graph\" (a compiled graph, an Agent, an agent class or f(task) -> str)",
+            "  kind: auto",
+        ]
+    lines += [
+        "",
+        "# Every other section is optional; the defaults need no key and no network (the embedded SmolLM2 model, SQLite).",
+        "# models:",
+        "#   default: {provider: local, model: smollm2}",
+        "#   teacher: {provider: openai, model: gpt-4.1-mini}   # OPENAI_API_KEY",
+        "# storage:",
+        "#   url: sqlite:///.atlas/atlas.db                      # or postgresql+psycopg://user@host:5432/db",
+        "# review:",
+        "#   auto_approve_min_reward: 0.9",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def env_init(*, path: Path, output: Path | None, force: bool) -> None:
+    root = path.resolve()
+    if not root.is_dir():
+        raise AtlasError(f"{path}: not a folder; give the project's root folder")
+    target = output if output is not None else root / "atlas.yaml"
+    if target.exists() and not force:
+        raise AtlasError(f"{target} already exists; pass --force to overwrite it")
+    if target.is_dir():
+        raise AtlasError(f"--output {target}: is a folder; name a file such as atlas.yaml")
+    result = scan(root)
+    text = render_yaml(result)
+    _check(text)
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise AtlasError(f"cannot write {target} ({exc.strerror})") from None
+    candidates = result.candidates()
+    counts = {group: sum(1 for f in result.findings if f.group == group) for group in GROUP_TITLES}
+    found = ", ".join(f"{n} {label}" for label, n in zip(
+        ("LangGraph", "Agents SDK", "agent classes", "MCP configs"), counts.values(), strict=True) if n) or "no agents"
+    typer.echo(f"wrote {target}: {found}")
+    if candidates:
+        best = candidates[0]
+        typer.echo(f"agent: {best.import_path} ({best.agent_kind}, {best.where}); try: atlas run --config {target} --task \"...\"")
+    else:
+        typer.echo("no importable agent found; set agent.import_path in the file")
+
+
+def _check(text: str) -> None:
+    """The file must load as a config: a scan never writes something `atlas run` rejects."""
+    import yaml
+
+    from ..config import AtlasConfig
+
+    AtlasConfig.load(yaml.safe_load(text) or {}, environ={})

@@ -1,0 +1,117 @@
+"""``atlas export``: write reviewed sessions as JSONL (AtlasSessionTrace, chat messages, or GRPO prompts)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..errors import AtlasError
+from ._common import (
+    LANES,
+    REVIEW_STATUSES,
+    check_choice,
+    check_limit,
+    check_reward,
+    console,
+    load_config,
+    open_store,
+    parse_since,
+)
+
+#: A non-terminal stderr gets a counter line at most this often during a long export.
+COUNTER_EVERY_S = 5.0
+
+
+def export(*, config: Path | None, output: str, statuses: list[str] | None, min_reward: float | None, max_reward: float | None,
+           key: str | None, lane: str | None, since: str | None, limit: int | None, fmt: str) -> None:
+    try:
+        from ..export import EXPORT_FORMATS, export_sessions
+    except ImportError as exc:
+        raise AtlasError(f"export is not available in this installation (atlas_learning.export: {exc})") from None
+    from ..store import SessionFilter
+
+    if fmt not in EXPORT_FORMATS:
+        raise AtlasError(f"--format: expected one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    for status in statuses or ():
+        check_choice(status, REVIEW_STATUSES, "--status")
+    where = SessionFilter(
+        learning_key=key,
+        lane=check_choice(lane, LANES, "--lane"),
+        review_status=list(dict.fromkeys(statuses)) if statuses else ["approved"],
+        min_reward=check_reward(min_reward, "--min-reward"),
+        max_reward=check_reward(max_reward, "--max-reward"),
+        since=parse_since(since),
+        limit=check_limit(limit),
+    )
+    to_stdout = output == "-"
+    target = None if to_stdout else Path(output)
+    if target is not None and target.is_dir():
+        raise AtlasError(f"--output {output}: is a directory; name a .jsonl file (or - for stdout)")
+
+    with open_store(load_config(config)) as store:
+        total = store.count_sessions(where)
+        if where.limit is not None:
+            total = min(total, where.limit)
+        with _progress(total) as progress:
+            # To stdout: the JSONL goes there as it is written, and nothing else does (progress and summary: stderr).
+            destination = sys.stdout if to_stdout else target
+            try:
+                count = export_sessions(store, destination, format=fmt, where=where, progress=progress)
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                raise AtlasError(f"--output {output}: cannot write ({exc.strerror or exc})") from None
+            if to_stdout:
+                sys.stdout.flush()
+    statuses_text = ", ".join(where.review_status or ())
+    summary = f"exported {count} session{'s' if count != 1 else ''} ({statuses_text}) as {fmt} to {'stdout' if to_stdout else output}"
+    typer.echo(summary, err=to_stdout)
+
+
+class _progress:
+    """A progress callback for export_sessions: a rich bar on a terminal's stderr, else a throttled counter line.
+
+    It accepts ``progress(done)``, ``progress(done, total)`` or ``progress(anything)`` (then it counts calls).
+    Nothing is ever written to stdout.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self._bar: Any = None
+        self._task: Any = None
+        self._last = time.monotonic()
+
+    def __enter__(self) -> Callable[..., None]:
+        if sys.stderr.isatty() and self.total > 1:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                 console=console(stderr=True), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task("export", total=self.total)
+        return self.update
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        first = args[0] if args else kwargs.get("done", kwargs.get("count"))
+        if isinstance(first, int) and not isinstance(first, bool):
+            self.done = first
+        else:
+            self.done += 1
+        second = args[1] if len(args) > 1 else kwargs.get("total")
+        if isinstance(second, int) and not isinstance(second, bool) and second > 0:
+            self.total = second
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done, total=self.total)
+        elif time.monotonic() - self._last >= COUNTER_EVERY_S:
+            self._last = time.monotonic()
+            print(f"atlas export: {self.done}/{self.total} sessions", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

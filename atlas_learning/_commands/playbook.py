@@ -1,0 +1,144 @@
+"""``atlas playbook show|history|diff|retire``: the lessons each learning key has, and how they changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..errors import AtlasError
+from ._common import clip, console, echo_json, fmt_time, load_config, open_store, short
+
+
+def _registry(store: Any, config: Any) -> Any:
+    from ..playbook import PlaybookRegistry
+
+    return PlaybookRegistry(store, config.playbook)
+
+
+def _keys(store: Any) -> list[str]:
+    from ..store import PlaybookRegistryRecord
+
+    return [r.learning_key for r in store.rows(PlaybookRegistryRecord, order_by=PlaybookRegistryRecord.learning_key)]
+
+
+def _impact(entry: Any) -> float | None:
+    if not entry.reward_count_with or not entry.reward_count_without:
+        return None
+    return entry.reward_sum_with / entry.reward_count_with - entry.reward_sum_without / entry.reward_count_without
+
+
+def _entry_json(entry: Any) -> dict[str, Any]:
+    return {**entry.model_dump(mode="json"), "impact": _impact(entry)}
+
+
+def show(*, config: Path | None, key: str | None, as_json: bool) -> None:
+    loaded = load_config(config)
+    with open_store(loaded) as store:
+        registry = _registry(store, loaded)
+        keys = [key] if key else _keys(store)
+        books = {k: (registry.version(k), registry.live_entries(k)) for k in keys}
+    if as_json:
+        echo_json({k: {"version": version, "entries": [_entry_json(e) for e in entries]} for k, (version, entries) in books.items()})
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    out = console()
+    if not books:
+        out.print("no playbooks yet: lessons appear after supervised sessions finish")
+        return
+    for number, (name, (version, entries)) in enumerate(books.items()):
+        if number:
+            out.print()
+        out.print(Text(f"{name}: registry version {version}, {len(entries)} live entries", style="bold"))
+        if not entries:
+            continue
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for column in ("id", "status", "for", "lesson", "uses", "impact", "v", "sources"):
+            table.add_column(column, overflow="fold")
+        for entry in entries:
+            impact = _impact(entry)
+            lesson = clip(entry.lesson, 200) + (f" (when {clip(entry.applies_when, 80)})" if entry.applies_when else "")
+            table.add_row(short(entry.id), entry.status, entry.audience, Text(lesson), str(entry.uses),
+                          "-" if impact is None else f"{impact:+.2f}", str(entry.version), str(len(entry.provenance)))
+        out.print(table)
+
+
+def history(*, config: Path | None, key: str, as_json: bool) -> None:
+    loaded = load_config(config)
+    with open_store(loaded) as store:
+        changes = _registry(store, loaded).history(key)
+    if as_json:
+        echo_json([c.model_dump(mode="json") for c in changes])
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    out = console()
+    if not changes:
+        out.print(f"no playbook history for {key!r}" + _known_keys_hint(loaded, key))
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("version", "change", "entry", "status", "lesson", "session", "when (UTC)"):
+        table.add_column(column, overflow="fold")
+    for change in changes:
+        table.add_row(str(change.registry_version), change.change, f"{short(change.entry_id)} v{change.version}", change.status,
+                      Text(clip(change.lesson, 160)), short(change.session_id) or "-", fmt_time(change.created_at))
+    out.print(table)
+
+
+def diff(*, config: Path | None, key: str, from_version: int, to_version: int, as_json: bool) -> None:
+    loaded = load_config(config)
+    with open_store(loaded) as store:
+        registry = _registry(store, loaded)
+        latest = registry.version(key)
+        for name, value in (("FROM", from_version), ("TO", to_version)):
+            if value < 0 or value > latest:
+                raise AtlasError(f"{name} {value}: the playbook of {key!r} has versions 0..{latest}; see `atlas playbook history --key {key}`")
+        changes = registry.diff(key, from_version, to_version)
+    if as_json:
+        echo_json({"learning_key": key, "from": from_version, "to": to_version, "changes": changes})
+        return
+    from rich.text import Text
+
+    out = console()
+    if not changes:
+        out.print(f"{key}: no changes between versions {from_version} and {to_version}")
+        return
+    out.print(Text(f"{key}: version {from_version} → {to_version}, {len(changes)} entries changed", style="bold"))
+    for change in changes:
+        if change["change"] == "added":
+            out.print(Text(f"+ {short(change['entry_id'])} [{change['status']}] {clip(change['lesson'], 200)}", style="green"))
+        else:
+            status = change["status"] if change["status_before"] == change["status"] else f"{change['status_before']} → {change['status']}"
+            out.print(Text(f"~ {short(change['entry_id'])} [{status}]", style="yellow"))
+            if change["before"] != change["after"]:
+                out.print(Text(f"  - {clip(change['before'], 200)}", style="red"))
+                out.print(Text(f"  + {clip(change['after'], 200)}", style="green"))
+
+
+def retire(*, config: Path | None, key: str, entry_id: str, reason: str | None) -> None:
+    loaded = load_config(config)
+    with open_store(loaded) as store:
+        registry = _registry(store, loaded)
+        wanted = entry_id.strip().lower()
+        live = registry.live_entries(key)
+        matches = [e for e in live if e.id == wanted] or [e for e in live if e.id.startswith(wanted)]
+        if not matches:
+            raise AtlasError(f"no live entry {entry_id!r} in the playbook of {key!r}; see `atlas playbook show --key {key}`")
+        if len(matches) > 1:
+            raise AtlasError(f"entry prefix {entry_id!r} is ambiguous ({', '.join(short(m.id) for m in matches[:5])}); give more characters")
+        entry = matches[0]
+        applied = registry.retire(key, entry.id, reason=(reason or "retired by hand (atlas playbook retire)")[:200])
+        if not any(change.entry_id == entry.id and change.op == "retire" for change in applied):
+            raise AtlasError(f"entry {short(entry.id)} of {key!r} was not retired (another writer changed it first); try again")
+        version = max(change.registry_version for change in applied)
+    typer.echo(f"retired {entry.id} from {key!r} (registry version {version}): {clip(entry.lesson, 120)}")
+
+
+def _known_keys_hint(config: Any, key: str) -> str:
+    with open_store(config) as store:
+        keys = _keys(store)
+    return f"; known keys: {', '.join(keys[:10])}" if keys else "; no playbooks yet"

@@ -1,0 +1,54 @@
+"""``atlas review approve|quarantine|pending``: move sessions through the review gate, with a log of who did it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from ..errors import AtlasError
+from ._common import check_reward, echo_json, load_config, open_store, resolve_sessions, short
+
+#: The command's verb and the review status it sets.
+ACTIONS = {"approve": "approved", "quarantine": "quarantined", "pending": "pending"}
+
+
+def review(*, config: Path | None, action: str, sessions: list[str], all_pending: bool, min_reward: float | None,
+           note: str | None, reviewer: str | None, as_json: bool) -> None:
+    from sqlmodel import select
+
+    from ..store import ReviewLogRecord, SessionFilter, SessionRecord
+
+    to_status = ACTIONS[action]
+    check_reward(min_reward, "--min-reward")
+    if not sessions and not all_pending:
+        raise AtlasError(f"name the sessions to {action} (ids or 8+ character prefixes), or pass --all-pending")
+    if min_reward is not None and not all_pending:
+        raise AtlasError("--min-reward selects among pending sessions; use it with --all-pending")
+    who = reviewer or os.environ.get("USER") or "cli"
+    with open_store(load_config(config)) as store:
+        chosen = {record.id for record in resolve_sessions(store, sessions)} if sessions else set()
+        if all_pending:
+            chosen.update(r.id for r in store.list_sessions(SessionFilter(review_status=["pending"], min_reward=min_reward)))
+        changed: list[dict[str, str]] = []
+        unchanged = 0
+        with store.transaction() as tx:
+            rows = tx.exec(select(SessionRecord).where(SessionRecord.id.in_(sorted(chosen))).with_for_update()).all()  # type: ignore[attr-defined]
+            for record in sorted(rows, key=lambda r: r.started_at):
+                if record.review_status == to_status:
+                    unchanged += 1
+                    continue
+                changed.append({"session_id": record.id, "from": record.review_status, "to": to_status})
+                tx.add(ReviewLogRecord(session_id=record.id, from_status=record.review_status, to_status=to_status,
+                                       reviewer=who, note=note))
+                record.review_status = to_status
+                record.review_note = note
+                tx.add(record)
+    if as_json:
+        echo_json({"status": to_status, "changed": len(changed), "unchanged": unchanged, "reviewer": who, "sessions": changed})
+        return
+    noun = "session" if len(changed) == 1 else "sessions"
+    already = f" ({unchanged} already {to_status})" if unchanged else ""
+    typer.echo(f"{to_status} {len(changed)} {noun}{already}" + (f": {', '.join(short(c['session_id']) for c in changed[:10])}"
+                                                               + (", ..." if len(changed) > 10 else "") if changed else ""))

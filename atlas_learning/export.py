@@ -1,0 +1,757 @@
+"""Export: stored sessions as JSONL traces, chat-format SFT records or GRPO prompt records.
+
+>>> from atlas_learning.export import export_sessions, session_trace
+>>> export_sessions(store, "traces.jsonl")                      # approved sessions only (the review gate)
+>>> export_sessions(store, "sft.jsonl", format="messages", where=SessionFilter(review_status=None))  # every status
+>>> session_trace(store, session_id)["steps"][0]["tool_params"]
+
+**Review gate.** ``where=None`` exports approved sessions only; pending and quarantined sessions appear only when
+a :class:`~atlas_learning.store.SessionFilter` names them in ``review_status`` or sets it to None (every status,
+an explicit opt-out). A filter passed in is used as it is: set its ``review_status``.
+
+**Trace format.** One JSON object per line, shaped like the Atlas SDK's ``AtlasSessionTrace`` (its
+``to_dict()``: ``task``, ``final_answer``, ``plan``, ``steps``, ``session_metadata``, ``session_reward``,
+``trajectory_events``, ``student_learning``, ``teacher_learning``, ``learning_history``, ``adaptive_summary``),
+so Atlas Core's ``load_runtime_traces`` reads it. Each step is an ``AtlasStepTrace`` (``step_id``,
+``description``, ``trace``, ``output``, ``reward``, ``tool``, ``tool_params``, ``context``, ``validation``,
+``attempts``, ``guidance``, ``metadata``, ``runtime``) and every reward an ``AtlasRewardBreakdown`` (``score``,
+``rationale``, ``judges``, ``raw``). The SDK exporter's top-level extras are there too (``learning_key``,
+``review_status``, ``review_notes``, ``drift``, ``drift_alert``, ``execution_mode``), plus this project's own
+(``session_id``, ``lane``, ``attempts``, ``guidance``, ``usage_by_role``, tokens, cost, timestamps). The
+JSON Schema is ``session_trace.schema.json`` beside this module (:func:`trace_schema`). How the store maps:
+
+- ``step_id`` is the step's 1-based position (an int, as in Atlas); the store's hex id is ``id`` (with ``kind``
+  and ``name``: extra step keys, which Atlas Core's reader folds into the step's metadata).
+- ``trace`` is what the step was given (its ``input`` as text); ``output`` its result; ``runtime`` holds
+  status, error, tokens, times and duration; ``attempts`` is the answer attempt the step belongs to.
+- ``validation`` is the teacher's verdict on that step (``accepted``, ``guidance``, ``reason``; ``{}`` when the
+  teacher did not check it); ``guidance`` the teacher's notes on it; ``reward`` its step reward (score None
+  when the step was not scored).
+- ``session_reward.judges`` groups the stored judge samples by judge (``judge_small``, ``judge_large``); each
+  sample keeps its parts (outcome, process, efficiency, confidence) and gets ``score``, the parts weighted
+  with the default ``judges.weights`` (the stored sample has no score of its own), and ``uncertainty`` =
+  1 - confidence. ``status``, ``breakdown`` (with verifiable ``checks``) and ``escalated`` are as stored;
+  ``raw`` is null. A session that no judge could score has ``score`` null: never a made-up 0.
+- ``student_learning`` / ``teacher_learning`` are the playbook lessons the session was given, rendered as they
+  were injected, from the entries' current text (a lesson refined since shows its new wording).
+- ``session_metadata`` is the stored metadata plus what Atlas Core reads from there: ``session_id``,
+  ``learning_key``, ``status``, ``review_status``, ``created_at``, ``completed_at``, ``drift_alert``, ``drift``
+  and ``teacher_notes`` (every guidance note's text). ``adaptive_summary`` is the lane decision (``adaptive_mode``,
+  confidence, reason, source, the probe's signals); ``learning_history`` the lessons used and the learning note.
+- ``trajectory_events`` are ``{seq, event_type, actor, payload, created_at}`` in order; ``actor`` is who acted
+  (student, teacher, judge, probe, synthesizer, atlas).
+- Times are ISO 8601 strings in UTC, ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``, formatted by the database.
+
+**Messages format** (SFT): ``{"messages", "session_id", "learning_key", "lane", "session_reward"}``. The
+messages are what the student saw and did: a system message with the instructions Atlas gave it (lessons,
+reviewed plan, concerns; absent when there were none), the task as the user, each tool call as an assistant
+``tool_calls`` message (arguments as an object) followed by its ``tool`` result, other steps (model calls, nodes,
+handoffs) with an output as assistant text, the teacher's guidance as a user message ``Teacher guidance: ...`` where the student received
+it (after a rejected step or answer), rejected answers as assistant messages, and the final answer last.
+
+**GRPO format**: prompt-only records for TRL's GRPOTrainer: ``prompt`` (the messages the teacher gets when it
+executes a task itself, with its lessons), and the columns reward functions read: ``task``, ``final_answer``,
+``session_reward``, ``learning_key``, ``session_id``, ``lane``, ``verifiable_outcome`` (mean of the session's
+verifiable checks, null without checks), ``checks`` (``{name: score}`` or null) and ``ground_truth``
+(``session_metadata["ground_truth"]`` or ``["expected_answer"]``, else null).
+
+**Scale.** Sessions are read a page at a time with keyset pagination on ``(started_at, id)``, oldest first,
+and each page's children with one query per child table, so memory stays flat whatever the count (on PostgreSQL
+a thread reads the next page while one is built, at most three pages in memory, every page from one REPEATABLE
+READ snapshot). JSON and time
+columns are read as text (no ORM objects, no decoding into Python and encoding again where a value passes through
+unchanged), and a trace line is assembled as text; :func:`session_trace` and :func:`get_training_sessions` parse
+those lines. Key order inside stored JSON values is the backend's (PostgreSQL's JSONB orders keys its own way).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from json.encoder import encode_basestring
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import String, Text, and_, any_, bindparam, case, cast, func, literal, or_, select, type_coerce
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from .config import JudgesConfig
+from .store import SessionFilter, Store
+from .store.tables import (
+    AttemptRecord,
+    GuidanceRecord,
+    PlanRecord,
+    PlaybookEntryRecord,
+    RewardRecord,
+    SessionRecord,
+    StepRecord,
+    TrajectoryEventRecord,
+)
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "DEFAULT_REVIEW_STATUSES",
+    "SCHEMA_PATH",
+    "session_trace",
+    "export_sessions",
+    "iter_records",
+    "get_training_sessions",
+    "trace_schema",
+]
+
+EXPORT_FORMATS = ("trace", "messages", "grpo")
+#: What export and training read when not told otherwise: the review gate.
+DEFAULT_REVIEW_STATUSES: tuple[str, ...] = ("approved",)
+SCHEMA_PATH = Path(__file__).with_name("session_trace.schema.json")
+#: Sessions per page: children are fetched for a page at a time.
+PAGE_SIZE = 500
+
+_S = SessionRecord.__table__  # type: ignore[attr-defined]
+_STEPS = StepRecord.__table__  # type: ignore[attr-defined]
+_REWARDS = RewardRecord.__table__  # type: ignore[attr-defined]
+_PLANS = PlanRecord.__table__  # type: ignore[attr-defined]
+_ATTEMPTS = AttemptRecord.__table__  # type: ignore[attr-defined]
+_GUIDANCE = GuidanceRecord.__table__  # type: ignore[attr-defined]
+_EVENTS = TrajectoryEventRecord.__table__  # type: ignore[attr-defined]
+_ENTRIES = PlaybookEntryRecord.__table__  # type: ignore[attr-defined]
+
+_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False).encode
+try:  # the C encoder made once, not per call as JSONEncoder.encode does: a third faster on small values
+    from json.encoder import c_make_encoder
+
+    _C_ENCODE = c_make_encoder(None, str, encode_basestring, None, ":", ",", False, False, False)
+    if "".join(_C_ENCODE({"a": [1.5, None, True, "é"]}, 0)) == _DUMPS({"a": [1.5, None, True, "é"]}):
+        _DUMPS = lambda value: "".join(_C_ENCODE(value, 0))  # noqa: E731
+except (ImportError, TypeError):  # pragma: no cover - another Python's json internals
+    pass
+_STR = encode_basestring  # a str as a JSON string literal (the C encoder)
+_INFINITIES = (float("inf"), float("-inf"))
+#: The default judge weights, for a score per judge sample (samples store their parts only).
+_WEIGHTS: dict[str, float] = dict(JudgesConfig().weights)
+_NO_STEP_REWARD = '{"score":null,"rationale":null,"judges":[],"raw":null}'
+
+#: Who acts in each kind of trajectory event (the SDK's ``actor``).
+_ACTORS = {
+    "session_started": "atlas",
+    "lane_chosen": "probe",
+    "plan_reviewed": "teacher",
+    "step": "student",
+    "model_call": "student",
+    "span": "student",
+    "verdict": "teacher",
+    "retry": "teacher",
+    "escalated": "teacher",
+    "reward": "judge",
+    "lesson_added": "synthesizer",
+    "lesson_refined": "synthesizer",
+    "lesson_confirmed": "synthesizer",
+    "lesson_activated": "synthesizer",
+    "lesson_retired": "synthesizer",
+    "drift_alert": "atlas",
+    "session_finished": "atlas",
+    "store_degraded": "atlas",
+}
+
+
+# ------------------------------------------------------------------------------------------------ public API
+def trace_schema() -> dict[str, Any]:
+    """The JSON Schema (Draft 2020-12) of one trace record."""
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def session_trace(store: Store, session_id: str) -> dict[str, Any] | None:
+    """One session as an AtlasSessionTrace-shaped dict, whatever its review status; None if there is none."""
+    try:
+        with store.engine.connect() as connection:
+            reader = _Reader(connection)
+            rows = connection.execute(select(*reader.session_columns()).where(_S.c.id == session_id)).all()
+            if not rows:
+                return None
+            return json.loads(reader.page(rows, "trace").records("trace")[0])
+    except SQLAlchemyError as exc:
+        raise store.as_store_error(exc) from None
+
+
+def iter_records(store: Store, *, format: str = "trace", where: SessionFilter | None = None,
+                 page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+    """The records :func:`export_sessions` writes, as dicts, one page of ``page_size`` sessions in memory at a time."""
+    for page in _iter_pages(store, format, where, page_size):
+        for line in page:
+            yield json.loads(line) if isinstance(line, str) else line
+
+
+def export_sessions(
+    store: Store,
+    destination: str | os.PathLike[str] | TextIO,
+    *,
+    format: str = "trace",
+    where: SessionFilter | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write matching sessions to ``destination`` as JSONL, oldest first, and return how many were written.
+
+    ``destination`` is a path (written to a temporary file beside it and renamed at the end, so a failed export
+    leaves no half file) or an open text file. ``format`` is one of :data:`EXPORT_FORMATS`. ``where=None`` is the
+    review gate: approved sessions only. ``progress`` is called with the running count after every page.
+    """
+    _check_format(format)
+    if hasattr(destination, "write"):
+        return _write(store, destination, format, where, progress)
+    path = Path(os.fspath(destination))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with partial.open("w", encoding="utf-8", newline="\n") as handle:
+            count = _write(store, handle, format, where, progress)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def get_training_sessions(
+    db_url: str | Store,
+    *,
+    min_reward: float | None = None,
+    learning_key: str | None = None,
+    review_status: Sequence[str] | None = DEFAULT_REVIEW_STATUSES,
+    since: datetime | None = None,
+    limit: int = 1000,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Trace dicts for training, oldest first: approved sessions unless ``review_status`` says otherwise.
+
+    ``review_status=None`` reads every status (an explicit opt-out of the review gate). ``db_url`` is a store URL
+    (reading neither creates nor upgrades the schema) or an open :class:`Store`.
+    """
+    if isinstance(review_status, str):
+        review_status = (review_status,)
+    where = SessionFilter(learning_key=learning_key, review_status=review_status, min_reward=min_reward,
+                          since=since, limit=limit, offset=offset)
+    if isinstance(db_url, Store):
+        return list(iter_records(db_url, where=where))
+    with Store(db_url, migrate=False) as store:
+        return list(iter_records(store, where=where))
+
+
+# -------------------------------------------------------------------------------------------------- paging
+def _check_format(format: str) -> None:
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {format!r}; use one of {', '.join(EXPORT_FORMATS)}")
+
+
+def _write(store: Store, handle: Any, format: str, where: SessionFilter | None, progress: Callable[[int], None] | None) -> int:
+    count = 0
+    for page in _iter_pages(store, format, where, PAGE_SIZE):
+        if format == "trace":
+            handle.write("\n".join(page))
+        else:
+            handle.write("\n".join([_DUMPS(record) for record in page]))
+        handle.write("\n")
+        count += len(page)
+        if progress is not None:
+            progress(count)
+    return count
+
+
+def _iter_pages(store: Store, format: str, where: SessionFilter | None, page_size: int) -> Iterator[list[Any]]:
+    """Pages of records: JSON lines for ``trace``, dicts for the other formats.
+
+    On PostgreSQL a thread reads the next page while this one is built: at most three pages in memory."""
+    _check_format(format)
+    where = SessionFilter(review_status=DEFAULT_REVIEW_STATUSES) if where is None else where
+
+    def fetched() -> Iterator[_Page]:
+        with store.engine.connect() as connection:
+            if store.backend == "postgresql":  # one snapshot for every page
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            reader = _Reader(connection)
+            for rows in reader.session_pages(where, page_size):
+                yield reader.page(rows, format)
+
+    # PostgreSQL works in its own process, so reading ahead overlaps its work with ours; SQLite works in this
+    # process (and an in-memory SQLite database is a different one in another thread): read in turn.
+    pages = _read_ahead(fetched()) if store.backend == "postgresql" else fetched()
+    try:
+        for page in pages:
+            yield page.records(format)
+    except SQLAlchemyError as exc:
+        raise store.as_store_error(exc) from None
+
+
+def _read_ahead(pages: Iterator[_Page], depth: int = 1) -> Iterator[_Page]:
+    """``pages`` produced by a thread of their own, ``depth`` pages ahead; its errors are raised here."""
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                while not stop.is_set():
+                    try:
+                        slots.put(("page", page), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            slots.put(("error", exc))
+        finally:
+            pages.close()
+
+    thread = threading.Thread(target=produce, name="atlas-export-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "page":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it finish
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+class _Reader:
+    """Core selects whose JSON and time columns come back as text, on SQLite and PostgreSQL alike."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.postgres = connection.dialect.name == "postgresql"
+
+    def among(self, column: Any, values: list[str]) -> Any:
+        """``column IN values``; on PostgreSQL ``= ANY(array)``: one parameter, one plan for every page."""
+        if self.postgres:
+            return column == any_(bindparam("among", values, type_=ARRAY(String)))
+        return column.in_(values)
+
+    def json(self, column: Any) -> Any:
+        """A JSON column as its JSON text (None for SQL NULL)."""
+        return cast(column, Text) if self.postgres else type_coerce(column, Text)
+
+    def time(self, column: Any) -> Any:
+        """A time column as a JSON literal made by the database: ``"YYYY-MM-DDTHH:MM:SS.ffffff+00:00"`` (UTC) or ``null``.
+
+        SQLite holds times as ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC: how SQLAlchemy writes them (UTCDateTime)."""
+        if self.postgres:
+            iso = func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+            return func.coalesce(literal('"') + iso + literal('"'), literal("null"))
+        text_ = type_coerce(column, Text)
+        return case((text_.is_(None), literal("null")), else_=literal('"') + func.replace(text_, " ", "T") + literal('+00:00"'))
+
+    def session_columns(self) -> list[Any]:
+        c = _S.c
+        return [
+            c.id, c.started_at.label("key_started_at"), c.learning_key, c.agent_name, c.task, c.lane, c.lane_confidence,
+            c.lane_reason, c.lane_source, c.status, c.final_answer, c.reward, c.review_status, c.review_note, c.drift_alert,
+            c.drift_reason, c.interventions, c.retries, self.json(c.lessons_used).label("lessons_used"),
+            self.json(c.usage_by_role).label("usage_by_role"), c.total_tokens, c.total_cost_usd,
+            self.json(c.session_metadata).label("session_metadata"), self.time(c.started_at).label("started_at"),
+            self.time(c.finished_at).label("finished_at"),
+        ]
+
+    def session_pages(self, where: SessionFilter, page_size: int) -> Iterator[list[Any]]:
+        """Pages of session rows in (started_at, id) order: keyset pagination after the filter's offset, up to its limit."""
+        base = dataclasses.replace(where, limit=None, offset=0).apply(select(*self.session_columns())).order_by(None)
+        remaining = where.limit
+        after: tuple[datetime, str] | None = None
+        while remaining is None or remaining > 0:
+            size = page_size if remaining is None else min(page_size, remaining)
+            statement = base
+            if after is not None:
+                started, last_id = after  # the plain >= lets the (review_status, started_at) index bound the scan
+                statement = statement.where(_S.c.started_at >= started,
+                                            or_(_S.c.started_at > started, and_(_S.c.started_at == started, _S.c.id > last_id)))
+            elif where.offset:
+                statement = statement.offset(where.offset)
+            rows = self.connection.execute(statement.order_by(_S.c.started_at, _S.c.id).limit(size)).all()
+            if not rows:
+                return
+            yield rows
+            if len(rows) < size:
+                return
+            if remaining is not None:
+                remaining -= len(rows)
+            after = (rows[-1].key_started_at, rows[-1].id)
+
+    def grouped(self, statement: Any) -> dict[str, list[Any]]:
+        """Rows whose first column is a session id, grouped by it (order kept)."""
+        groups: dict[str, list[Any]] = {}
+        for row in self.connection.execute(statement):
+            group = groups.get(row[0])
+            if group is None:
+                groups[row[0]] = [row]
+            else:
+                group.append(row)
+        return groups
+
+    def page(self, sessions: list[Any], format: str) -> _Page:
+        """A page of sessions with their children: every child table read once for the whole page."""
+        ids = [s.id for s in sessions]
+        json_, time_, among = self.json, self.time, self.among
+        steps = plans = attempts = guidance = events = {}
+        if format != "grpo":
+            t = _STEPS.c
+            steps = self.grouped(select(
+                t.session_id, t.id, t.step_index, t.attempt, t.kind, t.name, t.description, t.tool_name, json_(t.tool_args),
+                json_(t.input), t.output, t.error, t.status, t.input_tokens, t.output_tokens, time_(t.started_at),
+                time_(t.ended_at), t.duration_ms, json_(t.step_metadata),
+            ).where(among(t.session_id, ids)).order_by(t.session_id, t.step_index))
+            t = _PLANS.c
+            plans = self.grouped(select(t.session_id, t.kind, json_(t.steps), json_(t.concerns))
+                                 .where(among(t.session_id, ids)).order_by(t.session_id, t.id))
+            t = _ATTEMPTS.c
+            attempts = self.grouped(select(t.session_id, t.attempt, t.answer, t.accepted, t.verdict_reason, t.guidance,
+                                           time_(t.created_at)).where(among(t.session_id, ids)).order_by(t.session_id, t.attempt, t.id))
+            t = _GUIDANCE.c
+            guidance = self.grouped(select(t.session_id, t.step_id, t.source, t.kind, t.content, time_(t.created_at))
+                                    .where(among(t.session_id, ids)).order_by(t.session_id, t.id))
+        if format == "trace":
+            t = _EVENTS.c
+            events = self.grouped(select(t.session_id, t.seq, t.event_type, json_(t.payload), time_(t.created_at))
+                                  .where(among(t.session_id, ids)).order_by(t.session_id, t.seq))
+        t = _REWARDS.c  # the session's reward in full; steps' rewards (trace only) with what a step shows
+        rewards = self.grouped(select(t.session_id, t.step_id, t.scope, t.score, t.status, t.reason, json_(t.breakdown),
+                                      json_(t.samples), t.escalated, time_(t.created_at))
+                               .where(among(t.session_id, ids), t.scope == "session").order_by(t.session_id, t.scope, t.id))
+        step_rewards = self.grouped(select(t.session_id, t.step_id, t.score, t.reason)
+                                    .where(among(t.session_id, ids), t.scope == "step").order_by(t.session_id, t.scope, t.id)) \
+            if format == "trace" else {}
+        lessons_used = {s.id: _load(s.lessons_used) or [] for s in sessions}
+        wanted = sorted({entry_id for used in lessons_used.values() for entry_id in used})
+        entries: dict[str, Any] = {}
+        t = _ENTRIES.c
+        for start in range(0, len(wanted), PAGE_SIZE):  # within SQLite's 999 parameters, whatever the page
+            chunk = wanted[start:start + PAGE_SIZE]
+            for row in self.connection.execute(select(t.id, t.audience, t.lesson, t.applies_when).where(among(t.id, chunk))):
+                entries[row.id] = row
+        return _Page(sessions, lessons_used, entries, steps, rewards, step_rewards, plans, attempts, guidance, events)
+
+
+@dataclasses.dataclass
+class _Page:
+    """A page of sessions and their children (raw rows grouped by session id)."""
+
+    sessions: list[Any]
+    lessons_used: dict[str, list[str]]
+    entries: dict[str, Any]
+    steps: dict[str, list[Any]]
+    rewards: dict[str, list[Any]]
+    step_rewards: dict[str, list[Any]]
+    plans: dict[str, list[Any]]
+    attempts: dict[str, list[Any]]
+    guidance: dict[str, list[Any]]
+    events: dict[str, list[Any]]
+
+    def records(self, format: str) -> list[Any]:
+        none: list[Any] = []
+        records = []
+        for s in self.sessions:
+            sid = s.id
+            used = [self.entries[i] for i in self.lessons_used[sid] if i in self.entries]
+            if format == "trace":
+                records.append(_trace_line(s, used, self.steps.get(sid, none), self.rewards.get(sid, none),
+                                           self.step_rewards.get(sid, none), self.plans.get(sid, none),
+                                           self.attempts.get(sid, none), self.guidance.get(sid, none), self.events.get(sid, none)))
+            elif format == "messages":
+                records.append(_messages(s, used, self.steps.get(sid, none), self.rewards.get(sid, none), self.plans.get(sid, none),
+                                         self.attempts.get(sid, none), self.guidance.get(sid, none)))
+            else:
+                records.append(_grpo(s, used, self.rewards.get(sid, none)))
+        return records
+
+
+# ----------------------------------------------------------------------------------------------- encoding
+def _load(raw: str | None) -> Any:
+    """A JSON column's text as Python (None for SQL NULL or JSON null)."""
+    if raw is None or raw == "null":
+        return None
+    if raw == "{}":
+        return {}
+    if raw == "[]":
+        return []
+    return json.loads(raw)
+
+
+def _raw(raw: str | None, empty: str) -> str:
+    """A JSON column's text to splice into a line as it is; ``empty`` for SQL NULL or JSON null."""
+    return empty if raw is None or raw == "null" else raw
+
+
+def _ostr(value: str | None) -> str:
+    return "null" if value is None else _STR(value)
+
+
+def _num(value: float | int | None) -> str:
+    if value is None or value != value or value in _INFINITIES:
+        return "null"
+    return repr(value)
+
+
+def _iso(time_json: str) -> str | None:
+    """A time read by :meth:`_Reader.time` as a plain string (None for null)."""
+    return None if time_json == "null" else time_json[1:-1]
+
+
+def _text_literal(raw: str | None) -> str:
+    """A JSON column (a step's input) as a JSON string of its text: a JSON string as it is, anything else as JSON text."""
+    if raw is None or raw == "null":
+        return '""'
+    if raw[0] == '"':
+        return raw
+    return _STR(raw)
+
+
+def _params(raw: str | None) -> str:
+    """Tool arguments as a JSON object: an object as it is, anything else under ``args``."""
+    if raw is None or raw == "null":
+        return "{}"
+    if raw[0] == "{":
+        return raw
+    return f'{{"args":{raw}}}'
+
+
+# ------------------------------------------------------------------------------------------------ builders
+def _lessons(entries: list[Any], audience: str) -> str | None:
+    """Playbook entries of one audience rendered as they are injected; None when there are none."""
+    chosen = [e for e in entries if e.audience == audience]
+    if not chosen:
+        return None
+    from .playbook import render_lessons
+
+    return render_lessons(chosen)
+
+
+def _sample_score(sample: dict[str, Any]) -> float | None:
+    """A judge sample's score: its own, else its parts weighted with the default judge weights; None without either."""
+    score = sample.get("score")
+    if isinstance(score, (int, float)):
+        return float(score)
+    total = weight = 0.0
+    for part, part_weight in _WEIGHTS.items():
+        value = sample.get(part)
+        if isinstance(value, (int, float)):
+            total += value * part_weight
+            weight += part_weight
+    return total / weight if weight else None
+
+
+def _judges(samples: list[dict[str, Any]], escalated: bool, reason: str | None) -> list[dict[str, Any]]:
+    """Stored judge samples as AtlasJudgeBreakdown dicts, one per judge, in the order the judges answered."""
+    judges: dict[str, dict[str, Any]] = {}
+    for sample in samples:
+        converted = dict(sample)
+        name = str(converted.pop("judge", None) or "judge")
+        judge = judges.get(name)
+        if judge is None:
+            judge = judges[name] = {"identifier": f"judge_{name}", "score": None, "rationale": "", "principles": [],
+                                    "samples": [], "escalated": False, "escalation_reason": None}
+        confidence = sample.get("confidence")
+        rationale = sample.get("rationale")
+        converted["score"] = _sample_score(sample)
+        converted["rationale"] = rationale or sample.get("error") or ""
+        converted["principles"] = sample.get("principles") or []
+        converted["uncertainty"] = 1.0 - confidence if isinstance(confidence, (int, float)) else None
+        converted["temperature"] = sample.get("temperature")
+        judge["samples"].append(converted)
+        if rationale and not judge["rationale"]:
+            judge["rationale"] = rationale
+    for judge in judges.values():
+        scores = [s["score"] for s in judge["samples"] if s["score"] is not None]
+        judge["score"] = sum(scores) / len(scores) if scores else None
+    small = judges.get("small")
+    if escalated and small is not None:
+        small["escalated"], small["escalation_reason"] = True, reason
+    return list(judges.values())
+
+
+def _session_reward(row: Any) -> str:
+    """The session reward row as an AtlasRewardBreakdown JSON object."""
+    _, _, _, score, status, reason, breakdown, samples, escalated, created_at = row
+    judges = _judges(_load(samples) or [], bool(escalated), reason)
+    return (f'{{"score":{_num(score)},"rationale":{_ostr(reason)},"judges":{_DUMPS(judges)},"raw":null,'
+            f'"status":{_STR(status)},"breakdown":{_raw(breakdown, "{}")},"escalated":{"true" if escalated else "false"},'
+            f'"created_at":{created_at}}}')
+
+
+def _session_reward_row(rewards: list[Any]) -> Any:
+    return rewards[-1] if rewards else None
+
+
+def _plan_rows(plans: list[Any]) -> tuple[Any, Any, Any]:
+    """(the plan followed: the teacher's reviewed plan, else the student's; the proposal; the review)."""
+    proposed = next((p for p in plans if p[1] == "proposed"), None)
+    reviewed = next((p for p in reversed(plans) if p[1] == "reviewed"), None)
+    return reviewed or (plans[-1] if plans else None), proposed, reviewed
+
+
+def _trace_line(s: Any, entries: list[Any], steps: list[Any], rewards: list[Any], step_reward_rows: list[Any], plans: list[Any],
+                attempts: list[Any], guidance: list[Any], events: list[Any]) -> str:
+    """One session as a JSON line (AtlasSessionTrace), assembled as text; the schema is session_trace.schema.json."""
+    validations: dict[str, str] = {}
+    event_parts = []
+    for _, seq, event_type, payload, created_at in events:
+        if event_type == "verdict":
+            verdict = _load(payload) or {}
+            if verdict.get("step_id"):
+                validations[verdict["step_id"]] = _DUMPS({"accepted": verdict.get("accepted"), "guidance": verdict.get("guidance") or "",
+                                                          "reason": verdict.get("reason") or ""})
+        event_parts.append(f'{{"seq":{seq},"event_type":{_STR(event_type)},"actor":"{_ACTORS.get(event_type, "atlas")}",'
+                           f'"payload":{_raw(payload, "{}")},"created_at":{created_at}}}')
+    step_rewards = {row[1]: row for row in step_reward_rows}
+    step_guidance: dict[str, list[str]] = {}
+    notes = []
+    for _, step_id, source, kind, content, created_at in guidance:
+        if step_id is not None:
+            step_guidance.setdefault(step_id, []).append(content)
+        notes.append({"kind": kind, "source": source, "content": content, "step_id": step_id, "created_at": _iso(created_at)})
+
+    step_parts = []
+    for (_, step_id, index, attempt, kind, name, description, tool_name, tool_args, given, output, error, status,
+         input_tokens, output_tokens, started_at, ended_at, duration_ms, step_metadata) in steps:
+        reward = step_rewards.get(step_id)
+        reward_json = _NO_STEP_REWARD if reward is None else f'{{"score":{_num(reward[2])},"rationale":{_ostr(reward[3])},"judges":[],"raw":null}}'
+        notes_for_step = step_guidance.get(step_id)
+        step_parts.append(
+            f'{{"step_id":{index + 1},"description":{_STR(description or name)},"trace":{_text_literal(given)},'
+            f'"output":{_STR(output or "")},"reward":{reward_json},"tool":{_ostr(tool_name)},"tool_params":{_params(tool_args)},'
+            f'"context":{{}},"validation":{validations.get(step_id, "{}")},"attempts":{attempt},'
+            f'"guidance":{_DUMPS(notes_for_step) if notes_for_step else "[]"},"metadata":{_raw(step_metadata, "{}")},'
+            f'"runtime":{{"status":{_STR(status)},"error":{_ostr(error)},"input_tokens":{input_tokens},"output_tokens":{output_tokens},'
+            f'"started_at":{started_at},"ended_at":{ended_at},"duration_ms":{_num(duration_ms)}}},'
+            f'"id":{_STR(step_id)},"kind":{_STR(kind)},"name":{_STR(name)}}}'
+        )
+
+    chosen, proposed, reviewed = _plan_rows(plans)
+    plan = (f'{{"steps":{_raw(chosen[2], "[]") if chosen else "[]"},"concerns":{_raw(reviewed[3], "[]") if reviewed else "[]"},'
+            f'"reviewed":{"true" if reviewed else "false"},"proposed_steps":{_raw(proposed[2], "[]") if proposed else "null"}}}')
+    session_reward = _session_reward_row(rewards)
+    started_at, finished_at = _iso(s.started_at), _iso(s.finished_at)
+    drift = {"drift_alert": bool(s.drift_alert), "reason": s.drift_reason}
+    drift_json = f'{{"drift_alert":{"true" if s.drift_alert else "false"},"reason":{_ostr(s.drift_reason)}}}'
+    metadata = _load(s.session_metadata) or {}
+    signals = metadata.get("lane_signals")
+    learning_note = metadata.get("learning")
+    metadata.update({
+        "session_id": s.id, "learning_key": s.learning_key, "agent_name": s.agent_name, "status": s.status,
+        "review_status": s.review_status, "created_at": started_at, "completed_at": finished_at,
+        "drift_alert": drift["drift_alert"], "drift": drift, "teacher_notes": [note["content"] for note in notes],
+    })
+    adaptive = {"adaptive_mode": s.lane, "confidence": s.lane_confidence, "reason": s.lane_reason, "source": s.lane_source,
+                "signals": signals if isinstance(signals, dict) else {}}
+    attempts_json = _DUMPS([{"attempt": a[1], "answer": a[2], "accepted": a[3], "verdict_reason": a[4], "guidance": a[5],
+                             "created_at": _iso(a[6])} for a in attempts]) if attempts else "[]"
+    used = _raw(s.lessons_used, "[]")
+    lane = _ostr(s.lane)
+    return (
+        f'{{"task":{_STR(s.task)},"final_answer":{_ostr(s.final_answer)},"plan":{plan},"steps":[{",".join(step_parts)}],'
+        f'"session_metadata":{_DUMPS(metadata)},"session_reward":{_session_reward(session_reward) if session_reward else "null"},'
+        f'"trajectory_events":[{",".join(event_parts)}],"student_learning":{_ostr(_lessons(entries, "student")) if entries else "null"},'
+        f'"teacher_learning":{_ostr(_lessons(entries, "teacher")) if entries else "null"},'
+        f'"learning_history":{{"lessons_used":{used},"note":{_ostr(learning_note) if learning_note is None or isinstance(learning_note, str) else _DUMPS(learning_note)}}},"adaptive_summary":{_DUMPS(adaptive)},'
+        f'"session_id":{_STR(s.id)},"learning_key":{_STR(s.learning_key)},"agent_name":{_STR(s.agent_name)},'
+        f'"status":{_STR(s.status)},"lane":{lane},"execution_mode":{lane},"review_status":{_STR(s.review_status)},'
+        f'"review_notes":{_ostr(s.review_note)},"drift_alert":{"true" if drift["drift_alert"] else "false"},"drift":{drift_json},'
+        f'"attempts":{attempts_json},"guidance":{_DUMPS(notes) if notes else "[]"},"usage_by_role":{_raw(s.usage_by_role, "{}")},'
+        f'"total_tokens":{s.total_tokens},"total_cost_usd":{_num(s.total_cost_usd)},"interventions":{s.interventions},'
+        f'"retries":{s.retries},"lessons_used":{used},"started_at":{s.started_at},"finished_at":{s.finished_at}}}'
+    )
+
+
+def _guidance_message(notes: Iterable[str]) -> dict[str, str]:
+    return {"role": "user", "content": "Teacher guidance:\n" + "\n".join(f"- {n}" for n in notes)}
+
+
+def _messages(s: Any, entries: list[Any], steps: list[Any], rewards: list[Any], plans: list[Any], attempts: list[Any],
+              guidance: list[Any]) -> dict[str, Any]:
+    """One session as chat messages for SFT: what the student was told, did and answered (see the module docs)."""
+    chosen, _, reviewed = _plan_rows(plans)
+    instructions = [_lessons(entries, "student") or ""]
+    plan_steps = (_load(reviewed[2]) or []) if reviewed else []
+    if plan_steps:
+        instructions.append("Plan to follow:\n" + "\n".join(f"{i + 1}. {p.get('description', '')}" for i, p in enumerate(plan_steps)))
+    concerns = (_load(reviewed[3]) or []) if reviewed else []
+    if concerns:
+        instructions.append("Watch out for:\n" + "\n".join(f"- {c}" for c in concerns))
+    system = "\n\n".join(part for part in instructions if part)
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": s.task})
+    step_guidance: dict[str, list[str]] = {}
+    for _, step_id, _source, kind, content, _created in guidance:
+        if step_id is not None and kind == "step":
+            step_guidance.setdefault(step_id, []).append(content)
+
+    def add_steps(chosen_steps: Iterable[Any]) -> None:
+        for step in chosen_steps:
+            step_id, index, kind, name, tool_name, tool_args, output, error = (step[1], step[2], step[4], step[5], step[7],
+                                                                               step[8], step[10], step[11])
+            if tool_name or kind == "tool_call":
+                call_id = f"call_{index}"
+                arguments = _load(tool_args)
+                arguments = arguments if isinstance(arguments, dict) else {} if arguments is None else {"args": arguments}
+                messages.append({"role": "assistant", "content": "", "tool_calls": [
+                    {"id": call_id, "type": "function", "function": {"name": tool_name or name, "arguments": arguments}}]})
+                messages.append({"role": "tool", "tool_call_id": call_id, "name": tool_name or name,
+                                 "content": f"ERROR: {error}" if error else (output or "")})
+            elif output or error:
+                messages.append({"role": "assistant", "content": output or f"ERROR: {error}"})
+            if step_id in step_guidance:
+                messages.append(_guidance_message(step_guidance[step_id]))
+
+    final = s.final_answer or ""
+    placed = 0  # steps of attempts up to this number are in the messages
+    for position, (_, number, answer, accepted, _reason, attempt_guidance, _created) in enumerate(attempts):
+        add_steps(step for step in steps if placed < step[3] <= number)
+        placed = max(placed, number)
+        if position == len(attempts) - 1 and (answer or "") == final:
+            break  # the last attempt is the final answer, added below
+        messages.append({"role": "assistant", "content": answer or ""})
+        if accepted is False:
+            messages.append(_guidance_message([attempt_guidance or "The teacher rejected the answer; try again."]))
+    add_steps(step for step in steps if step[3] > placed)
+    if final:
+        messages.append({"role": "assistant", "content": final})
+    reward = _session_reward_row(rewards)
+    return {"messages": messages, "session_id": s.id, "learning_key": s.learning_key, "lane": s.lane,
+            "session_reward": reward[3] if reward is not None else s.reward}
+
+
+def _grpo(s: Any, entries: list[Any], rewards: list[Any]) -> dict[str, Any]:
+    """A prompt-only GRPO record: the teacher's execution prompt and the columns reward functions read."""
+    from .prompts import execution_messages
+
+    reward = _session_reward_row(rewards)
+    breakdown = (_load(reward[6]) or {}) if reward is not None else {}
+    checks = breakdown.get("checks") if isinstance(breakdown.get("checks"), dict) else None
+    scored = [v for v in (checks or {}).values() if isinstance(v, (int, float))]
+    metadata = _load(s.session_metadata) or {}
+    truth = metadata.get("ground_truth", metadata.get("expected_answer"))
+    return {
+        "prompt": execution_messages(s.task, _lessons(entries, "teacher") or ""),
+        "task": s.task,
+        "final_answer": s.final_answer,
+        "session_reward": reward[3] if reward is not None else s.reward,
+        "learning_key": s.learning_key,
+        "session_id": s.id,
+        "lane": s.lane,
+        "verifiable_outcome": sum(scored) / len(scored) if scored else None,
+        "checks": checks,
+        "ground_truth": None if truth is None else truth if isinstance(truth, str) else _DUMPS(truth),
+    }
