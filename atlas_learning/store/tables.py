@@ -121,6 +121,7 @@ class SessionRecord(SQLModel, table=True):
     __table_args__ = (
         Index("ix_sessions_key_started", "learning_key", "started_at"),
         Index("ix_sessions_review_started", "review_status", "started_at"),
+        Index("ix_sessions_started", "started_at", "id"),  # unfiltered listings and exports page on this
     )
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     learning_key: str = Field(max_length=256)
