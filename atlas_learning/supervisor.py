@@ -62,7 +62,7 @@ from .store import (
     utcnow,
 )
 
-__all__ = ["Supervisor", "SupervisedRun", "SessionResult", "VerdictResult", "HumanCallback"]
+__all__ = ["Supervisor", "SupervisedRun", "SessionResult", "VerdictResult", "HumanCallback", "as_text"]
 
 log = logging.getLogger("atlas_learning.supervisor")
 
@@ -182,14 +182,14 @@ class Supervisor:
     def begin(self, task: str, *, agent_name: str = "agent", learning_key: str | None = None,
               metadata: Mapping[str, Any] | None = None, checks: Sequence[Check] = ()) -> SupervisedRun:
         """Start a session: read the key's history and lessons, decide the lane, store the session."""
-        run = SupervisedRun(self, _to_text(task), agent_name, self.learning_key(agent_name, learning_key), dict(metadata or {}), [*self.checks, *checks])
+        run = SupervisedRun(self, as_text(task), agent_name, self.learning_key(agent_name, learning_key), dict(metadata or {}), [*self.checks, *checks])
         drive(run._begin_flow(), run._perform)
         return run
 
     async def abegin(self, task: str, *, agent_name: str = "agent", learning_key: str | None = None,
                      metadata: Mapping[str, Any] | None = None, checks: Sequence[Check] = ()) -> SupervisedRun:
         """Async twin of :meth:`begin`."""
-        run = SupervisedRun(self, _to_text(task), agent_name, self.learning_key(agent_name, learning_key), dict(metadata or {}), [*self.checks, *checks])
+        run = SupervisedRun(self, as_text(task), agent_name, self.learning_key(agent_name, learning_key), dict(metadata or {}), [*self.checks, *checks])
         await adrive(run._begin_flow(), run._aperform)
         return run
 
@@ -332,7 +332,7 @@ class SupervisedRun:
         ended = _aware(ended_at) or utcnow()
         started = _aware(started_at) or ended
         input_tokens, output_tokens = int(input_tokens or 0), int(output_tokens or 0)
-        text_output = output if output is None or isinstance(output, str) else _to_text(output)
+        text_output = output if output is None or isinstance(output, str) else as_text(output)
         with self._lock:
             index = len(self.steps)
             row = self.supervisor.recorder.insert(
@@ -379,10 +379,10 @@ class SupervisedRun:
     def validate_answer(self, answer: Any) -> VerdictResult:
         """The teacher's verdict on an answer. Rejected with retries left: :attr:`can_retry` is True and the
         guidance is in :attr:`instructions`. Every retry is validated again."""
-        return drive(self._answer_flow(_to_text(answer)), self._perform)
+        return drive(self._answer_flow(as_text(answer)), self._perform)
 
     async def avalidate_answer(self, answer: Any) -> VerdictResult:
-        return await adrive(self._answer_flow(_to_text(answer)), self._aperform)
+        return await adrive(self._answer_flow(as_text(answer)), self._aperform)
 
     def escalate(self) -> str | None:
         """The answer from the teacher model or a human (per ``supervision.escalation``); None if neither could."""
@@ -524,7 +524,7 @@ class SupervisedRun:
 
     def _finish_flow(self, final_answer: Any, error: str | None) -> Flow[SessionResult]:
         supervisor, config = self.supervisor, self.config
-        answer_text = _to_text(final_answer) if final_answer is not None else (self.attempts[-1]["answer"] if self.attempts else "")
+        answer_text = as_text(final_answer) if final_answer is not None else (self.attempts[-1]["answer"] if self.attempts else "")
         checks = run_checks(self.checks, CheckContext(self.task, answer_text, tuple(self.steps), self.metadata))
         verdict_text = "; ".join(f"attempt {v.attempt}: {'accepted' if v.accepted else 'rejected' if v.accepted is False else 'unverified'}"
                                  for v in self.verdicts if v.attempt is not None)
@@ -691,7 +691,7 @@ class SupervisedRun:
             decided = human(request.task, request.context)
             if inspect.isawaitable(decided):
                 decided = _run_coroutine(decided)
-            return Answer(text=_to_text(decided))
+            return Answer(text=as_text(decided))
         except Exception as exc:  # noqa: BLE001
             if _is_control_flow(exc):
                 raise
@@ -705,7 +705,7 @@ class SupervisedRun:
             decided = human(request.task, request.context)
             if inspect.isawaitable(decided):
                 decided = await decided
-            return Answer(text=_to_text(decided))
+            return Answer(text=as_text(decided))
         except Exception as exc:  # noqa: BLE001
             if _is_control_flow(exc):
                 raise
@@ -733,7 +733,9 @@ def _run_coroutine(awaitable: Awaitable[Any]) -> Any:
     return asyncio.run(wrapper())
 
 
-def _to_text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """How a task or answer reads to the teacher, judges and the store: strings as they are, pydantic models and
+    JSON-able values as JSON, anything else as ``str()``; None as ''."""
     if value is None:
         return ""
     if isinstance(value, str):

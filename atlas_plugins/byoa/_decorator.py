@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-import json
 import logging
 import threading
 import weakref
@@ -33,7 +32,7 @@ from typing import Any, TypeVar, get_type_hints, overload
 
 from atlas_learning.config import AtlasConfig
 from atlas_learning.judges import Check
-from atlas_learning.supervisor import SessionResult, SupervisedRun, Supervisor
+from atlas_learning.supervisor import SessionResult, SupervisedRun, Supervisor, as_text
 
 __all__ = ["atlas_agent", "atlas_context", "atlas_result", "AgentContext"]
 
@@ -230,7 +229,7 @@ class _EntrySpec:
     # ---------------------------------------------------------------------------------------------- sync
     def _begin(self, task: Any) -> SupervisedRun | None:
         try:
-            run = self.state.supervisor.begin(_text(task), agent_name=self.agent_name, learning_key=self.learning_key)
+            run = self.state.supervisor.begin(as_text(task), agent_name=self.agent_name, learning_key=self.learning_key)
         except Exception:  # noqa: BLE001 - Atlas failing must not stop the agent
             log.exception("atlas could not begin a session for %s; running unsupervised", self.agent_name)
             return None
@@ -272,7 +271,7 @@ class _EntrySpec:
     # --------------------------------------------------------------------------------------------- async
     async def _abegin(self, task: Any) -> SupervisedRun | None:
         try:
-            run = await self.state.supervisor.abegin(_text(task), agent_name=self.agent_name, learning_key=self.learning_key)
+            run = await self.state.supervisor.abegin(as_text(task), agent_name=self.agent_name, learning_key=self.learning_key)
         except Exception:  # noqa: BLE001
             log.exception("atlas could not begin a session for %s; running unsupervised", self.agent_name)
             return None
@@ -351,7 +350,7 @@ def _wrap_hook(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
             run = _current.get()
             if run is None or run.lane != "coach" or not isinstance(steps, (list, tuple)):
                 return steps
-            review = _safely(lambda: run.review_plan([_text(s) for s in steps]))
+            review = _safely(lambda: run.review_plan([as_text(s) for s in steps]))
             if review is None or not all(isinstance(s, str) for s in steps):
                 return steps  # objects we cannot rebuild: the review is recorded and shown through instructions
             return type(steps)(review.steps) if review.steps else steps
@@ -371,26 +370,14 @@ def _wrap_hook(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
             output = original(instance, step, *args, **kwargs)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            _safely(lambda: run.record_step(kind="node", name="execute_step", input=_text(step), error=error))
+            _safely(lambda: run.record_step(kind="node", name="execute_step", input=as_text(step), error=error))
             raise
-        step_id = _safely(lambda: run.record_step(kind="node", name="execute_step", description=_text(step)[:500], input=_text(step), output=output))
+        step_id = _safely(lambda: run.record_step(kind="node", name="execute_step", description=as_text(step)[:500], input=as_text(step), output=output))
         if step_id and run.lane == "coach":
             _safely(lambda: run.validate_step(step_id))
         return output
 
     return execute_step
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    dump = getattr(value, "model_dump_json", None)
-    if callable(dump):
-        return dump()
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return str(value)
 
 
 def _safely(action: Callable[[], Any]) -> Any:

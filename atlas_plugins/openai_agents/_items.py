@@ -9,6 +9,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from atlas_learning.supervisor import as_text
+
 __all__ = ["task_text", "answer_text", "item_text", "to_jsonable", "clip", "parse_arguments", "chat_messages"]
 
 
@@ -67,15 +69,9 @@ def task_text(input: Any) -> str:
 
 
 def answer_text(output: Any) -> str:
-    """A run's final output as text: strings as they are, pydantic models and other values as JSON."""
-    if output is None:
-        return ""
-    if isinstance(output, str):
-        return output
-    dump = getattr(output, "model_dump_json", None)
-    if callable(dump):
-        return dump()
-    return json.dumps(to_jsonable(output), ensure_ascii=False, default=str)
+    """A run's final output as text: the core's one rendering of answers (strings as they are, models as JSON)."""
+    plain = isinstance(output, str) or hasattr(output, "model_dump_json")
+    return as_text(output if plain else to_jsonable(output))  # SDK items become JSON-able first
 
 
 def to_jsonable(value: Any) -> Any:
