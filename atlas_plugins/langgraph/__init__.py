@@ -3,6 +3,8 @@
 * ``with_atlas(graph)``: any StateGraph or compiled graph (``create_agent``, a prebuilt ReAct agent, a custom
   graph) under supervision; the result is itself a compiled graph with the same inputs and outputs.
 * ``AtlasMiddleware(...)``: for ``langchain.agents.create_agent(model, tools, middleware=[AtlasMiddleware()])``.
+* ``AtlasChatModel(chat_model)``: any Atlas ``ChatModel`` (the embedded local model, say) as a tool-calling LangChain
+  chat model, for ``create_agent(AtlasChatModel(model), tools)``.
 
 LangGraph is imported when one of these is first used.
 """
@@ -11,10 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["with_atlas", "AtlasGraph", "AtlasMiddleware"]
+__all__ = ["with_atlas", "AtlasGraph", "AtlasMiddleware", "AtlasChatModel"]
 
 if TYPE_CHECKING:
     from ._graph import AtlasGraph, with_atlas
+    from .chat_model import AtlasChatModel
     from .middleware import AtlasMiddleware
 
 
@@ -27,4 +30,8 @@ def __getattr__(name: str) -> Any:
         from .middleware import AtlasMiddleware
 
         return AtlasMiddleware
+    if name == "AtlasChatModel":
+        from .chat_model import AtlasChatModel
+
+        return AtlasChatModel
     raise AttributeError(f"module 'atlas_plugins.langgraph' has no attribute {name!r}")
