@@ -283,6 +283,35 @@ def env_init_command(
     _invoke("envinit", "env_init", path=path, output=output, force=force)
 
 
+train_app = typer.Typer(
+    help="Train a teacher checkpoint from approved sessions with TRL (GRPO, or SFT as a warm start). Needs the train extra.",
+    no_args_is_help=True,
+)
+app.add_typer(train_app, name="train")
+
+
+def _train_command(method: str, summary: str) -> None:
+    def command(
+        output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the checkpoint, metrics.jsonl, metrics.png, atlas_train.json.")],
+        data: Annotated[str, typer.Option("--data", "-d", help="'approved' (read the store) or a trace JSONL from `atlas export`.")] = "approved",
+        model: Annotated[str | None, typer.Option("--model", "-m", help="Checkpoint directory or hub id (cpu-tiny without it: a tiny model built from a config).")] = None,
+        preset: Annotated[str, typer.Option("--preset", help="cpu-tiny (a smoke run on the CPU) or gpu (bf16, LoRA, vLLM).")] = "cpu-tiny",
+        settings: Annotated[list[str] | None, typer.Option("--set", help="key=value: an Atlas training setting or a TRL config field; repeat for several.")] = None,
+        include: Annotated[list[str] | None, typer.Option("--include", help="Review statuses to train on (default: approved); repeat for several.")] = None,
+        key: KeyOption = None,
+        config: ConfigOption = None,
+    ) -> None:
+        _invoke("training", "train", method=method, config=config, data=data, model=model, output=output, preset=preset,
+                settings=list(settings or []), include=list(include or []), key=key)
+
+    command.__doc__ = summary
+    train_app.command(method)(command)
+
+
+_train_command("grpo", "GRPO on TRL's GRPOTrainer: the teacher's verdicts scored by the run-time reward rules.")
+_train_command("sft", "Supervised fine-tuning on TRL's SFTTrainer: the teacher's recorded verdicts as targets (a warm start).")
+
+
 @app.command("run")
 def run_command(
     task: Annotated[str, typer.Option("--task", "-t", help="The task to give the agent.")],

@@ -46,6 +46,7 @@ from .prompts import (
 )
 from .recorder import Recorder
 from .redact import Redactor
+from .rewards import expected_answer_check, expected_answer_of, mean_or_none, teaching_reward
 from .schemas import PlanReview, PlaybookChanges, Verdict
 from .store import (
     AttemptRecord,
@@ -243,7 +244,8 @@ class SupervisedRun:
         self.agent_name = agent_name
         self.learning_key = learning_key
         self.metadata = metadata
-        self.checks = checks
+        #: The session's verifiable checks; with an expected answer in the metadata, the built-in one joins them.
+        self.checks = [*checks, expected_answer_check] if expected_answer_of(metadata) is not None else checks
         self.session_id = new_id()
         self.decision: LaneDecision = LaneDecision("paired", 0.0, "not decided yet", "fallback")
         #: Playbook entries injected into the student's and the teacher's instructions.
@@ -529,6 +531,9 @@ class SupervisedRun:
         verdict_text = "; ".join(f"attempt {v.attempt}: {'accepted' if v.accepted else 'rejected' if v.accepted is False else 'unverified'}"
                                  for v in self.verdicts if v.attempt is not None)
         reward: SessionReward = yield from judge_session_flow(self.task, self.steps, answer_text, verdict_text, checks, config.judges)
+        teaching = self._teaching_reward(checks)
+        if teaching is not None:
+            reward.breakdown["teaching"] = round(teaching, 4)
         step_rewards, step_note = yield from judge_steps_flow(self.task, self.steps, config.judges)
         recorder = supervisor.recorder
         recorder.insert(RewardRecord, session_id=self.session_id, scope="session", score=reward.score, status=reward.status,
@@ -581,6 +586,20 @@ class SupervisedRun:
         if not recorder.flush():
             log.warning("session %s: the store writer did not finish in time; rows stay queued", self.session_id)
         return self.finished
+
+    def _teaching_reward(self, final_checks: list[Any]) -> float | None:
+        """What the teacher's guidance did (see :func:`~atlas_learning.rewards.teaching_reward`), when it can be told.
+
+        Needs a rejected first attempt, a later final answer, and checks that decide both."""
+        if len(self.attempts) < 2 or self.attempts[0]["accepted"] is not False:
+            return None
+        final = mean_or_none([c.score for c in final_checks])
+        first = mean_or_none([c.score for c in run_checks(self.checks, CheckContext(
+            self.task, self.attempts[0]["answer"], tuple(self.steps), self.metadata))])
+        if final is None or first is None:
+            return None
+        guidance = " ".join(g for g in self.guidance_given if g)
+        return teaching_reward(first >= 0.5, final >= 0.5, guidance)
 
     def _learn_flow(self, answer_text: str, reward: float | None) -> Flow[tuple[list[AppliedChange], str]]:
         config, registry = self.config, self.supervisor.playbook

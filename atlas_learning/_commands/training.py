@@ -1,0 +1,64 @@
+"""``atlas train grpo|sft``: train a teacher checkpoint from approved sessions or an exported trace JSONL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..errors import AtlasError
+from ._common import load_config
+
+
+def parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs to a dict; values are read as YAML scalars (``5e-3``, ``true``, ``[a, b]``)."""
+    import yaml
+
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise AtlasError(f"--set {pair!r}: expected key=value, e.g. --set max_steps=50")
+        try:
+            settings[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            settings[key.strip()] = raw
+    return settings
+
+
+def train(*, method: str, config: Path | None, data: str, model: str | None, output: Path, preset: str,
+          settings: list[str], include: list[str] | None, key: str | None) -> None:
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        raise AtlasError("training needs TRL and friends: pip install 'atlas-plugins[train]'") from None
+    from ..train import load_sessions, make_rewards, teacher_examples
+    from ..train.trainer import resolve_settings, train_grpo, train_sft
+
+    loaded = load_config(config)
+    overrides = parse_settings(settings)
+    atlas, _ = resolve_settings(method, preset, overrides)  # fails fast on a bad --set
+    statuses = list(dict.fromkeys(include)) if include else ["approved"]
+    records = load_sessions(data, store_url=loaded.storage.url, review_status=statuses, learning_key=key)
+    if not records:
+        raise AtlasError(f"--data {data}: no {'/'.join(statuses)} sessions to train on; approve some with "
+                         "`atlas review approve` (or pass --include pending)")
+    examples = teacher_examples(records, kinds=atlas["kinds"], prefill=bool(atlas["prefill"]),
+                                context_budget_chars=loaded.judges.context_budget_chars)
+    student = None
+    if "teaching" in atlas["rewards"]:
+        from ..models import RoleModels
+
+        student = RoleModels(loaded).get("student")
+    rewards = make_rewards(atlas["rewards"], config=loaded, student=student)
+    typer.echo(f"atlas train {method}: {len(records)} sessions -> {len(examples)} teacher examples "
+               f"({', '.join(atlas['kinds'])}); preset {preset}; rewards {', '.join(atlas['rewards'])}", err=True)
+    run = train_grpo if method == "grpo" else train_sft
+    result = run(examples, output=output, model=model, preset=preset, settings=overrides, rewards=rewards)
+    summary = result.summary()
+    typer.echo(json.dumps({k: summary[k] for k in ("output_dir", "steps", "seconds", "seconds_per_step",
+                                                   "train_examples", "held_out_examples", "held_out_before",
+                                                   "held_out_after", "metrics_path", "plot_path")}, indent=2))
+    typer.echo(f"Use it as a role's model: models: {{teacher: {{provider: local, model: {output}}}}}", err=True)

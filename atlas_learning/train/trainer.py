@@ -1,0 +1,409 @@
+"""Training a teacher with TRL's own GRPOTrainer and SFTTrainer, with presets for a CPU smoke run and a GPU.
+
+Presets (any key can be changed with ``settings``, the CLI's ``--set key=value``):
+
+- ``cpu-tiny``: a tiny Qwen2 model built from a config (no hub, about 100k parameters) with a byte-level
+  tokenizer when no model is given, float32 on the CPU, learning rate 5e-3, short completions, verdict prompts
+  ending in the verdict's first words (``prefill``). It shows the loop works end to end in a couple of minutes;
+  the model it makes is not a useful teacher.
+- ``gpu``: bf16, LoRA, TRL's vLLM generation colocated with training (``use_vllm``, ``vllm_mode="colocate"``),
+  learning rate 1e-6, 512-token completions. Needs ``pip install vllm`` on a CUDA machine.
+
+Atlas's own settings (the rest go to ``GRPOConfig`` / ``SFTConfig``): ``held_out`` (fraction of sessions kept
+for the before/after reward, 0.2), ``seed``, ``kinds`` (example kinds), ``prefill``, ``rewards`` (names from
+:data:`~atlas_learning.train.rewards.REWARD_NAMES`), ``lora``, ``lora_r``, ``lora_alpha``, ``lora_dropout``,
+``lora_target_modules``, ``max_eval`` (held-out examples scored), ``eval_max_new_tokens``, ``eval_samples``
+(completions sampled per held-out prompt) and ``eval_temperature`` (1.0, as GRPO samples; 0 decodes greedily).
+
+Every run writes to the output directory: the model (LoRA merged in) and tokenizer, ``metrics.jsonl`` (one line
+per logging step), ``metrics.png`` when matplotlib is installed, and ``atlas_train.json`` (settings, counts,
+seconds per step, held-out reward before and after). The directory loads back as a role's model with
+``provider: local`` and ``model: DIR``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import AtlasError
+from .data import EXAMPLE_KINDS, split_examples
+
+__all__ = [
+    "PRESETS",
+    "TrainResult",
+    "build_tiny_model",
+    "evaluate_reward",
+    "resolve_settings",
+    "train_grpo",
+    "train_sft",
+]
+
+#: Atlas's settings and their defaults, shared by both presets unless a preset says otherwise.
+_ATLAS_DEFAULTS: dict[str, Any] = {
+    "held_out": 0.2, "seed": 0, "kinds": list(EXAMPLE_KINDS), "prefill": False, "rewards": ["verdict", "expected_answer"],
+    "lora": False, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "lora_target_modules": "all-linear",
+    "max_eval": 64, "eval_max_new_tokens": None, "eval_samples": 4, "eval_temperature": 1.0,
+}
+
+#: Preset -> method -> settings (Atlas's and TRL's). ``model: None`` in cpu-tiny means "build the tiny model".
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "cpu-tiny": {
+        "common": {"use_cpu": True, "bf16": False, "fp16": False, "report_to": "none", "save_strategy": "no",
+                   "logging_steps": 1, "prefill": True, "dataloader_num_workers": 0},
+        "grpo": {"learning_rate": 5e-3, "num_generations": 8, "per_device_train_batch_size": 8, "max_steps": 40,
+                 "max_completion_length": 12, "temperature": 1.0, "beta": 0.0},
+        "sft": {"learning_rate": 5e-3, "per_device_train_batch_size": 8, "max_steps": 40, "max_length": 4096,
+                "eval_max_new_tokens": 64},
+    },
+    "gpu": {
+        "common": {"bf16": True, "report_to": "none", "save_strategy": "no", "logging_steps": 5, "lora": True,
+                   "gradient_checkpointing": True, "num_train_epochs": 1},
+        "grpo": {"learning_rate": 1e-6, "num_generations": 8, "per_device_train_batch_size": 8,
+                 "gradient_accumulation_steps": 4, "max_completion_length": 512, "use_vllm": True,
+                 "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3},
+        "sft": {"learning_rate": 2e-5, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2,
+                "max_length": 4096},
+    },
+}
+
+
+@dataclass
+class TrainResult:
+    """What a training run did: where the model is, how long it took, and the held-out reward around it."""
+
+    output_dir: Path
+    method: str
+    steps: int
+    seconds: float
+    seconds_per_step: float | None
+    train_examples: int
+    held_out_examples: int
+    held_out_before: float | None
+    held_out_after: float | None
+    settings: dict[str, Any] = field(default_factory=dict)
+    metrics_path: Path | None = None
+    plot_path: Path | None = None
+
+    def summary(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for key in ("output_dir", "metrics_path", "plot_path"):
+            data[key] = None if data[key] is None else str(data[key])
+        return data
+
+
+def resolve_settings(method: str, preset: str, overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Atlas's settings, the TRL config's keyword arguments) for ``method`` under ``preset`` with ``overrides``.
+
+    Raises AtlasError naming the key when an override is neither an Atlas setting nor a field of the TRL config.
+    """
+    if preset not in PRESETS:
+        raise AtlasError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    merged = {**_ATLAS_DEFAULTS, **PRESETS[preset]["common"], **PRESETS[preset][method], **(overrides or {})}
+    fields = _config_fields(method)
+    unknown = sorted(k for k in merged if k not in _ATLAS_DEFAULTS and k not in fields)
+    if unknown:
+        raise AtlasError(f"unknown setting(s) {', '.join(unknown)}: use Atlas's ({', '.join(_ATLAS_DEFAULTS)}) or a "
+                         f"field of TRL's {'GRPOConfig' if method == 'grpo' else 'SFTConfig'}")
+    atlas = {k: v for k, v in merged.items() if k in _ATLAS_DEFAULTS}
+    if isinstance(atlas["kinds"], str):
+        atlas["kinds"] = [k for k in atlas["kinds"].split(",") if k]
+    if isinstance(atlas["rewards"], str):
+        atlas["rewards"] = [r for r in atlas["rewards"].split(",") if r]
+    return atlas, {k: v for k, v in merged.items() if k not in _ATLAS_DEFAULTS}
+
+
+def _config_fields(method: str) -> set[str]:
+    from trl import GRPOConfig, SFTConfig
+
+    return {f.name for f in dataclasses.fields(GRPOConfig if method == "grpo" else SFTConfig)}
+
+
+# --------------------------------------------------------------------------------------------- tiny model
+_CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def build_tiny_model(directory: str | Path, *, seed: int = 0) -> Path:
+    """Write a tiny randomly initialised Qwen2 chat model with a byte-level tokenizer to ``directory``.
+
+    Nothing is downloaded. The tokenizer (256 byte tokens plus ChatML's specials, saved as tokenizer.json) and the
+    model reload with ``AutoTokenizer`` / ``AutoModelForCausalLM``, so the directory also works as ``model: DIR``
+    for ``provider: local``.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    directory = Path(directory)
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    backend = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        additional_special_tokens=["<|im_start|>"])
+    tokenizer.chat_template = _CHATML
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16384,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=None, tie_word_embeddings=True)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+def evaluate_reward(model: Any, tokenizer: Any, examples: Sequence[dict[str, Any]], rewards: Sequence[Callable[..., Any]],
+                    *, max_new_tokens: int, samples: int = 4, temperature: float = 1.0, seed: int = 0,
+                    batch_size: int = 8) -> float | None:
+    """Mean summed reward of the model's completions on ``examples``; None when no reward applies.
+
+    ``samples`` completions per prompt at ``temperature`` (seeded; 0 decodes one greedily). A row's reward is the
+    sum of the functions that apply to it (as GRPOTrainer combines them); rows no function applies to are left out.
+    """
+    import torch
+
+    if not examples or not rewards:
+        return None
+    sampling = temperature > 0
+    examples = [e for e in examples for _ in range(samples if sampling else 1)]
+    torch.manual_seed(seed)
+    totals: list[float] = []
+    was_training = model.training
+    model.eval()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for start in range(0, len(examples), batch_size):
+            batch = list(examples[start:start + batch_size])
+            texts = [_prompt_text(tokenizer, e["prompt"]) for e in batch]
+            inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            with torch.no_grad():
+                options = {"do_sample": True, "temperature": temperature, "top_k": 0} if sampling else {"do_sample": False}
+                output = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                        **options)
+            decoded = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            completions = [[{"role": "assistant", "content": text}] for text in decoded]
+            columns = {key: [e.get(key) for e in batch] for key in batch[0] if key not in ("prompt", "completion")}
+            prompts = [e["prompt"] for e in batch]
+            per_function = [reward(prompts=prompts, completions=completions, **columns) for reward in rewards]
+            for row in zip(*per_function, strict=True):
+                applicable = [value for value in row if value is not None and not math.isnan(value)]
+                if applicable:
+                    totals.append(sum(applicable))
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return sum(totals) / len(totals) if totals else None
+
+
+def _without_prefill(example: dict[str, Any]) -> dict[str, Any]:
+    prompt = example["prompt"]
+    if not prompt or prompt[-1]["role"] != "assistant":
+        return example
+    completion = [{"role": "assistant", "content": prompt[-1]["content"] + example["completion"][0]["content"]}]
+    return {**example, "prompt": prompt[:-1], "completion": completion}
+
+
+def _grpo_row(example: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
+    prompt = example["prompt"]
+    prefill = prompt[-1]["content"] if prompt and prompt[-1]["role"] == "assistant" else ""
+    return {**{k: v for k, v in example.items() if k != "completion"}, "prefill": prefill}
+
+
+def _prompt_text(tokenizer: Any, prompt: list[dict[str, str]]) -> str:
+    prefill = prompt[-1]["role"] == "assistant"
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=not prefill,
+                                         continue_final_message=prefill)
+
+
+# ------------------------------------------------------------------------------------------------- training
+class _MetricsLog:
+    """A TrainerCallback body: every log line appended to metrics.jsonl with its step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.write_text("", encoding="utf-8")
+
+    def write(self, step: int, logs: dict[str, Any]) -> None:
+        line = {"step": step, **{k: v for k, v in logs.items() if isinstance(v, (int, float, str))}}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line) + "\n")
+
+
+def _callback(log: _MetricsLog) -> Any:
+    from transformers import TrainerCallback
+
+    class MetricsCallback(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+            if logs:
+                log.write(state.global_step, logs)
+
+    return MetricsCallback()
+
+
+def _plot(metrics: Path, output: Path, method: str) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+    keys = [k for k in ("reward", "loss") if any(k in r for r in rows)]
+    if not keys:
+        return None
+    figure, axes = plt.subplots(len(keys), 1, figsize=(7, 3 * len(keys)), squeeze=False)
+    for axis, key in zip(axes[:, 0], keys, strict=True):
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker=".")
+        axis.set_ylabel(key)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+    axes[0, 0].set_title(f"atlas train {method}")
+    figure.tight_layout()
+    path = output / "metrics.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def _load(model_ref: str | Path | None, output: Path, seed: int) -> tuple[Any, Any, str]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if model_ref is None:
+        model_ref = build_tiny_model(output / "_base_model", seed=seed)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_ref))
+        model = AutoModelForCausalLM.from_pretrained(str(model_ref))
+    except (OSError, ValueError) as exc:
+        raise AtlasError(f"--model {model_ref}: transformers could not load it ({str(exc).splitlines()[0]}); give a "
+                         "checkpoint directory or a hub id this machine can download") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        raise AtlasError(f"--model {model_ref}: its tokenizer has no chat template; use a chat (instruct) model")
+    return model, tokenizer, str(model_ref)
+
+
+def _peft_config(atlas: dict[str, Any]) -> Any:
+    if not atlas["lora"]:
+        return None
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise AtlasError("lora=true needs peft: pip install 'atlas-plugins[train]'") from None
+    return LoraConfig(task_type="CAUSAL_LM", r=int(atlas["lora_r"]), lora_alpha=int(atlas["lora_alpha"]),
+                      lora_dropout=float(atlas["lora_dropout"]), target_modules=atlas["lora_target_modules"])
+
+
+def _save(trainer: Any, tokenizer: Any, output: Path) -> None:
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):  # LoRA: merge so the directory is a plain checkpoint
+        model = model.merge_and_unload()
+    model.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+
+
+def _run(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path | None, output: str | Path,
+         preset: str, settings: dict[str, Any] | None, rewards: Sequence[Callable[..., Any]] | None,
+         progress: bool) -> TrainResult:
+    atlas, trl_kwargs = resolve_settings(method, preset, settings)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    kinds = set(atlas["kinds"])
+    chosen = [e for e in examples if e["kind"] in kinds]
+    if method == "sft":  # SFT learns whole completions: a prefill goes back into the completion it starts
+        chosen = [_without_prefill(e) for e in chosen]
+    train, held = split_examples(chosen, float(atlas["held_out"]), seed=int(atlas["seed"]))
+    if not train:
+        raise AtlasError(f"no training examples of kinds {', '.join(sorted(kinds))}: review and approve sessions "
+                         "with teacher verdicts first (`atlas review approve`), or widen --set kinds=...")
+    if model is None and preset != "cpu-tiny":
+        raise AtlasError(f"--model is required with --preset {preset}; only cpu-tiny builds its own tiny model")
+    if trl_kwargs.get("use_vllm"):
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            raise AtlasError("use_vllm needs vLLM on a CUDA machine: pip install vllm, or --set use_vllm=false") from None
+    lm, tokenizer, model_ref = _load(model, output, int(atlas["seed"]))
+    max_new = int(atlas["eval_max_new_tokens"] or trl_kwargs.get("max_completion_length") or 64)
+    evaluation = list(held[: int(atlas["max_eval"])])
+    scoring = {"max_new_tokens": max_new, "samples": int(atlas["eval_samples"]),
+               "temperature": float(atlas["eval_temperature"]), "seed": int(atlas["seed"])}
+    before = evaluate_reward(lm, tokenizer, evaluation, rewards or [], **scoring)
+
+    metrics = _MetricsLog(output / "metrics.jsonl")
+    trl_kwargs = {**trl_kwargs, "output_dir": str(output / "_trainer"), "seed": int(atlas["seed"]),
+                  "disable_tqdm": not progress}
+    from datasets import Dataset
+
+    if method == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        # TRL's GRPOTrainer opens a new assistant turn after a conversational prompt, so prompts that end in a
+        # prefill are rendered to text here, and the reward functions get the prefill as a column.
+        rows = [_grpo_row(e, tokenizer) for e in train]
+        if any(row["prefill"] for row in rows):
+            rows = [{**row, "prompt": _prompt_text(tokenizer, e["prompt"])} for row, e in zip(rows, train, strict=True)]
+        trainer = GRPOTrainer(model=lm, reward_funcs=list(rewards or []), args=GRPOConfig(**trl_kwargs),
+                              train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                              callbacks=[_callback(metrics)], peft_config=_peft_config(atlas))
+    else:
+        from trl import SFTConfig, SFTTrainer
+
+        rows = [{"prompt": e["prompt"], "completion": e["completion"]} for e in train]
+        trainer = SFTTrainer(model=lm, args=SFTConfig(**trl_kwargs), train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer, callbacks=[_callback(metrics)], peft_config=_peft_config(atlas))
+    started = time.perf_counter()
+    state = trainer.train()
+    seconds = time.perf_counter() - started
+    _save(trainer, tokenizer, output)
+    trained = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
+    after = evaluate_reward(trained, tokenizer, evaluation, rewards or [], **scoring)
+    steps = int(state.global_step)
+    result = TrainResult(
+        output_dir=output, method=method, steps=steps, seconds=round(seconds, 2),
+        seconds_per_step=round(seconds / steps, 3) if steps else None, train_examples=len(train),
+        held_out_examples=len(evaluation), held_out_before=before, held_out_after=after,
+        settings={"preset": preset, "model": model_ref, **atlas, **{k: v for k, v in trl_kwargs.items() if k != "output_dir"}},
+        metrics_path=output / "metrics.jsonl", plot_path=_plot(output / "metrics.jsonl", output, method),
+    )
+    (output / "atlas_train.json").write_text(json.dumps(result.summary(), indent=2, default=str), encoding="utf-8")
+    return result
+
+
+def train_grpo(examples: Sequence[dict[str, Any]], *, output: str | Path, model: str | Path | None = None,
+               preset: str = "cpu-tiny", settings: dict[str, Any] | None = None,
+               rewards: Sequence[Callable[..., Any]] | None = None, progress: bool = True) -> TrainResult:
+    """Train the teacher with TRL's GRPOTrainer on ``examples`` (from :func:`~atlas_learning.train.teacher_examples`).
+
+    ``rewards`` are TRL reward functions (see :mod:`atlas_learning.train.rewards`); they also score the held-out
+    examples before and after training.
+    """
+    if not rewards:
+        raise AtlasError("GRPO needs at least one reward function; see atlas_learning.train.make_rewards")
+    return _run("grpo", examples, model=model, output=output, preset=preset, settings=settings, rewards=rewards,
+                progress=progress)
+
+
+def train_sft(examples: Sequence[dict[str, Any]], *, output: str | Path, model: str | Path | None = None,
+              preset: str = "cpu-tiny", settings: dict[str, Any] | None = None,
+              rewards: Sequence[Callable[..., Any]] | None = None, progress: bool = True) -> TrainResult:
+    """Fine-tune the teacher on the recorded completions with TRL's SFTTrainer (a warm start before GRPO).
+
+    ``rewards``, when given, score the held-out examples before and after.
+    """
+    return _run("sft", examples, model=model, output=output, preset=preset, settings=settings, rewards=rewards,
+                progress=progress)

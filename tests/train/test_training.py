@@ -1,0 +1,120 @@
+"""Short CPU training runs on TRL's own trainers: GRPO raises the held-out reward, checkpoints reload as a role."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from atlas_learning.cli import app  # noqa: E402
+from atlas_learning.config import AtlasConfig, ModelSettings  # noqa: E402
+from atlas_learning.errors import AtlasError  # noqa: E402
+from atlas_learning.export import export_sessions  # noqa: E402
+from atlas_learning.models import create_model  # noqa: E402
+from atlas_learning.store import Store  # noqa: E402
+from atlas_learning.supervisor import Supervisor  # noqa: E402
+from atlas_learning.train import load_sessions, make_rewards, teacher_examples, train_grpo, train_sft  # noqa: E402
+from tests.support import ScriptedRoles, default_answers  # noqa: E402
+from tests.train.conftest import record_sums, teacher_verdict  # noqa: E402
+
+
+def _supervisor(url: str, lane: str, teacher: dict) -> Supervisor:
+    answers = default_answers()
+    answers["teacher"].update(teacher)
+    config = AtlasConfig.load({"storage": {"url": url}, "supervision": {"lane": lane, "max_retries": 1},
+                               "review": {"auto_approve_min_reward": 0.5}, "drift": {"enabled": False}}, environ={})
+    return Supervisor(config, models=ScriptedRoles(config, answers))
+
+
+@pytest.fixture(scope="module")
+def escalations(tmp_path_factory) -> list[dict]:
+    """30 approved sessions where the teacher answered "What is a + b?" itself (all sums are 4)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('esc') / 'atlas.db'}"
+    with _supervisor(url, "escalate", {"text": "4"}) as supervisor:
+        for a in [0, 1, 2, 3, 4] * 6:
+            run = supervisor.begin(f"What is {a} + {4 - a}? Answer with the number only.", agent_name="adder",
+                                   metadata={"ground_truth": "4"})
+            run.finish(run.escalate())
+    return teacher_examples(load_sessions("approved", store_url=url), kinds=["escalation"])
+
+
+@pytest.fixture(scope="module")
+def grpo_run(escalations, tmp_path_factory):
+    output = tmp_path_factory.mktemp("grpo") / "teacher"
+    result = train_grpo(escalations, output=output, preset="cpu-tiny", rewards=make_rewards(["expected_answer"]),
+                        settings={"max_steps": 40, "max_completion_length": 8, "held_out": 0.3}, progress=False)
+    return result
+
+
+def test_grpo_raises_the_held_out_reward(grpo_run) -> None:
+    assert grpo_run.steps == 40 and grpo_run.held_out_examples == 9
+    assert grpo_run.held_out_before is not None and grpo_run.held_out_after is not None
+    assert grpo_run.held_out_after > grpo_run.held_out_before + 0.2, (grpo_run.held_out_before, grpo_run.held_out_after)
+    assert grpo_run.seconds_per_step is not None and grpo_run.seconds_per_step > 0
+
+
+def test_grpo_writes_metrics_plot_and_summary(grpo_run) -> None:
+    lines = [json.loads(line) for line in grpo_run.metrics_path.read_text().splitlines()]
+    rewards = [line["reward"] for line in lines if "reward" in line]
+    assert len(rewards) == 40 and max(rewards[-10:]) > max(rewards[:3])
+    summary = json.loads((grpo_run.output_dir / "atlas_train.json").read_text())
+    assert summary["held_out_after"] == grpo_run.held_out_after and summary["settings"]["preset"] == "cpu-tiny"
+    assert grpo_run.plot_path is not None and grpo_run.plot_path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_checkpoint_reloads_as_a_local_role_model(grpo_run) -> None:
+    teacher = create_model(ModelSettings(provider="local", model=str(grpo_run.output_dir), max_tokens=8,
+                                         temperature=0.0), role="teacher")
+    try:
+        response = teacher.generate([{"role": "user", "content": "What is 1 + 3? Answer with the number only."}])
+    finally:
+        teacher.close()
+    assert isinstance(response.text, str)
+    assert response.usage.input_tokens > 20 and 0 < response.usage.output_tokens <= 8
+
+
+def test_sft_with_lora_learns_the_recorded_verdicts(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'atlas.db'}"
+    with _supervisor(url, "paired", {"Verdict": teacher_verdict}) as supervisor:
+        record_sums(supervisor, 10)
+    examples = teacher_examples(load_sessions("approved", store_url=url), kinds=["answer"])
+    result = train_sft(examples, output=tmp_path / "sft", settings={"max_steps": 6, "lora": True, "lora_r": 4},
+                       rewards=make_rewards(["verdict"]), progress=False)
+    losses = [json.loads(line)["loss"] for line in result.metrics_path.read_text().splitlines() if '"loss"' in line]
+    assert result.steps == 6 and len(losses) == 6 and losses[-1] < losses[0]
+    assert (tmp_path / "sft" / "model.safetensors").is_file()
+    assert not (tmp_path / "sft" / "adapter_config.json").exists()  # LoRA merged: a plain checkpoint
+
+
+def test_settings_are_checked(escalations, tmp_path) -> None:
+    with pytest.raises(AtlasError, match="unknown setting"):
+        train_grpo(escalations, output=tmp_path, rewards=make_rewards(["verdict"]), settings={"nonsense": 1})
+    with pytest.raises(AtlasError, match="unknown preset"):
+        train_grpo(escalations, output=tmp_path, rewards=make_rewards(["verdict"]), preset="tpu")
+    with pytest.raises(AtlasError, match="--model is required"):
+        train_grpo(escalations, output=tmp_path, rewards=make_rewards(["verdict"]), preset="gpu")
+    with pytest.raises(AtlasError, match="no training examples"):
+        train_grpo(escalations, output=tmp_path, rewards=make_rewards(["verdict"]), settings={"kinds": ["plan"]})
+
+
+def test_atlas_train_command_end_to_end(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'atlas.db'}"
+    with _supervisor(url, "paired", {"Verdict": teacher_verdict}) as supervisor:
+        record_sums(supervisor, 6)
+    traces = tmp_path / "traces.jsonl"
+    with Store(url) as store:
+        assert export_sessions(store, traces) == 6
+    out = tmp_path / "teacher"
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "grpo", "--data", str(traces), "--output", str(out), "--set", "max_steps=2",
+                                 "--set", "held_out=0.34"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.rindex("{\n  \"output_dir\""):])
+    assert summary["steps"] == 2 and summary["train_examples"] > 0 and (out / "config.json").is_file()
+    bad = runner.invoke(app, ["train", "grpo", "--data", str(traces), "--output", str(out), "--set", "bogus=1"])
+    assert bad.exit_code == 2 and "unknown setting(s) bogus" in bad.output
