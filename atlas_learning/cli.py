@@ -63,12 +63,19 @@ def show_config(config: ConfigOption = None, as_json: Annotated[bool, typer.Opti
 
 
 @app.command()
-def quickstart(config: ConfigOption = None) -> None:
-    """Check that Atlas works on this machine with no key and no network, then say what the main example does.
+def quickstart(
+    config: ConfigOption = None,
+    tasks: Annotated[str, typer.Option("--tasks", help="Which of the 25 tasks: 1-5, 3,7,10-12 or all.")] = "all",
+    repeat: Annotated[int, typer.Option("--repeat", help="Run the selection N times.")] = 1,
+    baseline: Annotated[bool, typer.Option("--baseline", help="Run with learning disabled.")] = False,
+    compare: Annotated[bool, typer.Option("--compare", help="Run with learning, then the baseline, and compare.")] = False,
+    model: Annotated[str, typer.Option("--model", help="config (the config's student; default the embedded model) or scripted (no LLM, seconds).")] = "config",
+    out: Annotated[Path, typer.Option("--out", help="Folder for results.json and the learning-curve PNG.")] = Path(".atlas/mcp_file_ops"),
+) -> None:
+    """Check the setup (config, store, the teacher's model), then run the main example: 25 MCP file tasks under supervision.
 
-    It loads the configuration, opens the store (creating or upgrading its schema), asks the teacher role's model
-    for one structured answer, then runs one supervised session (probe, teacher, judges, learning, storage) around
-    a rule-based student.
+    Needs no key and no network: by default every role runs on the embedded model. The same as
+    ``python -m examples.mcp_file_ops`` with the same options.
     """
     from pydantic import BaseModel
 
@@ -80,41 +87,37 @@ def quickstart(config: ConfigOption = None) -> None:
         answer: str
         confident: bool
 
-    loaded = AtlasConfig.load(config)
-    typer.echo(f"config      ok ({config or 'defaults'})")
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "examples" / "mcp_file_ops" / "__main__.py").is_file():
+        raise AtlasError("the 25-task example ships with the source (examples/mcp_file_ops): run this from a clone of "
+                         "the repository, e.g. `make demo`")
+    config_path = config or (Path(os.environ["ATLAS_CONFIG"]) if os.environ.get("ATLAS_CONFIG") else None)
+    if config_path is not None and not config_path.is_file():
+        raise AtlasError(f"--config {config_path}: no such file")
+    loaded = AtlasConfig.load(config_path)
+    typer.echo(f"config      ok ({config_path or 'defaults'})")
     with Store(loaded) as store:
         typer.echo(f"store       ok ({store!r}, schema version {store.schema_version()})")
-    models = RoleModels(loaded)
-    teacher = models.get("teacher")
-    started = time.perf_counter()
-    reply = teacher.generate("What is the capital of France? Answer in one word.", output_type=Check, max_tokens=48)
-    elapsed = time.perf_counter() - started
-    tokens_per_s = reply.usage.output_tokens / elapsed if elapsed > 0 else 0.0
-    typer.echo(
-        f"teacher     ok ({teacher.provider}:{teacher.model_name}) answered {reply.output.model_dump()} "
-        f"in {elapsed:.2f}s including load, {reply.usage.output_tokens} tokens ({tokens_per_s:.0f}/s)"
-    )
-    models.close()
+    if model != "scripted":
+        models = RoleModels(loaded)
+        teacher = models.get("teacher")
+        started = time.perf_counter()
+        reply = teacher.generate("What is the capital of France? Answer in one word.", output_type=Check, max_tokens=48)
+        elapsed = time.perf_counter() - started
+        typer.echo(f"teacher     ok ({teacher.provider}:{teacher.model_name}) answered {reply.output.model_dump()} "
+                   f"in {elapsed:.2f}s including load")
+        models.close()
+    typer.echo("")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from examples.mcp_file_ops.__main__ import main as run_example
 
-    from .supervisor import Supervisor
-
-    def student(instructions: str) -> str:  # a rule-based agent: no model of its own
-        return str(17 * 23)
-
-    started = time.perf_counter()
-    with Supervisor(loaded) as supervisor:
-        result = supervisor.supervise("What is 17 * 23? Answer with the number only.", student, agent_name="quickstart")
-    learned = ", ".join(f"{c.op} {c.lesson!r}" for c in result.lessons_learned) or "none"
-    reward = "none" if result.reward is None else f"{result.reward:.2f}"
-    typer.echo(
-        f"session     ok ({time.perf_counter() - started:.1f}s) lane {result.lane} ({result.decision.reason}); "
-        f"answer {result.final_answer} accepted={result.accepted}; reward {reward} ({result.reward_reason}); "
-        f"lessons learned: {learned}; stored as {result.session_id}"
-    )
-    typer.echo(
-        "\nThe main example, 25 MCP file-operation tasks under supervision (examples/mcp_file_ops), is not built "
-        "yet;\nwhen it is, this command runs it."
-    )
+    argv = ["--tasks", tasks, "--repeat", str(repeat), "--model", model, "--out", str(out)]
+    argv += ["--config", str(config_path)] if config_path is not None else []
+    argv += ["--compare"] if compare else ["--baseline"] if baseline else []
+    code = run_example(argv)
+    if code:
+        raise typer.Exit(code)
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (one object per line for listings) instead of a table.")]

@@ -48,9 +48,18 @@ except ImportError:  # pragma: no cover - a LangGraph that moved it
 
 from atlas_learning.config import AtlasConfig
 from atlas_learning.judges import Check
-from atlas_learning.supervisor import SessionResult, SupervisedRun, Supervisor
+from atlas_learning.supervisor import SessionResult, SupervisedRun, Supervisor, _is_control_flow
 
-from ._messages import INSTRUCTIONS_ID, instructions_message, last_text, model_name_of, state_get, to_jsonable, usage_of
+from ._messages import (
+    INSTRUCTIONS_ID,
+    instructions_message,
+    last_text,
+    message_text,
+    model_name_of,
+    state_get,
+    to_jsonable,
+    usage_of,
+)
 
 __all__ = ["with_atlas", "AtlasGraph"]
 
@@ -77,8 +86,10 @@ class _Adapter:
 
     def __init__(self, supervisor: Supervisor, *, agent_name: str, learning_key: str | None,
                  task_from: Callable[[Any], str] | None, answer_from: Callable[[Any], str] | None,
-                 messages_key: str | None, messages_reducer: bool, output_keys: Sequence[str]) -> None:
+                 messages_key: str | None, messages_reducer: bool, output_keys: Sequence[str],
+                 checks: Sequence[Check] = ()) -> None:
         self.supervisor = supervisor
+        self.checks = list(checks)
         self.agent_name = agent_name
         self.learning_key = learning_key
         self.task_from = task_from
@@ -120,15 +131,18 @@ class _Adapter:
     def begin(self, state: Any, config: RunnableConfig) -> _Session:
         configurable = (config or {}).get("configurable", {})
         metadata = {"thread_id": configurable.get("thread_id")} if configurable.get("thread_id") else {}
-        run = self.supervisor.begin(self.task(state), agent_name=self.agent_name, learning_key=self.learning_key, metadata=metadata)
+        metadata.update(configurable.get("atlas_metadata") or {})
+        checks = [*self.checks, *(configurable.get("atlas_checks") or ())]
+        run = self.supervisor.begin(self.task(state), agent_name=self.agent_name, learning_key=self.learning_key,
+                                    metadata=metadata, checks=checks)
         messages = list(state_get(state, self.messages_key) or []) if self.messages_key else []
         session = _Session(run, _StepRecorder(run), [m.id for m in messages if getattr(m, "id", None)], messages)
         with self._lock:
             self.sessions[_invocation(config)] = session
         return session
 
-    def finish(self, session: _Session, state: Any, config: RunnableConfig) -> SessionResult:
-        result = session.run.finish(self.answer(state))
+    def finish(self, session: _Session, state: Any, config: RunnableConfig, *, error: str | None = None) -> SessionResult:
+        result = session.run.finish(self.answer(state), error=error)
         key = _invocation(config)
         with self._lock:
             self.results[key] = result
@@ -251,6 +265,9 @@ class _StepRecorder(BaseCallbackHandler):
     def on_tool_end(self, output: Any, *, run_id: Any, **kwargs: Any) -> None:
         opened = self._open.pop(run_id, {})
         text = getattr(output, "content", output)
+        if isinstance(text, list) and text and all(isinstance(b, str) or (isinstance(b, Mapping) and b.get("type") == "text")
+                                                   for b in text):
+            text = message_text(text)  # MCP and other tools return text blocks: store the text, not block ids
         step = self._safe(lambda: self.run.record_step(kind="tool_call", name=opened.get("name", "tool"), tool_name=opened.get("name", "tool"),
                                                        tool_args=to_jsonable(opened.get("args")), output=to_jsonable(text)))
         if step and self.run.lane == "coach":
@@ -335,7 +352,7 @@ def with_atlas(
     builder = graph.builder if isinstance(graph, CompiledStateGraph) else graph
     compiled = graph if isinstance(graph, CompiledStateGraph) else None
     name = agent_name or (compiled.name if compiled is not None and compiled.name != "LangGraph" else None) or "langgraph-agent"
-    supervisor = supervisor or Supervisor(config, checks=checks, human=_ask_human)
+    supervisor = supervisor or Supervisor(config, human=_ask_human)
     if supervisor.human is None:
         supervisor.human = _ask_human
 
@@ -345,7 +362,7 @@ def with_atlas(
     adapter = _Adapter(
         supervisor, agent_name=name, learning_key=learning_key, task_from=task_from, answer_from=answer_from,
         messages_key=messages_key, messages_reducer=reducer is not None and "add_messages" in getattr(reducer, "__qualname__", ""),
-        output_keys=_keys(builder.output_schema),
+        output_keys=_keys(builder.output_schema), checks=checks,
     )
     student = _student_node(_rebuild(builder, adapter, compiled), channels, adapter)
 
@@ -419,11 +436,29 @@ def _student_node(student: CompiledStateGraph, channels: Mapping[str, Any], adap
                 update[key] = value
         return update
 
+    def failed(state: Any, config: RunnableConfig, exc: BaseException) -> None:
+        """The user's graph raised: end the session as failed (stored, never left running), then let it raise."""
+        session = adapter.session(config)
+        if session is None or _is_control_flow(exc):
+            return
+        try:
+            adapter.finish(session, state, config, error=f"{type(exc).__name__}: {exc}")
+        except Exception:  # noqa: BLE001 - the user's error is what the caller must see
+            pass
+
     def student_node(state: Any, config: RunnableConfig) -> Any:
-        return delta(state, student.invoke(state, config))
+        try:
+            return delta(state, student.invoke(state, config))
+        except BaseException as exc:
+            failed(state, config, exc)
+            raise
 
     async def astudent_node(state: Any, config: RunnableConfig) -> Any:
-        return delta(state, await student.ainvoke(state, config))
+        try:
+            return delta(state, await student.ainvoke(state, config))
+        except BaseException as exc:
+            failed(state, config, exc)
+            raise
 
     return _node(student_node, astudent_node, STUDENT)
 

@@ -238,3 +238,42 @@ def test_a_plain_reducer_free_state_and_operator_reducers_survive(make_superviso
     graph.add_edge("two", END)
     app = with_atlas(graph, supervisor=make_supervisor(supervision={"lane": "auto"}))
     assert app.invoke({"events": ["start"]}) == {"events": ["start", "one", "two"]}
+
+
+def test_checks_and_metadata_reach_the_session_with_a_shared_supervisor(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+
+    def says_three(context) -> bool:
+        return "3" in context.final_answer
+
+    def per_call(context) -> float:
+        return 0.5
+
+    app = with_atlas(agent(), supervisor=supervisor, agent_name="notes", checks=[says_three])
+    app.invoke({"messages": [HumanMessage(QUESTION)]},
+               {"configurable": {"atlas_metadata": {"task_id": 7}, "atlas_checks": [per_call]}})
+    result = app.session_result()
+    assert result.reward_breakdown["checks"] == {"says_three": 1.0, "per_call": 0.5}
+    [session] = supervisor.store.rows(SessionRecord, SessionRecord.id == result.session_id)
+    assert session.session_metadata["task_id"] == 7
+    assert supervisor.checks == []  # the graph's checks stay with the graph, not the shared supervisor
+
+
+def test_a_raising_agent_ends_its_session_as_failed_and_the_error_propagates(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+
+    @tool
+    def explode(path: str) -> str:
+        """Always fails."""
+        raise RuntimeError("disk on fire")
+
+    fake = ToolCallingFake(messages=iter([AIMessage("", tool_calls=[{"name": "explode", "args": {"path": "x"}, "id": "e"}])]),
+                           disable_streaming=True)
+    app = with_atlas(create_agent(fake, tools=[explode]), supervisor=supervisor, agent_name="boom")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        app.invoke({"messages": [HumanMessage("Read x")]})
+    result = app.session_result()
+    assert result is not None
+    [session] = supervisor.store.rows(SessionRecord, SessionRecord.id == result.session_id)
+    assert session.status == "failed" and "disk on fire" in session.session_metadata["error"]
+    assert app._atlas.sessions == {}  # nothing left running
