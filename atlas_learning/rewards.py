@@ -42,15 +42,17 @@ __all__ = [
 DEFAULT_EFFICIENCY_WEIGHT = 0.5
 DEFAULT_GUIDANCE_TOKEN_BUDGET = 120
 
-_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
+# A number: an optional minus not glued to a word (so 3-5 and 2024-05-07 hold no negatives), digits with optional
+# thousands commas (1,000 but not 1,2), and an optional decimal part.
+_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|(?<![\w.])-?\.\d+")
 _WORDS = re.compile(r"\w+|[^\w\s]")
 _ACCEPTED = re.compile(r'"?accepted"?\s*[:=]\s*(true|false)', re.IGNORECASE)
 
 
 def _normalize(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).casefold().strip()
+    text = unicodedata.normalize("NFKC", text).replace("\u2212", "-").casefold().strip()
     text = re.sub(r"\s+", " ", text)
-    return text.strip(" .!\"'`")
+    return text.lstrip(" \"'`").rstrip(" .!\"'`")
 
 
 def _numbers(text: str) -> list[float]:
@@ -75,10 +77,10 @@ def answer_matches(answer: str, expected: str) -> bool:
         return not got
     if got == want:
         return True
-    wanted_numbers = _numbers(want)
-    if wanted_numbers and _NUMBER.fullmatch(want.replace(" ", "")):
+    compact = want.replace(" ", "")
+    if _NUMBER.fullmatch(compact):
         found = _numbers(got)
-        return bool(found) and found[-1] == wanted_numbers[0]
+        return bool(found) and found[-1] == _numbers(compact)[0]
     return re.search(rf"(?<!\w){re.escape(want)}(?!\w)", got) is not None
 
 

@@ -598,7 +598,9 @@ class SupervisedRun:
             self.task, self.attempts[0]["answer"], tuple(self.steps), self.metadata))])
         if final is None or first is None:
             return None
-        guidance = " ".join(g for g in self.guidance_given if g)
+        last = self.attempts[-1]["attempt"]  # the guidance the student got on answer retries, before the final attempt
+        guidance = " ".join(v.guidance for v in self.verdicts
+                            if v.attempt is not None and v.attempt < last and v.accepted is False and v.guidance)
         return teaching_reward(first >= 0.5, final >= 0.5, guidance)
 
     def _learn_flow(self, answer_text: str, reward: float | None) -> Flow[tuple[list[AppliedChange], str]]:

@@ -22,9 +22,17 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise AtlasError(f"--set {pair!r}: expected key=value, e.g. --set max_steps=50")
         try:
-            settings[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
-            settings[key.strip()] = raw
+            value = raw
+        if isinstance(value, str):  # YAML 1.1 reads 5e-3 as a string
+            for number in (int, float):
+                try:
+                    value = number(raw)
+                    break
+                except ValueError:
+                    continue
+        settings[key.strip()] = value
     return settings
 
 

@@ -128,16 +128,24 @@ def teacher_examples(
 
 def split_examples(examples: Sequence[dict[str, Any]], held_out: float = 0.2, *, seed: int = 0,
                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train, held-out), shuffled with ``seed``; sessions are never split across the two."""
+    """(train, held-out), each shuffled with ``seed``; a session's examples are never split across the two.
+
+    Sessions of the same task still land on both sides when the task ran more than once: held-out figures then
+    measure fit to recorded decisions, not generalisation to new tasks."""
     if not 0.0 <= held_out < 1.0:
         raise AtlasError(f"held_out must be in [0, 1): got {held_out}")
+    rng = random.Random(seed)
     sessions = sorted({e["session_id"] for e in examples})
-    random.Random(seed).shuffle(sessions)
-    count = round(len(sessions) * held_out)
+    rng.shuffle(sessions)
+    count = min(round(len(sessions) * held_out), len(sessions) - 1)  # at least one session is left to train on
     if held_out > 0 and count == 0 and len(sessions) > 1:
         count = 1
-    held = set(sessions[:count])
-    return [e for e in examples if e["session_id"] not in held], [e for e in examples if e["session_id"] in held]
+    held = set(sessions[:max(0, count)])
+    train = [e for e in examples if e["session_id"] not in held]
+    kept = [e for e in examples if e["session_id"] in held]
+    rng.shuffle(train)
+    rng.shuffle(kept)
+    return train, kept
 
 
 class _Session:
@@ -211,7 +219,8 @@ class _Session:
             current = render_steps([self.steps[position]], self.budget // 2)
             messages = step_validation_messages(self.task, plan, earlier, current, self.lessons)
             score = (step.get("reward") or {}).get("score")
-            correct = bool(validation["accepted"]) if self.approved else None if score is None else score >= 0.5
+            # the step judge's measured score first; else the verdict a reviewer approved
+            correct = score >= 0.5 if score is not None else bool(validation["accepted"]) if self.approved else None
             examples.append(self._verdict("step", messages, validation, current, correct, prefill))
         return examples
 

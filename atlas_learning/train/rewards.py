@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 Rows = list[float | None]
+#: What the student is told on a retry when the teacher rejected without guidance (as at run time).
+RETRY_NOTICE = "The teacher rejected the answer; try again."
 
 
 def completion_text(prompt: Any, completion: Any, prefill: str | None = None) -> str:
@@ -124,9 +126,11 @@ class JudgeReward:
 class TeachingReward:
     """What a verdict's guidance does to the student, on rows with an expected answer.
 
-    A verdict that rejects with guidance is rolled out: the student (a chat model) answers the task with the
-    guidance, graded against the expected answer; the recorded attempt is its answer without guidance. A verdict
-    that accepts leaves the attempt as it was. Scored by :func:`atlas_learning.rewards.teaching_reward`.
+    Applies to final-answer verdicts (``answer`` rows). A verdict that rejects is rolled out: the student (a chat
+    model) answers the task with the guidance (or, without any, the retry notice it gets at run time), graded
+    against the expected answer; the recorded attempt is its answer without guidance. A verdict that accepts
+    leaves the attempt as it was. An unreadable verdict, or a student call that fails, leaves the row unscored
+    (None). Scored by :func:`atlas_learning.rewards.teaching_reward`.
     """
 
     __name__ = "teaching"
@@ -149,12 +153,19 @@ class TeachingReward:
         rewards: Rows = []
         texts = _texts(prompts, completions, prefill)
         for text, k, t, e, ok in zip(texts, kind, task, expected, attempt_correct, strict=True):
-            if k not in ("answer", "step") or e is None or ok is None:
+            verdict = parse_verdict(text)
+            if k != "answer" or e is None or ok is None or verdict.accepted is None:
                 rewards.append(None)
                 continue
-            verdict = parse_verdict(text)
-            guidance = verdict.guidance if verdict.accepted is False else ""
-            guided = answer_matches(self.guided_answer(t, guidance), e) if guidance else bool(ok)
+            guidance = ""
+            guided = bool(ok)
+            if verdict.accepted is False:
+                guidance = verdict.guidance
+                try:
+                    guided = answer_matches(self.guided_answer(t, guidance or RETRY_NOTICE), e)
+                except Exception:  # noqa: BLE001 - a failed rollout leaves the row unscored, as a failed judge does
+                    rewards.append(None)
+                    continue
             rewards.append(teaching_reward(bool(ok), guided, guidance, efficiency_weight=self.efficiency_weight,
                                            token_budget=self.token_budget))
         return rewards

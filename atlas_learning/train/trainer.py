@@ -338,6 +338,11 @@ def _run(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path |
         except ImportError:
             raise AtlasError("use_vllm needs vLLM on a CUDA machine: pip install vllm, or --set use_vllm=false") from None
     lm, tokenizer, model_ref = _load(model, output, int(atlas["seed"]))
+    if not trl_kwargs.get("use_cpu"):
+        import torch
+
+        if torch.cuda.is_available():  # score the held-out set where training will run, not on the CPU
+            lm = lm.to("cuda", dtype=torch.bfloat16 if trl_kwargs.get("bf16") else lm.dtype)
     max_new = int(atlas["eval_max_new_tokens"] or trl_kwargs.get("max_completion_length") or 64)
     evaluation = list(held[: int(atlas["max_eval"])])
     scoring = {"max_new_tokens": max_new, "samples": int(atlas["eval_samples"]),

@@ -21,10 +21,10 @@ from __future__ import annotations
 import argparse
 import glob as globbing
 import os
-import re
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +46,8 @@ MAX_READ_BYTES = 32 * 1024
 MAX_WRITE_BYTES = 256 * 1024
 #: search_content skips files larger than this.
 MAX_SEARCH_BYTES = 4 * 1024 * 1024
+#: A search stops after this long: a catastrophic pattern such as (a+)+$ must not hang the server.
+SEARCH_TIMEOUT_S = 2.0
 MAX_MATCHES = 50
 MAX_LIST_ENTRIES = 300
 MAX_OUTPUT_CHARS = 12_000
@@ -225,10 +227,13 @@ class Workspace:
             raise WorkspaceError("empty pattern; give a regular expression such as ERROR or ^total")
         if len(pattern) > 500:
             raise WorkspaceError("pattern longer than 500 characters; use a shorter regular expression")
+        import regex as regex_module  # like re, plus a time limit per match
+
         try:
-            regex = re.compile(pattern)
-        except re.error as exc:
+            regex = regex_module.compile(pattern)
+        except regex_module.error as exc:
             raise WorkspaceError(f"invalid regular expression {pattern!r}: {exc}") from None
+        deadline = time.monotonic() + SEARCH_TIMEOUT_S
         cap = max(1, min(int(max_matches or MAX_MATCHES), 500))
         target = self.resolve(path)
         files = [target] if target.is_file() else sorted(self._walk_files(target))
@@ -245,7 +250,12 @@ class Workspace:
             if text is None:
                 continue  # binary files are not searched
             for number, line in enumerate(text.splitlines(), start=1):
-                if regex.search(line):
+                try:
+                    found = regex.search(line, timeout=max(0.001, deadline - time.monotonic()))
+                except TimeoutError:
+                    raise WorkspaceError(f"the search for {pattern!r} took longer than {SEARCH_TIMEOUT_S:g} s and was "
+                                         "stopped; use a simpler pattern or a narrower path") from None
+                if found:
                     shown = line if len(line) <= 200 else line[:200] + "..."
                     matches.append(f"{self.relative(file)}:{number}: {shown}")
                     if len(matches) >= cap:
@@ -325,15 +335,14 @@ class Workspace:
             if not operands:
                 raise WorkspaceError("grep needs a pattern, e.g. grep -n ERROR logs/app.log")
             checked.append(operands.pop(0))
-        if spec.max_operands is not None and len(operands) > spec.max_operands:
+        expanded = [item for operand in operands for item in self._operand(operand)]
+        if spec.max_operands is not None and len(expanded) > spec.max_operands:  # counted after wildcards expand
             raise WorkspaceError(f"{program} takes at most {spec.max_operands} file here (a second one would be written to)")
-        for operand in operands:
-            expanded = self._operand(operand)
-            if spec.files_only:
-                for item in expanded:
-                    if item != "-" and (self.root / item).resolve().is_dir():
-                        raise WorkspaceError(f"{program} compares files here, not folders: {_quote(item)} is a folder")
-            checked.extend(expanded)
+        for item in expanded:
+            if spec.files_only and item != "-" and (self.root / item).resolve().is_dir():
+                raise WorkspaceError(f"{program} compares files here, not folders: {_quote(item)} is a folder")
+            # A file named like an option (-R, --files0-from=x) or tail's old +f syntax must stay a file name.
+            checked.append(f"./{item}" if item[:1] in "-+" and item != "-" else item)
         return checked
 
     def _check_long(self, program: str, spec: CommandSpec, name: str) -> None:
@@ -427,6 +436,8 @@ def guarded(action: Callable[..., str], *args: Any, **kwargs: Any) -> str:
         return action(*args, **kwargs)
     except WorkspaceError as exc:
         return f"ERROR: {exc}"
+    except (RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte in an argument
+        return f"ERROR: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
     except OSError as exc:
         return f"ERROR: {exc.strerror or type(exc).__name__}" + (f" ({_quote(str(exc.filename))})" if exc.filename else "")
 

@@ -278,3 +278,36 @@ def test_the_server_needs_an_existing_root(tmp_path: Path, monkeypatch: pytest.M
         server.main(["--root", str(tmp_path / "nope")])
     with pytest.raises(WorkspaceError, match="is not a folder"):
         Workspace(tmp_path / "nope")
+
+
+# ------------------------------------------------------------------------------- review regressions
+def test_files_named_like_options_stay_file_names(ws: Workspace, workspace: Path) -> None:
+    """A file called --files0-from=l matched by a wildcard must not become an option that reads outside."""
+    (workspace / "l").write_bytes(b"/etc/hostname\x00")
+    (workspace / "--files0-from=l").write_text("x\n")
+    (workspace / "-R").write_text("y\n")
+    argv = ws.command_argv("wc [-]*")
+    assert argv == ["wc", "./--files0-from=l", "./-R"]
+    assert "/etc/hostname" not in guarded(ws.run_command, "sort [-]*")
+    assert ws.command_argv("tail +f notes/todo.txt")[1] == "./+f"  # tail's old follow-forever syntax stays a name
+
+
+def test_uniq_operands_are_counted_after_wildcards_expand(ws: Workspace, workspace: Path) -> None:
+    (workspace / "u").mkdir()
+    (workspace / "u" / "x.txt").write_text("a\na\n")
+    (workspace / "u" / "y.txt").write_text("keep\n")
+    assert "at most 1 file" in guarded(ws.run_command, "uniq u/*")
+    assert (workspace / "u" / "y.txt").read_text() == "keep\n"
+
+
+def test_a_catastrophic_pattern_is_stopped(ws: Workspace, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server, "SEARCH_TIMEOUT_S", 0.2)
+    (workspace / "aaa.txt").write_text("a" * 60 + "!\n")
+    assert "took longer than 0.2 s" in guarded(ws.search_content, "(a|aa)+$", "aaa.txt")
+
+
+def test_a_symlink_loop_is_one_error_line(ws: Workspace, workspace: Path) -> None:
+    (workspace / "loop1").symlink_to(workspace / "loop2")
+    (workspace / "loop2").symlink_to(workspace / "loop1")
+    message = guarded(ws.read_file, "loop1")
+    assert message.startswith("ERROR:") and "\n" not in message

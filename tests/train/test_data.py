@@ -64,6 +64,21 @@ def test_split_keeps_each_session_on_one_side(sum_sessions) -> None:
     assert not {e["session_id"] for e in train} & {e["session_id"] for e in held}
 
 
+def test_split_always_leaves_a_session_to_train_on() -> None:
+    examples = [{"session_id": "a", "x": 1}, {"session_id": "b", "x": 2}]
+    train, held = split_examples(examples, 0.9)
+    assert len(train) == 1 and len(held) == 1
+
+
+def test_set_values_are_typed() -> None:
+    from atlas_learning._commands.training import parse_settings
+
+    assert parse_settings(["learning_rate=5e-3", "max_steps=10", "lora=true", "kinds=answer,step", "name=x"]) == {
+        "learning_rate": 0.005, "max_steps": 10, "lora": True, "kinds": "answer,step", "name": "x"}
+    with pytest.raises(AtlasError, match="key=value"):
+        parse_settings(["oops"])
+
+
 def test_bad_sources_say_what_to_do(tmp_path) -> None:
     with pytest.raises(AtlasError, match="no such file"):
         load_sessions(tmp_path / "missing.jsonl")

@@ -33,6 +33,8 @@ GUIDANCE = "Add the numbers."
 @pytest.mark.parametrize(("answer", "expected", "matches"), [
     ("391", "391", True), ("The total is 391.", "391", True), ("391 or 392", "391", False), ("1,000", "1000", True),
     ("The capital is Paris", "Paris", True), ("Parisian", "Paris", False), ("  PARIS. ", "paris", True), ("", "x", False),
+    ("values 1,2", "12", False), ("between 3-5", "5", True), ("It is \u22125", "-5", True), ("1000", "1 000", True),
+    ("1", "1 000", False), ("0.1", ".1", True), ("2024-05-07", "7", True),
 ])
 def test_answer_matches(answer: str, expected: str, matches: bool) -> None:
     assert answer_matches(answer, expected) is matches
@@ -88,6 +90,15 @@ def test_teaching_reward_function_rolls_the_student_out() -> None:
                                            attempt_correct=[False, True, True, False], **columns)
     bonus = efficiency_bonus(GUIDANCE)
     assert helped == pytest.approx([1.0 + bonus, bonus, DEFAULT_EFFICIENCY_WEIGHT, 0.0])
+    unreadable = TeachingReward(_student("4"))(completions=["no idea", reject], attempt_correct=[False, False],
+                                               **{k: [v[0], v[0]] if k != "kind" else ["answer", "step"] for k, v in columns.items()})
+    assert unreadable == [None, None]  # an unreadable verdict, and a step row, are not scored
+
+    class Broken:
+        def generate(self, *args, **kwargs):
+            raise RuntimeError("student down")
+
+    assert TeachingReward(Broken())(completions=[reject], attempt_correct=[False], **{k: v[:1] for k, v in columns.items()}) == [None]
     hurt = TeachingReward(_student("5"))(completions=[reject], attempt_correct=[True], **{k: v[:1] for k, v in columns.items()})
     assert hurt == [-1.0]
 
