@@ -98,15 +98,14 @@ def quickstart(
     typer.echo(f"config      ok ({config_path or 'defaults'})")
     with Store(loaded) as store:
         typer.echo(f"store       ok ({store!r}, schema version {store.schema_version()})")
-    if model != "scripted":
-        models = RoleModels(loaded)
-        teacher = models.get("teacher")
-        started = time.perf_counter()
-        reply = teacher.generate("What is the capital of France? Answer in one word.", output_type=Check, max_tokens=48)
-        elapsed = time.perf_counter() - started
-        typer.echo(f"teacher     ok ({teacher.provider}:{teacher.model_name}) answered {reply.output.model_dump()} "
-                   f"in {elapsed:.2f}s including load")
-        models.close()
+    models = RoleModels(loaded)
+    teacher = models.get("teacher")
+    started = time.perf_counter()
+    reply = teacher.generate("What is the capital of France? Answer in one word.", output_type=Check, max_tokens=48)
+    elapsed = time.perf_counter() - started
+    typer.echo(f"teacher     ok ({teacher.provider}:{teacher.model_name}) answered {reply.output.model_dump()} "
+               f"in {elapsed:.2f}s including load")
+    models.close()
     typer.echo("")
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))

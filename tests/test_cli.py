@@ -57,11 +57,12 @@ def test_quickstart_checks_config_store_and_teacher(tmp_path) -> None:
         "models:\n  default:\n    provider: scripted\n    options:\n      responses: ['{\"answer\": \"Paris\", \"confident\": true}']\n"
         f"storage:\n  url: sqlite:///{tmp_path / 'q.db'}\n"
     )
-    result = atlas("quickstart", cwd=tmp_path)
+    result = atlas("quickstart", "--model", "scripted", "--tasks", "1-2", "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "schema version 1" in result.stdout
     assert "{'answer': 'Paris', 'confident': True}" in result.stdout
-    assert (tmp_path / "q.db").is_file()
+    assert "success 2/2" in result.stdout  # then the main example ran, here with its scripted agent
+    assert (tmp_path / "q.db").is_file() and (tmp_path / "out" / "results.json").is_file()
 
 
 def test_unreachable_store_is_one_line(tmp_path) -> None:

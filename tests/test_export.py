@@ -153,7 +153,8 @@ def test_session_trace_has_steps_with_tools_rewards_validation_and_guidance(stor
     assert [(a["answer"], a["accepted"]) for a in trace["attempts"]] == [("2 items", False), ("3 items", True)]
     assert {g["kind"] for g in trace["guidance"]} == {"plan", "step", "answer"}
     reward = trace["session_reward"]
-    assert reward["status"] == "ok" and reward["breakdown"]["checks"] == {"counts_three": 1.0}
+    # the user's check and the built-in expected-answer check (the metadata has a ground_truth)
+    assert reward["status"] == "ok" and reward["breakdown"]["checks"] == {"counts_three": 1.0, "expected_answer_check": 1.0}
     assert reward["score"] == pytest.approx(0.5 * 1.0 + 0.5 * 0.9)
     judge = reward["judges"][0]
     assert judge["identifier"] == "judge_small" and len(judge["samples"]) == 3
@@ -198,7 +199,7 @@ def test_grpo_format_has_prompts_and_reward_columns(store: Store, sessions) -> N
     assert [m["role"] for m in record["prompt"]] == ["system", "user"]
     assert record["prompt"][1]["content"] == record["task"]
     assert (record["final_answer"], record["learning_key"], record["ground_truth"]) == ("3 items", "files", "3")
-    assert record["verifiable_outcome"] == 1.0 and record["checks"] == {"counts_three": 1.0}
+    assert record["verifiable_outcome"] == 1.0 and record["checks"] == {"counts_three": 1.0, "expected_answer_check": 1.0}
     assert record["session_reward"] == pytest.approx(0.95)
     other = records[sessions["good_notes"]]
     assert (other["verifiable_outcome"], other["checks"], other["ground_truth"]) == (None, None, None)
