@@ -70,6 +70,15 @@ def similarity(a: str, b: str) -> float:
     return len(left & right) / len(left | right) if left and right else 0.0
 
 
+_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+def is_usable_lesson(text: str) -> bool:
+    """A lesson is an instruction: at least three words of letters. '1.0' or 'log_big.log' is not one (a weak
+    synthesizer proposes such strings) and never enters the playbook."""
+    return sum(1 for token in text.split() if _WORD.search(token)) >= 3
+
+
 def estimate_tokens(text: str) -> int:
     """About four characters a token; good enough for budgets."""
     return max(1, math.ceil(len(text) / 4))
@@ -274,7 +283,7 @@ class PlaybookRegistry:
         for change in changes:
             if change.op == "add":
                 lesson = change.lesson.strip()
-                if not lesson:
+                if not is_usable_lesson(lesson):
                     continue
                 twin = max(live, key=lambda e: similarity(e.lesson, lesson), default=None)
                 if twin is not None and twin.audience == change.audience and similarity(twin.lesson, lesson) >= self.config.merge_similarity:
@@ -293,7 +302,7 @@ class PlaybookRegistry:
                 applied.append(self._version_row(tx, entry, "add", version, session_id, change.reason))
             elif change.entry_id in by_id:
                 entry = by_id[change.entry_id]
-                if change.op == "refine" and change.lesson.strip():
+                if change.op == "refine" and is_usable_lesson(change.lesson):
                     applied.append(self._refine(tx, entry, change.lesson.strip(), change, version, session_id))
                 elif change.op == "retire":
                     entry.status = "retired"

@@ -126,3 +126,12 @@ def test_checks_accept_many_shapes_and_survive_errors() -> None:
                           lambda c: None, boom, lambda c: "yes"], CheckContext("t", "a"))
     assert [r.score for r in results] == [1.0, 0.25, 1.0, 0.5, None, None, None]
     assert "broken check" in results[5].reason and "expected CheckResult" in results[6].reason
+
+
+def test_strings_that_are_not_instructions_never_become_lessons(store) -> None:
+    registry = PlaybookRegistry(store, PlaybookConfig())
+    applied = registry.apply("k", [LessonChange(op="add", lesson="1.0"), LessonChange(op="add", lesson="log_big.log"),
+                                   LessonChange(op="add", lesson="Read the file before answering.")])
+    assert [c.lesson for c in applied] == ["Read the file before answering."]
+    registry.apply("k", [LessonChange(op="refine", entry_id=applied[0].entry_id, lesson="0.5")])
+    assert [e.lesson for e in registry.live_entries("k")] == ["Read the file before answering."]
