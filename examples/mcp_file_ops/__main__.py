@@ -77,7 +77,9 @@ def _run(args: argparse.Namespace) -> int:
 
             path, note = write_plot({"learning": reports[0].runs, "baseline": reports[1].runs}, Path(args.out) / "learning_curve.png")
             print(f"learning curve: {path}" if path else note)
-    return 0 if all(not r.summary["errors"] for r in reports) else 1
+    # A task whose agent failed (bad model output, a runaway loop) is a result, counted in the table, not a failure
+    # of the example: the exit status is 0 whenever the suite ran.
+    return 0
 
 
 if __name__ == "__main__":
