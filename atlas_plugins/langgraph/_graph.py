@@ -198,8 +198,9 @@ class _Adapter:
         return _node(call, acall, name)
 
     def record_node(self, run: SupervisedRun, name: str, state: Any, update: Any, steps_before: int, started: float) -> None:
-        """A node that made no model or tool call is a step of its own (custom graphs)."""
-        if len(run.steps) > steps_before:
+        """A node that made no model or tool call is a step of its own (custom graphs), except a create_agent
+        middleware hook (``SomeMiddleware.before_model``) that changed nothing: that is plumbing, not work."""
+        if len(run.steps) > steps_before or ("." in name and not update):
             return
         try:
             from datetime import timedelta

@@ -277,3 +277,19 @@ def test_a_raising_agent_ends_its_session_as_failed_and_the_error_propagates(mak
     [session] = supervisor.store.rows(SessionRecord, SessionRecord.id == result.session_id)
     assert session.status == "failed" and "disk on fire" in session.session_metadata["error"]
     assert app._atlas.sessions == {}  # nothing left running
+
+
+def test_middleware_hooks_that_change_nothing_are_not_steps(make_supervisor) -> None:
+    from langchain.agents.middleware import AgentMiddleware
+
+    class Quiet(AgentMiddleware):
+        def before_model(self, state, runtime):
+            return None
+
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    fake = ToolCallingFake(messages=iter([AIMessage("", tool_calls=[{"name": "read_file", "args": {"path": "notes/todo.txt"}, "id": "r"}]),
+                                          AIMessage("There are 3 items.")]), disable_streaming=True)
+    app = with_atlas(create_agent(fake, tools=[read_file], middleware=[Quiet()]), supervisor=supervisor, agent_name="quiet")
+    app.invoke({"messages": [HumanMessage(QUESTION)]})
+    steps = steps_of(supervisor, app.session_result().session_id)
+    assert [s.kind for s in steps] == ["model_call", "tool_call", "model_call"]
