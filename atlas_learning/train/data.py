@@ -128,21 +128,23 @@ def teacher_examples(
 
 def split_examples(examples: Sequence[dict[str, Any]], held_out: float = 0.2, *, seed: int = 0,
                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train, held-out), each shuffled with ``seed``; a session's examples are never split across the two.
-
-    Sessions of the same task still land on both sides when the task ran more than once: held-out figures then
-    measure fit to recorded decisions, not generalisation to new tasks."""
+    """(train, held-out), each shuffled with ``seed``, split by task: every example of a task (all its sessions)
+    lands on one side, so the held-out reward measures tasks the model was not trained on."""
     if not 0.0 <= held_out < 1.0:
         raise AtlasError(f"held_out must be in [0, 1): got {held_out}")
     rng = random.Random(seed)
-    sessions = sorted({e["session_id"] for e in examples})
-    rng.shuffle(sessions)
-    count = min(round(len(sessions) * held_out), len(sessions) - 1)  # at least one session is left to train on
-    if held_out > 0 and count == 0 and len(sessions) > 1:
+
+    def group(example: dict[str, Any]) -> str:
+        return str(example.get("task") or example["session_id"])
+
+    tasks = sorted({group(e) for e in examples})
+    rng.shuffle(tasks)
+    count = min(round(len(tasks) * held_out), len(tasks) - 1)  # at least one task is left to train on
+    if held_out > 0 and count == 0 and len(tasks) > 1:
         count = 1
-    held = set(sessions[:max(0, count)])
-    train = [e for e in examples if e["session_id"] not in held]
-    kept = [e for e in examples if e["session_id"] in held]
+    held = set(tasks[:max(0, count)])
+    train = [e for e in examples if group(e) not in held]
+    kept = [e for e in examples if group(e) in held]
     rng.shuffle(train)
     rng.shuffle(kept)
     return train, kept

@@ -9,7 +9,7 @@ Presets (any key can be changed with ``settings``, the CLI's ``--set key=value``
 - ``gpu``: bf16, LoRA, TRL's vLLM generation colocated with training (``use_vllm``, ``vllm_mode="colocate"``),
   learning rate 1e-6, 512-token completions. Needs ``pip install vllm`` on a CUDA machine.
 
-Atlas's own settings (the rest go to ``GRPOConfig`` / ``SFTConfig``): ``held_out`` (fraction of sessions kept
+Atlas's own settings (the rest go to ``GRPOConfig`` / ``SFTConfig``): ``held_out`` (fraction of tasks kept
 for the before/after reward, 0.2), ``seed``, ``kinds`` (example kinds), ``prefill``, ``rewards`` (names from
 :data:`~atlas_learning.train.rewards.REWARD_NAMES`), ``lora``, ``lora_r``, ``lora_alpha``, ``lora_dropout``,
 ``lora_target_modules``, ``max_eval`` (held-out examples scored), ``eval_max_new_tokens``, ``eval_samples``

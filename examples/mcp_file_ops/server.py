@@ -387,7 +387,7 @@ class Workspace:
         except subprocess.TimeoutExpired:
             raise WorkspaceError(f"{argv[0]} took longer than {COMMAND_TIMEOUT_S:g} s and was stopped") from None
         out = completed.stdout.decode("utf-8", errors="replace")
-        err = completed.stderr.decode("utf-8", errors="replace").strip()
+        err = completed.stderr.decode("utf-8", errors="replace").strip()[:MAX_OUTPUT_CHARS]
         text = out if len(out) <= MAX_OUTPUT_CHARS else out[:MAX_OUTPUT_CHARS] + f"\n... [output cut at {MAX_OUTPUT_CHARS} characters]"
         if completed.returncode != 0:
             # grep and diff use exit status 1 for "no match" / "files differ": not an error

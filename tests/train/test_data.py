@@ -56,16 +56,19 @@ def test_prefill_moves_the_verdicts_first_words_into_the_prompt(sum_sessions) ->
     assert json.loads(VERDICT_PREFILL + example["completion"][0]["content"])["accepted"] in (True, False)
 
 
-def test_split_keeps_each_session_on_one_side(sum_sessions) -> None:
+def test_split_keeps_each_task_on_one_side(sum_sessions) -> None:
     url, _ = sum_sessions
     examples = teacher_examples(load_sessions("approved", store_url=url))
     train, held = split_examples(examples, 0.3, seed=1)
     assert train and held and len(train) + len(held) == len(examples)
     assert not {e["session_id"] for e in train} & {e["session_id"] for e in held}
+    repeated = [{**e, "session_id": e["session_id"] + "-again"} for e in examples]  # every task ran twice
+    train, held = split_examples([*examples, *repeated], 0.3, seed=1)
+    assert held and not {e["task"] for e in train} & {e["task"] for e in held}
 
 
 def test_split_always_leaves_a_session_to_train_on() -> None:
-    examples = [{"session_id": "a", "x": 1}, {"session_id": "b", "x": 2}]
+    examples = [{"session_id": "a", "task": "t1"}, {"session_id": "b", "task": "t2"}]
     train, held = split_examples(examples, 0.9)
     assert len(train) == 1 and len(held) == 1
 

@@ -52,7 +52,7 @@ def grpo_run(escalations, tmp_path_factory):
 
 
 def test_grpo_raises_the_held_out_reward(grpo_run) -> None:
-    assert grpo_run.steps == 40 and grpo_run.held_out_examples == 9
+    assert grpo_run.steps == 40 and grpo_run.held_out_examples == 12  # 2 of the 5 tasks, 6 sessions each
     assert grpo_run.held_out_before is not None and grpo_run.held_out_after is not None
     assert grpo_run.held_out_after > grpo_run.held_out_before + 0.2, (grpo_run.held_out_before, grpo_run.held_out_after)
     assert grpo_run.seconds_per_step is not None and grpo_run.seconds_per_step > 0
