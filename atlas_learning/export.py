@@ -736,13 +736,14 @@ def _messages(s: Any, entries: list[Any], steps: list[Any], rewards: list[Any], 
 def _grpo(s: Any, entries: list[Any], rewards: list[Any]) -> dict[str, Any]:
     """A prompt-only GRPO record: the teacher's execution prompt and the columns reward functions read."""
     from .prompts import execution_messages
+    from .rewards import expected_answer_value
 
     reward = _session_reward_row(rewards)
     breakdown = (_load(reward[6]) or {}) if reward is not None else {}
     checks = breakdown.get("checks") if isinstance(breakdown.get("checks"), dict) else None
     scored = [v for v in (checks or {}).values() if isinstance(v, (int, float))]
     metadata = _load(s.session_metadata) or {}
-    truth = metadata.get("ground_truth", metadata.get("expected_answer"))
+    truth = expected_answer_value(metadata)
     return {
         "prompt": execution_messages(s.task, _lessons(entries, "teacher") or ""),
         "task": s.task,

@@ -32,6 +32,7 @@ __all__ = [
     "efficiency_bonus",
     "expected_answer_check",
     "expected_answer_of",
+    "expected_answer_value",
     "mean_or_none",
     "parse_verdict",
     "teaching_reward",
@@ -84,9 +85,14 @@ def answer_matches(answer: str, expected: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(want)}(?!\w)", got) is not None
 
 
+def expected_answer_value(metadata: dict[str, Any]) -> Any:
+    """The expected answer a session's metadata names: ``ground_truth``, else ``expected_answer``, else None."""
+    return metadata.get("ground_truth", metadata.get("expected_answer"))
+
+
 def expected_answer_of(metadata: dict[str, Any]) -> str | None:
-    """The expected answer a session's metadata names (``ground_truth``, else ``expected_answer``), as text."""
-    value = metadata.get("ground_truth", metadata.get("expected_answer"))
+    """:func:`expected_answer_value` as text (JSON for a structured value)."""
+    value = expected_answer_value(metadata)
     if value is None:
         return None
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)

@@ -215,7 +215,7 @@ def _without_prefill(example: dict[str, Any]) -> dict[str, Any]:
     return {**example, "prompt": prompt[:-1], "completion": completion}
 
 
-def _grpo_row(example: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
+def _grpo_row(example: dict[str, Any]) -> dict[str, Any]:
     prompt = example["prompt"]
     prefill = prompt[-1]["content"] if prompt and prompt[-1]["role"] == "assistant" else ""
     return {**{k: v for k, v in example.items() if k != "completion"}, "prefill": prefill}
@@ -308,12 +308,14 @@ def _peft_config(atlas: dict[str, Any]) -> Any:
                       lora_dropout=float(atlas["lora_dropout"]), target_modules=atlas["lora_target_modules"])
 
 
-def _save(trainer: Any, tokenizer: Any, output: Path) -> None:
+def _save(trainer: Any, tokenizer: Any, output: Path) -> Any:
+    """Save the trained model (LoRA merged in, so the directory is a plain checkpoint) and return it."""
     model = trainer.model
-    if hasattr(model, "merge_and_unload"):  # LoRA: merge so the directory is a plain checkpoint
+    if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.save_pretrained(output)
     tokenizer.save_pretrained(output)
+    return model
 
 
 def _run(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path | None, output: str | Path,
@@ -359,7 +361,7 @@ def _run(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path |
 
         # TRL's GRPOTrainer opens a new assistant turn after a conversational prompt, so prompts that end in a
         # prefill are rendered to text here, and the reward functions get the prefill as a column.
-        rows = [_grpo_row(e, tokenizer) for e in train]
+        rows = [_grpo_row(e) for e in train]
         if any(row["prefill"] for row in rows):
             rows = [{**row, "prompt": _prompt_text(tokenizer, e["prompt"])} for row, e in zip(rows, train, strict=True)]
         trainer = GRPOTrainer(model=lm, reward_funcs=list(rewards or []), args=GRPOConfig(**trl_kwargs),
@@ -374,8 +376,7 @@ def _run(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path |
     started = time.perf_counter()
     state = trainer.train()
     seconds = time.perf_counter() - started
-    _save(trainer, tokenizer, output)
-    trained = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
+    trained = _save(trainer, tokenizer, output)
     after = evaluate_reward(trained, tokenizer, evaluation, rewards or [], **scoring)
     steps = int(state.global_step)
     result = TrainResult(
