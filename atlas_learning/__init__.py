@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "CheckContext": "atlas_learning.judges",
     "CheckResult": "atlas_learning.judges",
     "AtlasEvent": "atlas_learning.events",
+    "session_options": "atlas_learning.context",
     "EventBus": "atlas_learning.events",
 }
 
@@ -48,6 +49,7 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from .config import AtlasConfig, ModelSettings, StorageConfig
+    from .context import session_options
     from .errors import (
         AtlasError,
         AuthenticationError,

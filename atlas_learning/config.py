@@ -168,9 +168,15 @@ class SupervisionConfig(_Section):
     escalate_below_reward: float | None = Field(None, ge=0.0, le=1.0)
     llm_probe: bool = True
     probe_below_confidence: float = Field(0.6, ge=0.0, le=1.0)
-    #: Shared learning key; by default the agent's name plus ``task_family`` when set.
+    #: Shared learning key; by default the agent's name.
     learning_key: str | None = None
+    #: The task family of sessions whose call names none; unset, a family is inferred from the task text.
     task_family: str | None = None
+    #: Similarity (0..1) of a task to a family's past tasks at which it joins that family when none is given.
+    family_similarity: float = Field(0.25, ge=0.0, le=1.0)
+    #: Supervision tokens (teacher, judges, probe, synthesizer) one session may spend; past it, further
+    #: supervision calls are skipped with the reason recorded. None: no limit.
+    max_tokens_per_session: int | None = Field(None, gt=0)
 
 
 class JudgesConfig(_Section):
@@ -192,27 +198,70 @@ class JudgesConfig(_Section):
     checks_weight: float = Field(0.5, ge=0.0, le=1.0)
     #: Score each step (tool call, node) too, in one batched judge call per session.
     judge_steps: bool = True
+    #: When verifiable checks decided the outcome: ``one_sample`` of the small judge and no step judge, ``skip``
+    #: the judges, or ``full`` judging as without checks.
+    when_checks_decide: Literal["one_sample", "skip", "full"] = "one_sample"
     #: Characters of trace (tool arguments, results, answer) a judge sees at most.
     context_budget_chars: int = Field(6000, ge=500)
 
 
 class PlaybookConfig(_Section):
-    """Lessons learned per learning key, how many are injected, and when they are retired."""
+    """Lessons learned per learning key: which are injected, how their impact is measured, when they change status.
+
+    An entry is injected only when it applies: its relevance to the task (BM25, normalised 0..1) plus
+    ``family_boost`` when it is scoped to the session's task family reaches ``relevance_threshold``; an entry
+    scoped to another family never applies. Of the entries that apply, a share is withheld at random (an entry
+    under trial: ``trial_explore_rate``, kept balanced within ``max_imbalance``; an active one:
+    ``explore_rate``) so that impact compares sessions of the same kind with and without it. See docs/loop.md.
+    """
 
     #: Learn from sessions and inject lessons. Off gives the no-learning baseline.
     enabled: bool = True
-    #: Tokens of lessons injected into one set of instructions, at most (about 4 characters a token).
+    #: Tokens of the rendered lessons block (header and every line) in one set of instructions, at most.
     inject_token_budget: int = Field(400, ge=0)
-    #: Tokens of all live (provisional and active) entries of a key, at most; the weakest go first.
+    #: Tokens of all live (provisional and active) lessons of a key, at most; the weakest go first.
     total_token_budget: int = Field(3000, ge=100)
-    #: A provisional entry becomes active after this many sessions that used it without hurting reward.
-    activate_after: int = Field(2, ge=1)
-    #: Observations (sessions with the entry injected) before its impact can retire it.
-    retire_after: int = Field(5, ge=1)
-    #: Retire when mean reward with the entry minus mean reward without is at most this.
-    retire_margin: float = 0.0
-    #: Token-overlap similarity at or above which a new lesson merges into an existing one.
+    #: Relevance (0..1, plus the family boost) an entry needs to be injected into a task.
+    relevance_threshold: float = Field(0.2, ge=0.0, le=2.0)
+    #: Added to the relevance of an entry scoped to the session's own task family.
+    family_boost: float = Field(0.25, ge=0.0, le=1.0)
+    #: Share of the sessions an entry under trial (provisional) applies to in which it is withheld.
+    trial_explore_rate: float = Field(0.5, ge=0.0, le=1.0)
+    #: Share of the sessions an active entry applies to in which it is still withheld, to keep measuring it.
+    explore_rate: float = Field(0.1, ge=0.0, le=1.0)
+    #: An entry under trial whose with/without sample sizes differ by this much goes to the smaller side.
+    max_imbalance: int = Field(2, ge=1)
+    #: Sessions with the entry, and without it, before its impact decides anything.
+    min_with: int = Field(3, ge=1)
+    min_without: int = Field(2, ge=1)
+    #: Probability that the entry helps (see docs/loop.md) at which it is activated; at 1 minus this it is retired.
+    decide_confidence: float = Field(0.8, gt=0.5, lt=1.0)
+    #: Uses after which an entry under trial that has shown no effect either way is retired.
+    max_trial_uses: int = Field(12, ge=2)
+    #: Token-overlap similarity at or above which a new lesson merges into a live one, or is refused because it
+    #: repeats a retired one (a tombstone).
     merge_similarity: float = Field(0.6, ge=0.0, le=1.0)
+    #: When the synthesizer runs: ``when_useful`` (a rejection, a failed check, a low or drifting reward, a family
+    #: with no lessons yet, a lesson under trial) or ``always``.
+    synthesize: Literal["when_useful", "always"] = "when_useful"
+    #: Seed of the withholding draws (None: unseeded); for reproducible experiments.
+    seed: int | None = None
+
+
+class ExamplesConfig(_Section):
+    """Worked examples: compact records of sessions that passed their checks, shown to the student on similar tasks.
+
+    They are playbook entries of kind ``example``, selected, withheld and measured like lessons."""
+
+    enabled: bool = True
+    #: Examples injected into one set of instructions, at most.
+    max_injected: int = Field(1, ge=0, le=5)
+    #: Tokens of the rendered examples block, at most.
+    token_budget: int = Field(300, ge=0)
+    #: Live examples kept per task family; the weakest is retired when another is added.
+    max_per_family: int = Field(3, ge=1)
+    #: Without checks, a session becomes an example when it was approved with at least this reward.
+    min_reward: float = Field(0.9, ge=0.0, le=1.0)
 
 
 class DriftConfig(_Section):
@@ -283,6 +332,7 @@ class AtlasConfig(_Section):
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
     judges: JudgesConfig = Field(default_factory=JudgesConfig)
     playbook: PlaybookConfig = Field(default_factory=PlaybookConfig)
+    examples: ExamplesConfig = Field(default_factory=ExamplesConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)

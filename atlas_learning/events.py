@@ -35,6 +35,8 @@ EventType = Literal[
     "lesson_confirmed",
     "lesson_activated",
     "lesson_retired",
+    "lesson_refused",
+    "supervision_budget_reached",
     "drift_alert",
     "session_finished",
     "store_degraded",

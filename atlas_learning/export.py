@@ -419,7 +419,7 @@ class _Reader:
                                  .where(among(t.session_id, ids)).order_by(t.session_id, t.id))
             t = _ATTEMPTS.c
             attempts = self.grouped(select(t.session_id, t.attempt, t.answer, t.accepted, t.verdict_reason, t.guidance,
-                                           time_(t.created_at)).where(among(t.session_id, ids)).order_by(t.session_id, t.attempt, t.id))
+                                           time_(t.created_at), t.checks).where(among(t.session_id, ids)).order_by(t.session_id, t.attempt, t.id))
             t = _GUIDANCE.c
             guidance = self.grouped(select(t.session_id, t.step_id, t.source, t.kind, t.content, time_(t.created_at))
                                     .where(among(t.session_id, ids)).order_by(t.session_id, t.id))
@@ -440,7 +440,7 @@ class _Reader:
         t = _ENTRIES.c
         for start in range(0, len(wanted), PAGE_SIZE):  # within SQLite's 999 parameters, whatever the page
             chunk = wanted[start:start + PAGE_SIZE]
-            for row in self.connection.execute(select(t.id, t.audience, t.lesson, t.applies_when).where(among(t.id, chunk))):
+            for row in self.connection.execute(select(t.id, t.audience, t.kind, t.lesson, t.applies_when).where(among(t.id, chunk))):
                 entries[row.id] = row
         return _Page(sessions, lessons_used, entries, steps, rewards, step_rewards, plans, attempts, guidance, events)
 
@@ -534,9 +534,9 @@ def _lessons(entries: list[Any], audience: str) -> str | None:
     chosen = [e for e in entries if e.audience == audience]
     if not chosen:
         return None
-    from .playbook import render_lessons
+    from .playbook import render_playbook
 
-    return render_lessons(chosen)
+    return render_playbook(chosen)
 
 
 def _sample_score(sample: dict[str, Any]) -> float | None:
@@ -657,7 +657,7 @@ def _trace_line(s: Any, entries: list[Any], steps: list[Any], rewards: list[Any]
     adaptive = {"adaptive_mode": s.lane, "confidence": s.lane_confidence, "reason": s.lane_reason, "source": s.lane_source,
                 "signals": signals if isinstance(signals, dict) else {}}
     attempts_json = _DUMPS([{"attempt": a[1], "answer": a[2], "accepted": a[3], "verdict_reason": a[4], "guidance": a[5],
-                             "created_at": _iso(a[6])} for a in attempts]) if attempts else "[]"
+                             "created_at": _iso(a[6]), "checks": a[7]} for a in attempts]) if attempts else "[]"
     used = _raw(s.lessons_used, "[]")
     lane = _ostr(s.lane)
     return (
@@ -717,7 +717,7 @@ def _messages(s: Any, entries: list[Any], steps: list[Any], rewards: list[Any], 
 
     final = s.final_answer or ""
     placed = 0  # steps of attempts up to this number are in the messages
-    for position, (_, number, answer, accepted, _reason, attempt_guidance, _created) in enumerate(attempts):
+    for position, (_, number, answer, accepted, _reason, attempt_guidance, _created, _checks) in enumerate(attempts):
         add_steps(step for step in steps if placed < step[3] <= number)
         placed = max(placed, number)
         if position == len(attempts) - 1 and (answer or "") == final:

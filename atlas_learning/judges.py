@@ -132,12 +132,18 @@ def judge_session_flow(
     verdicts: str,
     checks: Sequence[CheckResult],
     config: JudgesConfig,
+    *,
+    judging: str = "full",
 ) -> Flow[SessionReward]:
-    """Sample the small judge, arbitrate with the large one when needed, and combine with the checks."""
+    """Sample the small judge, arbitrate with the large one when needed, and combine with the checks.
+
+    ``judging`` is ``full``, or, when verifiable checks decided the outcome, ``one_sample`` (one small-judge
+    sample, never arbitrated: the checks carry the outcome) or ``skip`` (the checks alone)."""
     messages = session_judge_messages(task, render_steps(steps, config.context_budget_chars), final_answer, verdicts)
     samples: list[dict[str, Any]] = []
     valid: list[SessionJudgement] = []
-    for temperature in config.temperatures:
+    temperatures = {"full": config.temperatures, "one_sample": config.temperatures[:1]}.get(judging, [])
+    for temperature in temperatures:
         answer = yield Ask("judge_small", "judge_session", messages, SessionJudgement, temperature=temperature)
         samples.append(_sample("small", temperature, answer.output, answer.error, answer.text))
         if answer.ok:
@@ -147,7 +153,14 @@ def judge_session_flow(
     breakdown: dict[str, Any] = {}
     reasons: list[str] = []
     escalated = False
-    if valid:
+    if judging != "full":
+        if valid:
+            judge_score = weighted_score(valid[0], config.weights)
+            breakdown = {part: getattr(valid[0], part) for part in config.weights}
+            reasons.append("verifiable checks decided the outcome: one small-judge sample")
+        else:
+            reasons.append("verifiable checks decided the outcome: judges " + ("skipped" if judging == "skip" else "failed"))
+    elif valid:
         scores = [weighted_score(j, config.weights) for j in valid]
         spread = max(scores) - min(scores)
         confidence = statistics.fmean(j.confidence for j in valid)

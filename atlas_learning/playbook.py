@@ -1,67 +1,66 @@
-"""The playbook: lessons learned per learning key, how they are retrieved and injected, and how they change.
+"""The playbook: lessons and worked examples per learning key, which apply to a task, and how they change.
 
-Retrieval scores live entries (provisional and active) by lexical overlap with the task, then by measured
-impact, and keeps what fits the injection token budget. :class:`PlaybookRegistry` applies the synthesizer's
-deltas (add, refine, retire) under optimistic concurrency: every change bumps the key's registry version with
-a compare-and-set, and a writer that lost the race re-reads and re-applies its deltas, so concurrent sessions
-never lose each other's updates. Every change is kept as a version row, for history and diffs. Impact
-statistics (reward of sessions with vs without an entry injected) are atomic increments; an entry whose impact
-stays neutral or negative after ``retire_after`` observations is retired.
+**Selection.** An entry applies to a task when its relevance (BM25 over the entry's text and cues, normalised
+0..1; see :mod:`atlas_learning.retrieval`), plus ``family_boost`` when it is scoped to the session's task family,
+reaches ``relevance_threshold``; an entry scoped to another family never applies. Entries that apply are ranked
+by relevance and measured impact and injected while the rendered block fits its token budget. A share of them
+is withheld at random (:func:`select_entries`), so each entry's impact compares sessions it applied to, with it
+and without it. **Impact** is a Bayesian comparison of those two arms (:func:`impact_verdict`): an entry under
+trial is activated when it probably helps, retired when it probably hurts or shows no effect after
+``max_trial_uses``; an active entry that turns harmful is retired too. Retired entries are **tombstones**: the
+same text, or a near-duplicate, is never added again.
+
+:class:`PlaybookRegistry` applies changes (the synthesizer's add / refine / retire, worked examples, impact
+verdicts) under optimistic concurrency: every change bumps the key's registry version with a compare-and-set;
+a writer that lost the race re-reads and re-applies, so concurrent sessions never lose each other's updates.
+Every change is kept as a version row with its reason. Reads are cached per registry version, so a session's
+cost does not grow with the number of live entries.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
+import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import case, false, update
+from sqlalchemy import case, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from .config import PlaybookConfig
 from .errors import StoreError
 from .redact import Redactor
+from .retrieval import RelevanceIndex, terms
 from .schemas import LessonChange
 from .store import PlaybookEntryRecord, PlaybookRegistryRecord, PlaybookVersionRecord, Store, utcnow
 
 __all__ = [
     "AppliedChange",
     "PlaybookRegistry",
+    "PlaybookView",
+    "Selection",
     "coverage",
     "estimate_tokens",
+    "example_text",
+    "impact_verdict",
+    "probability_helps",
+    "render_examples",
     "render_lessons",
+    "render_playbook",
+    "select_entries",
     "select_lessons",
     "similarity",
     "terms",
 ]
 
 LIVE = ("provisional", "active")
-_WORD = re.compile(r"[a-z0-9]+")
-_STOPWORDS = frozenset(
-    "the a an and or of to in on for with is are be it this that as at by from into before after then when "
-    "use your you its all any each not no do does did was were has have had can will should must".split()
-)
-
-
-_SUFFIXES = ("ing", "ies", "ed", "es", "s")
-
-
-def _stem(word: str) -> str:
-    """A light suffix strip (reading -> read, files -> file), applied alike to tasks and lessons."""
-    for suffix in _SUFFIXES:
-        if len(word) > len(suffix) + (2 if suffix == "ies" else 3) and word.endswith(suffix):
-            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
-    return word
-
-
-def terms(text: str) -> set[str]:
-    """The content words of a text: lower-cased, stemmed, without stopwords and one- or two-letter words."""
-    return {_stem(w) for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _STOPWORDS}
+_LETTERS = re.compile(r"[^\W\d_]{2,}")
 
 
 def similarity(a: str, b: str) -> float:
@@ -70,55 +69,181 @@ def similarity(a: str, b: str) -> float:
     return len(left & right) / len(left | right) if left and right else 0.0
 
 
-_WORD = re.compile(r"[^\W\d_]{2,}")
-
-
 def is_usable_lesson(text: str) -> bool:
     """A lesson is an instruction: at least three words of letters. '1.0' or 'log_big.log' is not one (a weak
     synthesizer proposes such strings) and never enters the playbook."""
-    return sum(1 for token in text.split() if _WORD.search(token)) >= 3
+    return sum(1 for token in text.split() if _LETTERS.search(token)) >= 3
 
 
 def estimate_tokens(text: str) -> int:
     """About four characters a token; good enough for budgets."""
-    return max(1, math.ceil(len(text) / 4))
+    return max(1, math.ceil(len(text) / 4)) if text else 0
 
 
 def _entry_text(entry: PlaybookEntryRecord) -> str:
     return f"{entry.lesson} {entry.applies_when or ''}"
 
 
+def _mean(total: float, count: int) -> float | None:
+    return total / count if count else None
+
+
 def _impact(entry: PlaybookEntryRecord) -> float | None:
-    if not entry.reward_count_with or not entry.reward_count_without:
+    with_mean, without_mean = _mean(entry.reward_sum_with, entry.reward_count_with), _mean(entry.reward_sum_without, entry.reward_count_without)
+    return None if with_mean is None or without_mean is None else with_mean - without_mean
+
+
+def probability_helps(entry: PlaybookEntryRecord) -> float:
+    """P(the entry's true mean outcome with it > without it), from Beta posteriors of the two arms.
+
+    Outcomes in 0..1 count as fractional successes: an arm with outcome sum s over n sessions has posterior
+    Beta(1 + s, 1 + n - s) (a uniform prior). The difference of the two posteriors is approximated as normal."""
+    def posterior(total: float, count: int) -> tuple[float, float]:
+        a, b = 1.0 + total, 1.0 + max(0.0, count - total)
+        return a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
+
+    mean_with, var_with = posterior(entry.reward_sum_with, entry.reward_count_with)
+    mean_without, var_without = posterior(entry.reward_sum_without, entry.reward_count_without)
+    z = (mean_with - mean_without) / math.sqrt(var_with + var_without)
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def impact_verdict(entry: PlaybookEntryRecord, config: PlaybookConfig) -> tuple[str, str] | None:
+    """The status the entry's impact calls for, with the figures as the reason; None while undecided."""
+    n_with, n_without = entry.reward_count_with, entry.reward_count_without
+    if n_with < config.min_with or n_without < config.min_without:
         return None
-    return entry.reward_sum_with / entry.reward_count_with - entry.reward_sum_without / entry.reward_count_without
+    helps = probability_helps(entry)
+    figures = (f"P(helps) {helps:.2f}: outcome {entry.reward_sum_with / n_with:.2f} with it (n={n_with}) vs "
+               f"{entry.reward_sum_without / n_without:.2f} without (n={n_without})")
+    if helps <= 1.0 - config.decide_confidence:
+        return "retired", f"impact: probably harmful; {figures}"
+    if entry.status == "provisional":
+        if helps >= config.decide_confidence:
+            return "active", f"impact: probably helps; {figures}"
+        if n_with >= config.max_trial_uses:
+            return "retired", f"impact: no effect shown after {n_with} uses; {figures}"
+    return None
 
 
-def select_lessons(entries: Iterable[PlaybookEntryRecord], task: str, *, audience: str, token_budget: int) -> list[PlaybookEntryRecord]:
-    """The entries to inject for ``task``: most relevant first, then by impact and status, within the budget."""
-    wanted = terms(task)
+@dataclass
+class PlaybookView:
+    """A key's live entries as of one registry version, with the relevance index over them (built on first use)."""
 
-    def rank(entry: PlaybookEntryRecord) -> tuple[float, float, int]:
-        entry_terms = terms(_entry_text(entry))
-        relevance = len(wanted & entry_terms) / math.sqrt(len(entry_terms)) if entry_terms else 0.0
-        return (relevance, _impact(entry) or 0.0, 1 if entry.status == "active" else 0)
+    learning_key: str
+    version: int
+    entries: list[PlaybookEntryRecord]
+    _index: RelevanceIndex | None = field(default=None, repr=False)
 
-    chosen, used = [], 0
-    for entry in sorted((e for e in entries if e.audience == audience and e.status in LIVE), key=rank, reverse=True):
-        cost = estimate_tokens(entry.lesson) + 4
-        if used + cost > token_budget:
+    def relevance(self, task: str) -> dict[str, float]:
+        """Each entry's relevance to ``task``, 0..1, by entry id."""
+        if self._index is None:
+            self._index = RelevanceIndex([_entry_text(e) for e in self.entries])
+        return dict(zip((e.id for e in self.entries), self._index.relevance(task), strict=True))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What one session gets of one audience and kind: the entries injected, and those that applied but were
+    withheld for the impact comparison. ``scores`` holds the relevance (with the family boost) of both."""
+
+    chosen: list[PlaybookEntryRecord]
+    withheld: list[PlaybookEntryRecord]
+    scores: dict[str, float]
+
+
+def _withhold(entry: PlaybookEntryRecord, config: PlaybookConfig, draw: Callable[[], float]) -> bool:
+    """Whether this session is one of the entry's "without" sessions. Under trial, a fair coin at
+    ``trial_explore_rate`` that sends the session to the smaller arm once the arms differ by ``max_imbalance``
+    (a big-stick design: random, yet balanced enough to decide soon); once active, ``explore_rate``."""
+    if entry.status != "provisional":
+        return draw() < config.explore_rate
+    lead = entry.reward_count_with - entry.reward_count_without
+    if lead >= config.max_imbalance:
+        return True
+    if -lead >= config.max_imbalance:
+        return False
+    return draw() < config.trial_explore_rate
+
+
+def select_entries(entries: Iterable[PlaybookEntryRecord], relevance: Mapping[str, float], *, family: str | None,
+                   audience: str, kind: str, token_budget: int, config: PlaybookConfig,
+                   draw: Callable[[], float] | None = None, max_count: int | None = None) -> Selection:
+    """The entries of one audience and kind that apply to a task (``relevance`` from :meth:`PlaybookView.relevance`),
+    ranked by relevance and impact, minus those withheld, within ``token_budget`` counted on the rendered block.
+
+    ``draw`` gives uniform numbers in [0, 1) for withholding (None: nothing is withheld)."""
+    render = render_examples if kind == "example" else render_lessons
+    scores: dict[str, float] = {}
+    for entry in entries:
+        if entry.audience != audience or entry.kind != kind or entry.status not in LIVE:
             continue
-        chosen.append(entry)
-        used += cost
-    return chosen
+        if entry.task_family is not None and family is not None and entry.task_family != family:
+            continue  # scoped to another family: never applies here
+        score = relevance.get(entry.id, 0.0) + (config.family_boost if entry.task_family is not None and entry.task_family == family else 0.0)
+        if score >= config.relevance_threshold:
+            scores[entry.id] = round(score, 4)
+    ranked = sorted((e for e in entries if e.id in scores),
+                    key=lambda e: (scores[e.id] + 0.5 * (_impact(e) or 0.0), e.status == "active", e.created_at), reverse=True)
+    chosen: list[PlaybookEntryRecord] = []
+    withheld: list[PlaybookEntryRecord] = []
+    for entry in ranked:
+        if max_count is not None and len(chosen) >= max_count:
+            break
+        if estimate_tokens(render([*chosen, entry])) > token_budget:
+            continue  # does not fit: neither with nor without, so the comparison stays fair
+        if draw is not None and _withhold(entry, config, draw):
+            withheld.append(entry)
+        else:
+            chosen.append(entry)
+    return Selection(chosen, withheld, {e.id: scores[e.id] for e in [*chosen, *withheld]})
+
+
+def select_lessons(entries: Sequence[PlaybookEntryRecord], task: str, *, audience: str, token_budget: int,
+                   family: str | None = None, config: PlaybookConfig | None = None) -> list[PlaybookEntryRecord]:
+    """The lessons to inject for ``task`` (nothing withheld): :func:`select_entries` over a fresh index."""
+    view = PlaybookView("", 0, list(entries))
+    return select_entries(view.entries, view.relevance(task), family=family, audience=audience, kind="lesson",
+                          token_budget=token_budget, config=config or PlaybookConfig()).chosen
 
 
 def render_lessons(entries: Sequence[PlaybookEntryRecord]) -> str:
-    """Entries as an instruction block; empty when there are none."""
+    """Lessons as an instruction block; empty when there are none."""
     if not entries:
         return ""
     lines = [f"- {e.lesson}" + (f" (when {e.applies_when})" if e.applies_when else "") for e in entries]
     return "Lessons from earlier runs; follow them:\n" + "\n".join(lines)
+
+
+def render_examples(entries: Sequence[PlaybookEntryRecord]) -> str:
+    """Worked examples as an instruction block; empty when there are none."""
+    if not entries:
+        return ""
+    return "\n\n".join(f"Worked example from an earlier run that passed its checks:\n{e.lesson}" for e in entries)
+
+
+def render_playbook(entries: Sequence[PlaybookEntryRecord]) -> str:
+    """Entries as one audience is shown them: the lessons block, then the worked examples; '' without any.
+
+    The one rendering of playbook text, used at run time and by export and training."""
+    lessons = render_lessons([e for e in entries if e.kind != "example"])
+    examples = render_examples([e for e in entries if e.kind == "example"])
+    return "\n\n".join(part for part in (lessons, examples) if part)
+
+
+def example_text(task: str, steps: Sequence[Mapping[str, Any]], answer: str, *, max_steps: int = 6, clip: int = 160) -> str:
+    """A verified session as a compact worked example: the task, the tool calls that succeeded, the answer."""
+    def cut(value: Any, limit: int) -> str:
+        text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+        text = " ".join(text.split())
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    calls = [s for s in steps if s.get("kind") == "tool_call" and not s.get("error")][-max_steps:]
+    lines = [f"Task: {cut(task, 300)}"]
+    lines += [f"- {s.get('tool_name') or s.get('name')}({cut(s.get('tool_args') or {}, clip // 2)}) -> {cut(s.get('output') or '', clip)}"
+              for s in calls]
+    lines.append(f"Answer: {cut(answer, 300)}")
+    return "\n".join(lines)
 
 
 def coverage(entries: Sequence[PlaybookEntryRecord], task: str) -> float:
@@ -155,13 +280,39 @@ class PlaybookRegistry:
         self.store = store
         self.config = config or PlaybookConfig()
         self.redactor = redactor or Redactor()
+        self._views: dict[str, PlaybookView] = {}
+        self._views_lock = threading.Lock()
 
     # -------------------------------------------------------------------------------------------- reads
     def live_entries(self, learning_key: str) -> list[PlaybookEntryRecord]:
-        """Provisional and active entries of a key."""
+        """Provisional and active entries of a key (lessons and examples), oldest first, read now."""
+        return self._entries(learning_key, LIVE)
+
+    def retired_entries(self, learning_key: str) -> list[PlaybookEntryRecord]:
+        """The key's retired entries: its tombstones."""
+        return self._entries(learning_key, ("retired",))
+
+    def _entries(self, learning_key: str, statuses: Sequence[str]) -> list[PlaybookEntryRecord]:
         entries = PlaybookEntryRecord.__table__  # type: ignore[attr-defined]
-        statement = entries.select().where(entries.c.learning_key == learning_key, entries.c.status.in_(LIVE)).order_by(entries.c.created_at)
+        statement = entries.select().where(entries.c.learning_key == learning_key, entries.c.status.in_(statuses)).order_by(entries.c.created_at)
         return [PlaybookEntryRecord.model_validate(dict(row._mapping)) for row in self.store.read(statement)]
+
+    def view(self, learning_key: str) -> PlaybookView:
+        """The key's live entries with their relevance index, re-read only when the registry version moved.
+
+        One primary-key read per call; the entries and the index are reused across sessions until a change
+        (an add, a refinement, a status change) bumps the version."""
+        registry = PlaybookRegistryRecord.__table__  # type: ignore[attr-defined]
+        rows = self.store.read(registry.select().with_only_columns(registry.c.version).where(registry.c.learning_key == learning_key))
+        version = rows[0][0] if rows else 0
+        with self._views_lock:
+            cached = self._views.get(learning_key)
+        if cached is not None and cached.version == version:
+            return cached
+        fresh = PlaybookView(learning_key, version, self.live_entries(learning_key) if version else [])
+        with self._views_lock:
+            self._views[learning_key] = fresh
+        return fresh
 
     def version(self, learning_key: str) -> int:
         record = self.store.get(PlaybookRegistryRecord, learning_key)
@@ -197,31 +348,46 @@ class PlaybookRegistry:
         return changes
 
     # ------------------------------------------------------------------------------------------- writes
-    def apply(self, learning_key: str, changes: Sequence[LessonChange], *, session_id: str | None = None) -> list[AppliedChange]:
-        """Apply the synthesizer's changes as one new registry version; retried on a lost race."""
+    def apply(self, learning_key: str, changes: Sequence[LessonChange], *, session_id: str | None = None,
+              task_family: str | None = None) -> list[AppliedChange]:
+        """Apply the synthesizer's changes as one new registry version; retried on a lost race.
+
+        An added lesson of ``scope: family`` is scoped to ``task_family`` (the session's); ``general`` ones to the
+        whole key. An add that repeats a retired entry is ``refused`` (tombstone); one that repeats a live entry
+        confirms it (``confirm``)."""
         if not changes:
             return []
         changes = [c.model_copy(update={"lesson": self.redactor.text(c.lesson), "applies_when": self.redactor.text(c.applies_when)})
                    for c in changes]
-        return self._with_compare_and_set(learning_key, lambda tx, live, version: self._plan(tx, learning_key, live, version, changes, session_id))
+        return self._with_compare_and_set(learning_key, lambda tx, live, version: self._plan(tx, learning_key, live, version, changes,
+                                                                                            session_id, task_family))
 
-    def record_impact(self, learning_key: str, used_ids: Sequence[str], unused_ids: Sequence[str], reward: float) -> list[AppliedChange]:
-        """Count one session's reward for the entries it used and against the live ones it did not (both as they
-        stood when it began), then promote provisional entries that have earned it and retire those that do not help."""
-        used, unused = list(used_ids), list(unused_ids)
-        if not used and not unused:
+    def add_example(self, learning_key: str, example: str, *, task_family: str | None, session_id: str | None,
+                    max_per_family: int, reason: str) -> list[AppliedChange]:
+        """Keep a worked example (a verified success, rendered compactly) for its task family.
+
+        A near-duplicate of a live or retired example of the family is not added; past ``max_per_family`` live
+        examples, the weakest (lowest impact, then oldest) is retired."""
+        example = self.redactor.text(example).strip()
+        return self._with_compare_and_set(learning_key, lambda tx, live, version: self._plan_example(
+            tx, learning_key, live, version, example, task_family, session_id, max_per_family, reason))
+
+    def record_impact(self, learning_key: str, with_ids: Sequence[str], without_ids: Sequence[str], outcome: float) -> list[AppliedChange]:
+        """Count one session's outcome (0..1) for the entries it was given and against those it applied to but
+        withheld, then apply what :func:`impact_verdict` calls for. Entries that did not apply are not touched."""
+        given, held = list(with_ids), [i for i in without_ids if i not in with_ids]
+        if not given and not held:
             return []
         entries = PlaybookEntryRecord.__table__  # type: ignore[attr-defined]
-        used_here = entries.c.id.in_(used) if used else false()
-        counts_with = case((used_here, 1), else_=0)
+        counts_with = case((entries.c.id.in_(given), 1), else_=0) if given else 0
         statement = (
             update(entries)
-            .where(entries.c.id.in_(used + unused), entries.c.status.in_(LIVE))
+            .where(entries.c.id.in_(given + held), entries.c.status.in_(LIVE))
             .values(
                 uses=entries.c.uses + counts_with,
-                reward_sum_with=entries.c.reward_sum_with + counts_with * reward,
+                reward_sum_with=entries.c.reward_sum_with + counts_with * outcome,
                 reward_count_with=entries.c.reward_count_with + counts_with,
-                reward_sum_without=entries.c.reward_sum_without + (1 - counts_with) * reward,
+                reward_sum_without=entries.c.reward_sum_without + (1 - counts_with) * outcome,
                 reward_count_without=entries.c.reward_count_without + (1 - counts_with),
             )
             .returning(*entries.c)
@@ -231,16 +397,26 @@ class PlaybookRegistry:
                 touched = [PlaybookEntryRecord.model_validate(dict(row._mapping)) for row in connection.execute(statement)]
         except SQLAlchemyError as exc:
             raise self.store.as_store_error(exc) from None
-        verdicts = self._impact_changes(touched)
+        self._refresh_cached(learning_key, touched)
+        verdicts = {e.id: verdict for e in touched if (verdict := impact_verdict(e, self.config)) is not None}
         if not verdicts:
             return []
-        return self._with_compare_and_set(learning_key, lambda tx, live, version: self._status_changes(tx, learning_key, live, version, verdicts))
+        return self._with_compare_and_set(learning_key, lambda tx, live, version: self._status_changes(tx, live, version, verdicts))
 
     def retire(self, learning_key: str, entry_id: str, *, reason: str = "retired by hand") -> list[AppliedChange]:
-        """Retire one entry (for ``atlas playbook retire``)."""
-        return self.apply(learning_key, [LessonChange(op="retire", entry_id=entry_id, reason=reason)])
+        """Retire one entry by hand (for ``atlas playbook retire``); the history row says ``manual: <reason>``."""
+        return self.apply(learning_key, [LessonChange(op="retire", entry_id=entry_id, reason=f"manual: {reason}"[:200])])
 
     # ---------------------------------------------------------------------------------------- internals
+    def _refresh_cached(self, learning_key: str, touched: Sequence[PlaybookEntryRecord]) -> None:
+        """Fresh impact figures into the cached view (they change without a version bump)."""
+        with self._views_lock:
+            view = self._views.get(learning_key)
+            if view is None or not touched:
+                return
+            fresh = {e.id: e for e in touched}
+            view.entries = [fresh.get(e.id, e) for e in view.entries]
+
     def _with_compare_and_set(self, learning_key: str, plan: Any) -> list[AppliedChange]:
         last_error: Exception | None = None
         for attempt in range(self.max_attempts):
@@ -258,8 +434,8 @@ class PlaybookRegistry:
                     live = list(tx.exec(select(PlaybookEntryRecord).where(
                         PlaybookEntryRecord.learning_key == learning_key, col(PlaybookEntryRecord.status).in_(LIVE))).all())
                     applied = plan(tx, live, version + 1)
-                    if not applied:
-                        return []
+                    if not any(change.op != "refused" for change in applied):
+                        return applied
                     bumped = tx.exec(
                         update(PlaybookRegistryRecord)
                         .where(PlaybookRegistryRecord.learning_key == learning_key, PlaybookRegistryRecord.version == version)
@@ -276,38 +452,68 @@ class PlaybookRegistry:
                 last_error = exc
         raise StoreError(f"playbook of {learning_key!r}: gave up after {self.max_attempts} concurrent-update conflicts ({last_error})")
 
-    def _plan(self, tx: Session, key: str, live: list[PlaybookEntryRecord], version: int,
-              changes: Sequence[LessonChange], session_id: str | None) -> list[AppliedChange]:
+    @staticmethod
+    def _tombstones(tx: Session, key: str, kind: str) -> list[PlaybookEntryRecord]:
+        return list(tx.exec(select(PlaybookEntryRecord).where(
+            PlaybookEntryRecord.learning_key == key, PlaybookEntryRecord.status == "retired", PlaybookEntryRecord.kind == kind)).all())
+
+    def _plan(self, tx: Session, key: str, live: list[PlaybookEntryRecord], version: int, changes: Sequence[LessonChange],
+              session_id: str | None, task_family: str | None) -> list[AppliedChange]:
         by_id = {entry.id: entry for entry in live}
+        lessons = [e for e in live if e.kind == "lesson"]
+        tombstones: list[PlaybookEntryRecord] | None = None
         applied: list[AppliedChange] = []
         for change in changes:
             if change.op == "add":
                 lesson = change.lesson.strip()
                 if not is_usable_lesson(lesson):
                     continue
-                twin = max(live, key=lambda e: similarity(e.lesson, lesson), default=None)
-                if twin is not None and twin.audience == change.audience and similarity(twin.lesson, lesson) >= self.config.merge_similarity:
+                if tombstones is None:
+                    tombstones = self._tombstones(tx, key, "lesson")
+                dead = max(tombstones, key=lambda e: similarity(e.lesson, lesson), default=None)
+                if dead is not None and similarity(dead.lesson, lesson) >= self.config.merge_similarity:
+                    applied.append(AppliedChange("refused", dead.id, lesson, version, "repeats a retired lesson (tombstone)"))
+                    continue
+                twin = max((e for e in lessons if e.audience == change.audience), key=lambda e: similarity(e.lesson, lesson), default=None)
+                if twin is not None and similarity(twin.lesson, lesson) >= self.config.merge_similarity:
                     # A near-duplicate confirms the entry: its provenance grows (under the same compare-and-set,
-                    # so concurrent confirmations all count); its text and entry version stay.
+                    # so concurrent confirmations all count); its text stays.
                     if session_id and session_id not in twin.provenance:
                         twin.provenance = [*twin.provenance, session_id]
-                        tx.add(twin)
-                        applied.append(AppliedChange("confirm", twin.id, twin.lesson, version, "a near-duplicate lesson was proposed again"))
+                        applied.append(self._bump(tx, twin, "confirm", version, session_id, "a near-duplicate lesson was proposed again"))
                     continue
-                entry = PlaybookEntryRecord(learning_key=key, audience=change.audience, lesson=lesson,
+                family = task_family if change.scope == "family" else None
+                entry = PlaybookEntryRecord(learning_key=key, audience=change.audience, lesson=lesson, task_family=family,
                                             applies_when=change.applies_when or None, provenance=[session_id] if session_id else [])
                 tx.add(entry)
                 live.append(entry)
+                lessons.append(entry)
                 by_id[entry.id] = entry
-                applied.append(self._version_row(tx, entry, "add", version, session_id, change.reason))
+                applied.append(self._version_row(tx, entry, "add", version, session_id, change.reason or "proposed by the synthesizer"))
             elif change.entry_id in by_id:
                 entry = by_id[change.entry_id]
                 if change.op == "refine" and is_usable_lesson(change.lesson):
                     applied.append(self._refine(tx, entry, change.lesson.strip(), change, version, session_id))
                 elif change.op == "retire":
                     entry.status = "retired"
-                    applied.append(self._bump(tx, entry, "retire", version, session_id, change.reason))
-        applied.extend(self._enforce_budget(tx, [e for e in live if e.status in LIVE], version, session_id))
+                    applied.append(self._bump(tx, entry, "retire", version, session_id, change.reason or "retired by the synthesizer"))
+        applied.extend(self._enforce_budget(tx, [e for e in lessons if e.status in LIVE], version, session_id))
+        return applied
+
+    def _plan_example(self, tx: Session, key: str, live: list[PlaybookEntryRecord], version: int, example: str,
+                      family: str | None, session_id: str | None, max_per_family: int, reason: str) -> list[AppliedChange]:
+        same_family = [e for e in live if e.kind == "example" and e.task_family == family]
+        known = [*same_family, *(e for e in self._tombstones(tx, key, "example") if e.task_family == family)]
+        if not example or any(similarity(e.lesson, example) >= self.config.merge_similarity for e in known):
+            return []
+        entry = PlaybookEntryRecord(learning_key=key, kind="example", task_family=family, lesson=example,
+                                    provenance=[session_id] if session_id else [])
+        tx.add(entry)
+        applied = [self._version_row(tx, entry, "add", version, session_id, reason)]
+        surplus = len(same_family) + 1 - max_per_family
+        for weakest in sorted(same_family, key=lambda e: (e.status == "active", _impact(e) or 0.0, e.created_at))[:max(0, surplus)]:
+            weakest.status = "retired"
+            applied.append(self._bump(tx, weakest, "retire", version, session_id, f"more than {max_per_family} examples for the family"))
         return applied
 
     def _refine(self, tx: Session, entry: PlaybookEntryRecord, lesson: str, change: LessonChange, version: int,
@@ -317,7 +523,7 @@ class PlaybookRegistry:
             entry.applies_when = change.applies_when
         if session_id and session_id not in entry.provenance:
             entry.provenance = [*entry.provenance, session_id]
-        return self._bump(tx, entry, "refine", version, session_id, change.reason)
+        return self._bump(tx, entry, "refine", version, session_id, change.reason or "refined by the synthesizer")
 
     def _bump(self, tx: Session, entry: PlaybookEntryRecord, op: str, version: int, session_id: str | None, reason: str) -> AppliedChange:
         entry.version += 1
@@ -330,7 +536,7 @@ class PlaybookRegistry:
         tx.flush()  # the entry row must exist before its version row points at it
         tx.add(PlaybookVersionRecord(entry_id=entry.id, learning_key=entry.learning_key, version=entry.version,
                                      registry_version=version, change=op, audience=entry.audience, lesson=entry.lesson,
-                                     applies_when=entry.applies_when, status=entry.status, session_id=session_id))
+                                     applies_when=entry.applies_when, status=entry.status, session_id=session_id, reason=reason))
         return AppliedChange(op, entry.id, entry.lesson, version, reason)
 
     def _enforce_budget(self, tx: Session, live: list[PlaybookEntryRecord], version: int, session_id: str | None) -> list[AppliedChange]:
@@ -345,17 +551,7 @@ class PlaybookRegistry:
             retired.append(self._bump(tx, entry, "retire", version, session_id, "playbook over its token budget"))
         return retired
 
-    def _impact_changes(self, live: list[PlaybookEntryRecord]) -> dict[str, tuple[str, str]]:
-        verdicts = {}
-        for entry in live:
-            impact = _impact(entry)
-            if entry.reward_count_with >= self.config.retire_after and impact is not None and impact <= self.config.retire_margin:
-                verdicts[entry.id] = ("retired", f"impact {impact:+.3f} after {entry.reward_count_with} uses")
-            elif entry.status == "provisional" and entry.reward_count_with >= self.config.activate_after and (impact is None or impact >= 0):
-                verdicts[entry.id] = ("active", "helped or did no harm" if impact is not None else f"used {entry.reward_count_with} times")
-        return verdicts
-
-    def _status_changes(self, tx: Session, key: str, live: list[PlaybookEntryRecord], version: int,
+    def _status_changes(self, tx: Session, live: list[PlaybookEntryRecord], version: int,
                         verdicts: dict[str, tuple[str, str]]) -> list[AppliedChange]:
         applied = []
         for entry in live:
@@ -364,4 +560,3 @@ class PlaybookRegistry:
                 entry.status = status
                 applied.append(self._bump(tx, entry, "retire" if status == "retired" else "activate", version, None, reason))
         return applied
-

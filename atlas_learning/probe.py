@@ -26,7 +26,7 @@ __all__ = ["KeyHistory", "LaneDecision", "load_history", "prior_decision", "prob
 
 @dataclass(frozen=True)
 class KeyHistory:
-    """What the probe knows of a learning key: its finished sessions, most recent first."""
+    """What the probe knows of a learning key's task family: its finished sessions, most recent first."""
 
     rewards: tuple[float, ...] = ()
     lanes: tuple[str, ...] = ()
@@ -52,26 +52,37 @@ class LaneDecision:
     signals: dict[str, Any] = field(default_factory=dict)
 
 
-def load_history(store: Store, learning_key: str, window: int) -> KeyHistory:
-    """The last ``window`` finished sessions of a key, most recent first.
+def load_history(store: Store, learning_key: str, window: int, task_family: str | None = None) -> KeyHistory:
+    """The last ``window`` finished sessions of a key's task family (of the whole key when ``task_family`` is
+    None), most recent first.
 
-    A session that failed counts with its reward, or 0 when it has none: a failure breaks a streak. A completed
-    session no judge could score is left out of the rewards but counts towards the warm-up.
+    A session that failed counts with its reward, or 0 when it has none. One whose final answer failed its
+    verifiable checks counts as 0, whatever the judges said, and as an intervention; so does an ``auto`` session
+    in which a check rejected an attempt (its retry may have passed, but the student needed the check). A failure breaks a streak. A completed session no judge or check
+    could score is left out of the rewards but counts towards the warm-up.
     """
     statement = (
-        select(SessionRecord.reward, SessionRecord.lane, SessionRecord.interventions, SessionRecord.status)
+        select(SessionRecord.reward, SessionRecord.lane, SessionRecord.interventions, SessionRecord.status, SessionRecord.checks_passed)
         .where(SessionRecord.learning_key == learning_key, col(SessionRecord.status).in_(("completed", "failed")))
         .order_by(col(SessionRecord.started_at).desc())
         .limit(window)
     )
+    if task_family is not None:
+        statement = statement.where(SessionRecord.task_family == task_family)
     rows = store.read(statement)
-    kept = [(0.0 if r[0] is None else float(r[0]), r[1] or "", int(r[2] or 0)) for r in rows if r[0] is not None or r[3] == "failed"]
+    kept = [(0.0 if r[0] is None or _failed_checks(r) else float(r[0]), r[1] or "", int(r[2] or 0) + (1 if r[4] is False else 0))
+            for r in rows if r[0] is not None or r[3] == "failed" or _failed_checks(r)]
     return KeyHistory(
         rewards=tuple(r[0] for r in kept),
         lanes=tuple(r[1] for r in kept),
         interventions=tuple(r[2] for r in kept),
         finished=len(rows),
     )
+
+
+def _failed_checks(row: Any) -> bool:
+    """The final answer failed its checks, or (in auto, where only checks validate) an attempt did."""
+    return row[4] is False or (row[1] == "auto" and int(row[2] or 0) > 0)
 
 
 def _streak(rewards: Sequence[float], threshold: float) -> int:
@@ -98,7 +109,7 @@ def prior_decision(history: KeyHistory, coverage: float, config: SupervisionConf
     if history.unavailable is not None:
         return LaneDecision("paired", 0.5, f"history unavailable ({history.unavailable}); failing open to paired", "fallback", signals)
     if history.sessions < config.warmup_sessions:
-        return LaneDecision("coach", 0.9, f"new learning key: {history.sessions} of {config.warmup_sessions} warm-up sessions done, coaching", "prior", signals)
+        return LaneDecision("coach", 0.9, f"new task family: {history.sessions} of {config.warmup_sessions} warm-up sessions done, coaching", "prior", signals)
 
     if not recent:
         return LaneDecision("paired", 0.3, "no rewarded sessions yet for this key", "prior", signals)

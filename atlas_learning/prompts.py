@@ -13,6 +13,7 @@ __all__ = [
     "plan_review_messages",
     "step_validation_messages",
     "answer_validation_messages",
+    "render_checks",
     "execution_messages",
     "session_judge_messages",
     "step_judge_messages",
@@ -74,11 +75,25 @@ def step_validation_messages(task: str, plan: Sequence[str], steps_so_far: str, 
     ]
 
 
-def answer_validation_messages(task: str, answer: str, steps: str, lessons: str) -> Messages:
+def answer_validation_messages(task: str, answer: str, steps: str, lessons: str, checks: str = "") -> Messages:
+    """``checks``: the verifiable checks' results on this answer (:func:`render_checks`), when there are any."""
+    shown = f"\nVerifiable checks on this answer:\n{checks}" if checks else ""
     return [
         _system("You are a teacher checking a student agent's final answer. Accept it only if it fully and correctly completes the task; else give specific guidance." + _lessons(lessons)),
-        _user(f"Task: {_clip(task, 1200)}\nSteps taken:\n{steps}\nFinal answer:\n{_clip(answer, 2000)}"),
+        _user(f"Task: {_clip(task, 1200)}\nSteps taken:\n{steps}\nFinal answer:\n{_clip(answer, 2000)}{shown}"),
     ]
+
+
+def render_checks(results: Sequence[Any]) -> str:
+    """Check results (``CheckResult``) one per line: ``- name: passed|FAILED (score) reason``; '' without any."""
+    lines = []
+    for result in results:
+        if result.score is None:
+            state = "undecided"
+        else:
+            state = f"passed ({result.score:.2f})" if result.score >= 0.5 else f"FAILED ({result.score:.2f})"
+        lines.append(f"- {result.name}: {state}" + (f" {_clip(result.reason, 300)}" if result.reason else ""))
+    return "\n".join(lines)
 
 
 def execution_messages(task: str, lessons: str) -> Messages:
@@ -102,17 +117,26 @@ def step_judge_messages(task: str, steps: str) -> Messages:
     ]
 
 
-def synthesis_messages(task: str, steps: str, answer: str, reward: float | None, guidance: Sequence[str], entries: Sequence[tuple[str, str]]) -> Messages:
+def synthesis_messages(task: str, steps: str, answer: str, reward: float | None, guidance: Sequence[str],
+                       entries: Sequence[tuple[str, str]], retired: Sequence[str] = (), family: str | None = None,
+                       why: str = "") -> Messages:
+    """``entries``: the live lessons as (id, text); ``retired``: retired lessons, never to be proposed again;
+    ``why``: what made this session worth learning from."""
     current = "\n".join(f"[{entry_id}] {lesson}" for entry_id, lesson in entries) or "(empty)"
     notes = "\n".join(f"- {_clip(g, 300)}" for g in guidance) or "(none)"
     score = "unknown" if reward is None else f"{reward:.2f}"
+    dead = "\n".join(f"- {_clip(lesson, 200)}" for lesson in retired)
+    extra = (f"\nTask family: {family}" if family else "") + (f"\nWhy learn from it: {why}" if why else "")
+    extra += f"\nRetired lessons (they did not help; never propose them again):\n{_clip(dead, 800)}" if dead else ""
     return [
         _system(
             "You maintain a playbook of short imperative lessons that help an agent on future tasks. From this session, "
-            "propose at most 3 changes: add a new general lesson, refine an entry by id, or retire a misleading one by id. "
+            "propose at most 3 changes: add a new lesson, refine an entry by id, or retire a misleading one by id. A lesson "
+            "is scoped to this task family unless it holds for every task (scope: general). "
             "Propose nothing if the session taught nothing new."
         ),
-        _user(f"Task: {_clip(task, 800)}\nSteps:\n{steps}\nAnswer: {_clip(answer, 600)}\nReward: {score}\nTeacher guidance:\n{notes}\nCurrent playbook:\n{_clip(current, 1500)}"),
+        _user(f"Task: {_clip(task, 800)}\nSteps:\n{steps}\nAnswer: {_clip(answer, 600)}\nReward: {score}\nTeacher guidance:\n{notes}"
+              f"\nCurrent playbook:\n{_clip(current, 1500)}{extra}"),
     ]
 
 

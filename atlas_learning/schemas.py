@@ -78,6 +78,8 @@ class LessonChange(BaseModel):
     audience: Literal["student", "teacher"] = "student"
     lesson: str = Field("", max_length=300, description="an imperative instruction, e.g. 'List the folder before reading a file.'")
     applies_when: str = Field("", max_length=200)
+    #: ``family``: for tasks of the session's task family only; ``general``: for every task of the key.
+    scope: Literal["family", "general"] = "family"
     reason: str = Field("", max_length=200)
 
 

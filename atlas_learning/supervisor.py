@@ -20,26 +20,40 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .config import AtlasConfig
+from .context import current_session_options
 from .errors import AtlasError, ModelError, StoreError
 from .events import AtlasEvent, EventBus, EventType
+from .families import TaskFamilies
 from .flows import Answer, Ask, AskHuman, Flow, adrive, drive
 from .judges import Check, CheckContext, SessionReward, StepReward, judge_session_flow, judge_steps_flow, run_checks
 from .models import RoleModels, Usage, UsageLedger
-from .playbook import AppliedChange, PlaybookRegistry, coverage, render_lessons, select_lessons
+from .playbook import (
+    AppliedChange,
+    PlaybookRegistry,
+    PlaybookView,
+    Selection,
+    coverage,
+    example_text,
+    render_playbook,
+    select_entries,
+    similarity,
+)
 from .probe import KeyHistory, LaneDecision, load_history, prior_decision, probe_flow
 from .prompts import (
     answer_validation_messages,
     execution_messages,
     plan_review_messages,
+    render_checks,
     render_steps,
     step_validation_messages,
     synthesis_messages,
@@ -73,6 +87,7 @@ _LESSON_EVENTS: dict[str, EventType] = {
     "confirm": "lesson_confirmed",
     "activate": "lesson_activated",
     "retire": "lesson_retired",
+    "refused": "lesson_refused",
 }
 
 #: Decides an escalated task: ``(task, context) -> answer``, sync or async. Adapters provide one (LangGraph: interrupt).
@@ -88,6 +103,28 @@ class VerdictResult:
     reason: str = ""
     attempt: int | None = None
     step_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How a session ended, as learning reads it."""
+
+    reward: float | None
+    final: float | None
+    unaided: float | None
+    checks_passed: bool | None
+    drift_alert: bool
+    approved: bool
+    error: str | None
+
+    def for_impact(self) -> float | None:
+        """The outcome a lesson's impact is measured on: the mean of the student's own first answer and the final
+        answer (0..1). The first shows what a lesson did to the student's work; the final keeps a lesson that
+        makes the teacher's rescue fail from looking harmless. None when neither is known or the run failed."""
+        if self.error:
+            return None
+        known = [v for v in (self.unaided, self.final) if v is not None]
+        return sum(known) / len(known) if known else None
 
 
 @dataclass(frozen=True)
@@ -116,6 +153,16 @@ class SessionResult:
     drift_reason: str
     review_status: str
     learning_note: str
+    #: The task family the session ran under, and whether the caller named it or it was inferred.
+    task_family: str | None = None
+    task_family_source: str = "inferred"
+    #: Whether the final answer passed its verifiable checks; None when no check decided.
+    checks_passed: bool | None = None
+    #: The first attempt's outcome before any teacher guidance (0..1; checks, else the first verdict, else the
+    #: reward); None when nothing tells.
+    unaided_score: float | None = None
+    #: Entries that applied to the task but were withheld for the impact comparison.
+    lessons_withheld: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The few fields worth showing next to a run's output."""
@@ -145,6 +192,9 @@ class Supervisor:
         self.redactor = Redactor(self.config.redaction.patterns, enabled=self.config.redaction.enabled)
         self.recorder = Recorder(self.store, spool_dir=self.config.storage.spool_dir, redactor=self.redactor)
         self.playbook = PlaybookRegistry(self.store, self.config.playbook, redactor=self.redactor)
+        self.families = TaskFamilies(self.store, threshold=self.config.supervision.family_similarity)
+        self._random = random.Random(self.config.playbook.seed)
+        self._random_lock = threading.Lock()
         self.events = events or EventBus()
         self.checks = list(checks)
         self.human = human
@@ -167,37 +217,54 @@ class Supervisor:
             self.store_problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             log.warning("store unavailable; sessions will spool: %s", self.store_problem)
 
+    def draw(self) -> float:
+        """A uniform number in [0, 1) for withholding lessons (seeded by ``playbook.seed``); thread-safe."""
+        with self._random_lock:
+            return self._random.random()
+
     def _store_usable(self) -> bool:
         if self.store_problem is not None and time.monotonic() - self._store_checked >= self.store_retry_s:
             self._connect_store()
         return self.store_problem is None
 
     def learning_key(self, agent_name: str, learning_key: str | None = None) -> str:
-        """The key a session shares lessons and history under: explicit, configured, or agent name plus task family."""
-        chosen = learning_key or self.config.supervision.learning_key
-        if chosen:
-            return chosen
-        family = self.config.supervision.task_family
-        return f"{agent_name}:{family}" if family else agent_name
+        """The key a session shares lessons and history under: explicit, configured, or the agent's name.
 
-    def begin(self, task: str, *, agent_name: str = "agent", learning_key: str | None = None,
+        Task families live inside a key (their own lane history, lessons scoped to them); they are not part of it."""
+        return learning_key or self.config.supervision.learning_key or agent_name
+
+    def _new_run(self, task: Any, agent_name: str, learning_key: str | None, task_family: str | None,
+                 metadata: Mapping[str, Any] | None, checks: Sequence[Check]) -> SupervisedRun:
+        """A session's identity from the call, then :func:`~atlas_learning.session_options`, then config.
+
+        The task family comes from the call's ``task_family``, else ``metadata["task_family"]``, else the options
+        in force, else ``supervision.task_family``; with none of these it is inferred from the task text at begin."""
+        options = current_session_options()
+        merged = {**options.metadata, **(metadata or {})}
+        family = task_family or merged.get("task_family") or options.task_family or self.config.supervision.task_family
+        key = self.learning_key(agent_name, learning_key or merged.get("learning_key") or options.learning_key)
+        return SupervisedRun(self, as_text(task), agent_name, key, merged, [*self.checks, *checks],
+                             task_family=str(family) if family else None)
+
+    def begin(self, task: str, *, agent_name: str = "agent", learning_key: str | None = None, task_family: str | None = None,
               metadata: Mapping[str, Any] | None = None, checks: Sequence[Check] = ()) -> SupervisedRun:
-        """Start a session: read the key's history and lessons, decide the lane, store the session."""
-        run = SupervisedRun(self, as_text(task), agent_name, self.learning_key(agent_name, learning_key), dict(metadata or {}), [*self.checks, *checks])
+        """Start a session: resolve its task family, read the family's history and the key's lessons, decide the
+        lane, store the session."""
+        run = self._new_run(task, agent_name, learning_key, task_family, metadata, checks)
         drive(run._begin_flow(), run._perform)
         return run
 
-    async def abegin(self, task: str, *, agent_name: str = "agent", learning_key: str | None = None,
+    async def abegin(self, task: str, *, agent_name: str = "agent", learning_key: str | None = None, task_family: str | None = None,
                      metadata: Mapping[str, Any] | None = None, checks: Sequence[Check] = ()) -> SupervisedRun:
         """Async twin of :meth:`begin`."""
-        run = SupervisedRun(self, as_text(task), agent_name, self.learning_key(agent_name, learning_key), dict(metadata or {}), [*self.checks, *checks])
+        run = self._new_run(task, agent_name, learning_key, task_family, metadata, checks)
         await adrive(run._begin_flow(), run._aperform)
         return run
 
     def supervise(self, task: str, attempt: Callable[[str], str], **begin: Any) -> SessionResult:
         """Run the whole loop around ``attempt(instructions) -> answer``: lessons and guidance go in through
-        ``instructions``; in paired and coach the answer is validated and retried with guidance; in escalate the
-        teacher (or human) answers."""
+        ``instructions``; every answer is validated (in auto by the verifiable checks alone) and retried with
+        guidance when rejected; in escalate the teacher (or human) answers."""
         run = self.begin(task, **begin)
         if run.lane == "escalate":
             answer = run.escalate()
@@ -205,7 +272,7 @@ class Supervisor:
                 return run.finish(answer)
         while True:
             answer = attempt(run.instructions)
-            if run.lane == "auto" or run.validate_answer(answer).accepted is not False or not run.can_retry:
+            if run.validate_answer(answer).accepted is not False or not run.can_retry:
                 return run.finish(answer)
 
     async def asupervise(self, task: str, attempt: Callable[[str], Awaitable[str] | str], **begin: Any) -> SessionResult:
@@ -218,7 +285,7 @@ class Supervisor:
         while True:
             produced = attempt(run.instructions)
             answer = await produced if inspect.isawaitable(produced) else produced
-            if run.lane == "auto" or (await run.avalidate_answer(answer)).accepted is not False or not run.can_retry:
+            if (await run.avalidate_answer(answer)).accepted is not False or not run.can_retry:
                 return await run.afinish(answer)
 
     def close(self) -> None:
@@ -237,8 +304,13 @@ class Supervisor:
 class SupervisedRun:
     """One session in progress. Created by :meth:`Supervisor.begin`; ended by :meth:`finish`."""
 
-    def __init__(self, supervisor: Supervisor, task: str, agent_name: str, learning_key: str, metadata: dict[str, Any], checks: list[Check]) -> None:
+    def __init__(self, supervisor: Supervisor, task: str, agent_name: str, learning_key: str, metadata: dict[str, Any],
+                 checks: list[Check], *, task_family: str | None = None) -> None:
         self.supervisor = supervisor
+        #: The task family inside the key (its own lane history; lessons scoped to it). Given by the caller, or
+        #: inferred from the task text at begin; :attr:`task_family_source` says which.
+        self.task_family = task_family
+        self.task_family_source = "call" if task_family else "inferred"
         self.config = supervisor.config
         self.task = task
         self.agent_name = agent_name
@@ -248,9 +320,16 @@ class SupervisedRun:
         self.checks = [*checks, expected_answer_check] if expected_answer_of(metadata) is not None else checks
         self.session_id = new_id()
         self.decision: LaneDecision = LaneDecision("paired", 0.0, "not decided yet", "fallback")
-        #: Playbook entries injected into the student's and the teacher's instructions.
+        #: Playbook entries injected into the student's and the teacher's instructions, and worked examples.
         self.lessons: list[Any] = []
         self.teacher_lessons: list[Any] = []
+        self.examples: list[Any] = []
+        #: Entries that applied to the task but were withheld at random, for the impact comparison.
+        self.withheld: list[Any] = []
+        #: The verifiable checks' results on each validated attempt, by attempt number.
+        self.attempt_checks: dict[int, list[Any]] = {}
+        #: Why supervision calls stopped (``supervision.max_tokens_per_session``), or None.
+        self.budget_note: str | None = None
         #: The plan to follow (after the teacher's review, in coach) and the teacher's concerns.
         self.plan: list[str] = []
         self.concerns: list[str] = []
@@ -269,6 +348,7 @@ class SupervisedRun:
         self._history = KeyHistory()
         #: The key's live playbook entries when the session began.
         self._entries: list[Any] = []
+        self._family_note = ""
         self._seq = 0
         self._lock = threading.Lock()
 
@@ -280,7 +360,7 @@ class SupervisedRun:
     @property
     def instructions(self) -> str:
         """What to add to the student's instructions now: lessons, the reviewed plan and concerns, guidance."""
-        parts = [render_lessons(self.lessons)]
+        parts = [render_playbook([*self.lessons, *self.examples])]
         if self.plan:
             parts.append("Plan to follow:\n" + "\n".join(f"{i + 1}. {s}" for i, s in enumerate(self.plan)))
         if self.concerns:
@@ -291,7 +371,7 @@ class SupervisedRun:
 
     @property
     def teacher_instructions(self) -> str:
-        return render_lessons(self.teacher_lessons)
+        return render_playbook(self.teacher_lessons)
 
     @property
     def can_retry(self) -> bool:
@@ -379,8 +459,10 @@ class SupervisedRun:
         return await adrive(self._step_flow(step_id), self._aperform)
 
     def validate_answer(self, answer: Any) -> VerdictResult:
-        """The teacher's verdict on an answer. Rejected with retries left: :attr:`can_retry` is True and the
-        guidance is in :attr:`instructions`. Every retry is validated again."""
+        """The verdict on an answer: the verifiable checks' and the teacher's (in ``auto``, the checks' alone: no
+        teacher call; without checks nothing is recorded and ``accepted`` is None). A failing check rejects.
+        Rejected with retries left: :attr:`can_retry` is True and the guidance is in :attr:`instructions`. Every
+        retry is validated again."""
         return drive(self._answer_flow(as_text(answer)), self._perform)
 
     async def avalidate_answer(self, answer: Any) -> VerdictResult:
@@ -424,34 +506,73 @@ class SupervisedRun:
     # ------------------------------------------------------------------------------------------- flows
     def _begin_flow(self) -> Flow[None]:
         supervisor, config = self.supervisor, self.config
-        # The session row goes first: the probe's model call and every later row point at it.
-        supervisor.recorder.insert(SessionRecord, id=self.session_id, learning_key=self.learning_key,
-                                   agent_name=self.agent_name, task=self.task, session_metadata=self.metadata)
-        entries = self._entries
+        view: PlaybookView | None = None
         if supervisor._store_usable():
             try:
-                self._history = load_history(supervisor.store, self.learning_key, config.supervision.history_window)
-                entries = supervisor.playbook.live_entries(self.learning_key) if config.playbook.enabled else []
-                self._entries = entries
+                self._resolve_family()
+                self._history = load_history(supervisor.store, self.learning_key, config.supervision.history_window, self.task_family)
+                view = supervisor.playbook.view(self.learning_key) if config.playbook.enabled else None
             except StoreError as exc:
                 self._history = KeyHistory(unavailable=str(exc))
         else:
             self._history = KeyHistory(unavailable=supervisor.store_problem)
-        budget = config.playbook.inject_token_budget
-        self.lessons = select_lessons(entries, self.task, audience="student", token_budget=budget)
-        self.teacher_lessons = select_lessons(entries, self.task, audience="teacher", token_budget=budget)
+        # The session row goes before the probe's model call: it and every later row point at it.
+        supervisor.recorder.insert(SessionRecord, id=self.session_id, learning_key=self.learning_key, task_family=self.task_family,
+                                   agent_name=self.agent_name, task=self.task, session_metadata=self.metadata)
+        if view is not None and view.entries:
+            self._select(view)
         prior = prior_decision(self._history, coverage([*self.lessons, *self.teacher_lessons], self.task), config.supervision)
         self.decision = yield from probe_flow(self.task, prior, config.supervision)
         supervisor.recorder.update(
             SessionRecord, self.session_id, lane=self.decision.lane, lane_confidence=self.decision.confidence,
-            lane_reason=self.decision.reason, lane_source=self.decision.source,
-            lessons_used=[e.id for e in [*self.lessons, *self.teacher_lessons]],
-            session_metadata={**self.metadata, "lane_signals": self.decision.signals},
+            lane_reason=self.decision.reason, lane_source=self.decision.source, lessons_used=self.entries_used,
+            session_metadata=self._session_metadata(),
         )
         task_preview = supervisor.redactor.text(self.task)[:200]  # redact first: a cut secret no longer matches
-        self._emit("session_started", {"learning_key": self.learning_key, "task": task_preview, "agent_name": self.agent_name})
+        self._emit("session_started", {"learning_key": self.learning_key, "task": task_preview, "agent_name": self.agent_name,
+                                       "task_family": self.task_family, "task_family_source": self.task_family_source})
         self._emit("lane_chosen", {"lane": self.decision.lane, "confidence": self.decision.confidence,
                                    "reason": self.decision.reason, "source": self.decision.source})
+
+    def _resolve_family(self) -> None:
+        """Infer the task family when the caller named none, and count the task in it."""
+        families = self.supervisor.families
+        if self.task_family is None:
+            guess = families.infer(self.learning_key, self.task)
+            self.task_family = guess.family
+            self._family_note = f"{'new family' if guess.new else 'joined'} at similarity {guess.similarity:.2f}"
+        families.remember(self.learning_key, self.task, self.task_family)
+
+    def _select(self, view: PlaybookView) -> None:
+        """The entries that apply to this task, minus those withheld at random (see :func:`select_entries`)."""
+        config = self.config
+        self._entries = view.entries
+        relevance = view.relevance(self.task)
+        common: dict[str, Any] = {"family": self.task_family, "config": config.playbook, "draw": self.supervisor.draw}
+        student = select_entries(view.entries, relevance, audience="student", kind="lesson",
+                                 token_budget=config.playbook.inject_token_budget, **common)
+        teacher = select_entries(view.entries, relevance, audience="teacher", kind="lesson",
+                                 token_budget=config.playbook.inject_token_budget, **common)
+        examples = (select_entries(view.entries, relevance, audience="student", kind="example", token_budget=config.examples.token_budget,
+                                   max_count=config.examples.max_injected, **common)
+                    if config.examples.enabled else Selection([], [], {}))
+        self.lessons, self.teacher_lessons, self.examples = student.chosen, teacher.chosen, examples.chosen
+        self.withheld = [*student.withheld, *teacher.withheld, *examples.withheld]
+
+    @property
+    def entries_used(self) -> list[str]:
+        """Ids of every playbook entry injected into this session (lessons of both audiences, worked examples)."""
+        return [e.id for e in [*self.lessons, *self.teacher_lessons, *self.examples]]
+
+    def _session_metadata(self, **extra: Any) -> dict[str, Any]:
+        notes: dict[str, Any] = {"lane_signals": self.decision.signals}
+        if self.withheld:
+            notes["lessons_withheld"] = [e.id for e in self.withheld]
+        if self._family_note:
+            notes["task_family_inferred"] = self._family_note
+        if self.budget_note:
+            notes["supervision_budget"] = self.budget_note
+        return {**self.metadata, **notes, **extra}
 
     def _plan_flow(self, plan: list[str]) -> Flow[PlanReview]:
         recorder = self.supervisor.recorder
@@ -492,18 +613,31 @@ class SupervisedRun:
         return verdict
 
     def _answer_flow(self, answer_text: str) -> Flow[VerdictResult]:
+        if self.lane == "auto" and not self.checks:
+            return VerdictResult(None, reason="auto: no teacher and no verifiable check")
         number = len(self.attempts) + 1
-        steps = render_steps(self.steps, self.config.judges.context_budget_chars)
-        answer = yield Ask("teacher", "answer_validation",
-                           answer_validation_messages(self.task, answer_text, steps, self.teacher_instructions), Verdict)
-        verdict = self._verdict(answer, attempt=number)
-        self.attempts.append({"attempt": number, "answer": answer_text, "accepted": verdict.accepted})
+        checks = run_checks(self.checks, CheckContext(self.task, answer_text, tuple(self.steps), self.metadata)) if self.checks else []
+        shown = render_checks(checks)
+        self.attempt_checks[number] = checks
+        failed = [c for c in checks if c.score is not None and c.score < 0.5]
+        if self.lane == "auto":  # the checks alone, no teacher call
+            decided = all(c.score is not None for c in checks)
+            answer = Answer(Verdict(accepted=True, reason="auto: the verifiable checks passed")) if decided or failed \
+                else Answer(error="auto lane: no teacher, and a check did not decide")
+        else:
+            steps = render_steps(self.steps, self.config.judges.context_budget_chars)
+            answer = yield Ask("teacher", "answer_validation",
+                               answer_validation_messages(self.task, answer_text, steps, self.teacher_instructions, shown), Verdict)
+        verdict = self._verdict(answer, attempt=number, failed_checks=failed)
+        self.attempts.append({"attempt": number, "answer": answer_text, "accepted": verdict.accepted,
+                              "checks_score": mean_or_none([c.score for c in checks])})
         self.supervisor.recorder.insert(AttemptRecord, session_id=self.session_id, attempt=number, answer=answer_text,
-                                        accepted=verdict.accepted, verdict_reason=verdict.reason, guidance=verdict.guidance or None)
+                                        accepted=verdict.accepted, verdict_reason=verdict.reason, guidance=verdict.guidance or None,
+                                        checks=shown or None)
         if verdict.accepted is False:
             self.interventions += 1
             if verdict.guidance:
-                self._guidance(verdict.guidance, kind="answer")
+                self._guidance(verdict.guidance, kind="answer", source="teacher" if answer.ok and self.lane != "auto" else "checks")
             if number <= self.config.supervision.max_retries:  # a retry follows; it will be validated too
                 self.retries += 1
                 with self._lock:
@@ -528,13 +662,21 @@ class SupervisedRun:
         supervisor, config = self.supervisor, self.config
         answer_text = as_text(final_answer) if final_answer is not None else (self.attempts[-1]["answer"] if self.attempts else "")
         checks = run_checks(self.checks, CheckContext(self.task, answer_text, tuple(self.steps), self.metadata))
+        scored = [c.score for c in checks if c.score is not None]
+        checks_passed = all(score >= 0.5 for score in scored) if scored else None
+        # Checks decide the outcome when every one of them decided; the judges are then cut back.
+        judging = config.judges.when_checks_decide if scored and len(scored) == len(checks) else "full"
         verdict_text = "; ".join(f"attempt {v.attempt}: {'accepted' if v.accepted else 'rejected' if v.accepted is False else 'unverified'}"
                                  for v in self.verdicts if v.attempt is not None)
-        reward: SessionReward = yield from judge_session_flow(self.task, self.steps, answer_text, verdict_text, checks, config.judges)
+        reward: SessionReward = yield from judge_session_flow(self.task, self.steps, answer_text, verdict_text, checks, config.judges,
+                                                              judging=judging)
         teaching = self._teaching_reward(checks)
         if teaching is not None:
             reward.breakdown["teaching"] = round(teaching, 4)
-        step_rewards, step_note = yield from judge_steps_flow(self.task, self.steps, config.judges)
+        if judging == "full":
+            step_rewards, step_note = yield from judge_steps_flow(self.task, self.steps, config.judges)
+        else:
+            step_rewards, step_note = [], "steps not judged: verifiable checks decided the outcome"
         recorder = supervisor.recorder
         recorder.insert(RewardRecord, session_id=self.session_id, scope="session", score=reward.score, status=reward.status,
                         reason=reward.reason, breakdown=reward.breakdown, samples=reward.samples, escalated=reward.escalated)
@@ -542,7 +684,7 @@ class SupervisedRun:
             recorder.insert(RewardRecord, session_id=self.session_id, step_id=step_reward.step_id, scope="step",
                             score=step_reward.score, reason=step_reward.rationale)
         self._emit("reward", {"score": reward.score, "status": reward.status, "reason": reward.reason,
-                              "escalated": reward.escalated, "steps": step_note})
+                              "escalated": reward.escalated, "steps": step_note, "checks_passed": checks_passed})
 
         drift_alert, drift_reason = False, ""
         if reward.score is not None and config.drift.enabled:
@@ -561,31 +703,48 @@ class SupervisedRun:
             recorder.insert(ReviewLogRecord, session_id=self.session_id, from_status="pending", to_status="approved",
                             reviewer="atlas:auto-approval", note=review_note)
 
-        learned, learning_note = yield from self._learn_flow(answer_text, reward.score)
+        final_score = mean_or_none(scored) if scored else reward.score
+        unaided = self._unaided_score(final_score)
+        outcome = _Outcome(reward.score, final_score, unaided, checks_passed, drift_alert, review_status == "approved", error)
+        learned, learning_note = yield from self._learn_flow(answer_text, outcome)
 
         usage = self.usage.as_dict()
         total = self.usage.total()
         accepted = next((v.accepted for v in reversed(self.verdicts) if v.attempt is not None), None)
         recorder.update(
             SessionRecord, self.session_id, status="failed" if error else "completed", final_answer=answer_text,
-            reward=reward.score, reward_reason=reward.reason, review_status=review_status, review_note=review_note,
-            drift_alert=drift_alert, drift_reason=drift_reason or None, usage_by_role=usage, total_tokens=total.total_tokens,
-            total_cost_usd=total.cost_usd, interventions=self.interventions, retries=self.retries, finished_at=utcnow(),
-            session_metadata={**self.metadata, "lane_signals": self.decision.signals, "learning": learning_note,
-                              "steps_judged": step_note, **({"error": error} if error else {})},
+            reward=reward.score, reward_reason=reward.reason, checks_passed=checks_passed, review_status=review_status,
+            review_note=review_note, drift_alert=drift_alert, drift_reason=drift_reason or None, usage_by_role=usage,
+            total_tokens=total.total_tokens, total_cost_usd=total.cost_usd, interventions=self.interventions, retries=self.retries,
+            finished_at=utcnow(), session_metadata=self._session_metadata(
+                learning=learning_note, steps_judged=step_note, unaided_score=unaided, **({"error": error} if error else {})),
         )
         self.finished = SessionResult(
             session_id=self.session_id, learning_key=self.learning_key, lane=self.lane, decision=self.decision,
             final_answer=answer_text, accepted=accepted, verdicts=list(self.verdicts), attempts=len(self.attempts),
             reward=reward.score, reward_status=reward.status, reward_reason=reward.reason, reward_breakdown=reward.breakdown,
             step_rewards=step_rewards, usage_by_role=usage, total_tokens=total.total_tokens, total_cost_usd=total.cost_usd,
-            lessons_used=[e.id for e in [*self.lessons, *self.teacher_lessons]], lessons_learned=learned,
+            lessons_used=self.entries_used, lessons_learned=learned,
             drift_alert=drift_alert, drift_reason=drift_reason, review_status=review_status, learning_note=learning_note,
+            task_family=self.task_family, task_family_source=self.task_family_source, checks_passed=checks_passed,
+            unaided_score=unaided, lessons_withheld=[e.id for e in self.withheld],
         )
         self._emit("session_finished", self.finished.summary())
         if not recorder.flush():
             log.warning("session %s: the store writer did not finish in time; rows stay queued", self.session_id)
         return self.finished
+
+    def _unaided_score(self, final_score: float | None) -> float | None:
+        """How the student's own first answer fared, before any teacher guidance: its checks, else the teacher's
+        first verdict; with no validated attempt (auto), the final outcome; None for an escalated session."""
+        if not self.attempts:
+            return None if self.lane == "escalate" else final_score
+        first = self.attempts[0]
+        if first.get("checks_score") is not None:
+            return float(first["checks_score"])
+        if first["accepted"] is not None:
+            return 1.0 if first["accepted"] else 0.0
+        return final_score
 
     def _teaching_reward(self, final_checks: list[Any]) -> float | None:
         """What the teacher's guidance did (see :func:`~atlas_learning.rewards.teaching_reward`), when it can be told.
@@ -594,8 +753,7 @@ class SupervisedRun:
         if len(self.attempts) < 2 or self.attempts[0]["accepted"] is not False:
             return None
         final = mean_or_none([c.score for c in final_checks])
-        first = mean_or_none([c.score for c in run_checks(self.checks, CheckContext(
-            self.task, self.attempts[0]["answer"], tuple(self.steps), self.metadata))])
+        first = mean_or_none([c.score for c in self.attempt_checks.get(1, [])])
         if final is None or first is None:
             return None
         last = self.attempts[-1]["attempt"]  # the guidance the student got on answer retries, before the final attempt
@@ -603,7 +761,33 @@ class SupervisedRun:
                             if v.attempt is not None and v.attempt < last and v.accepted is False and v.guidance)
         return teaching_reward(first >= 0.5, final >= 0.5, guidance)
 
-    def _learn_flow(self, answer_text: str, reward: float | None) -> Flow[tuple[list[AppliedChange], str]]:
+    def _learning_triggers(self, outcome: _Outcome) -> list[str]:
+        """What there is to learn from this session; the synthesizer runs only when something is listed."""
+        config = self.config
+        if config.playbook.synthesize == "always":
+            return ["playbook.synthesize is always"]
+        triggers = []
+        # A session that had a lesson withheld for the impact comparison is expected to do worse without it: its
+        # failures say nothing new, and the comparison itself is recorded as impact.
+        explained = any(e.kind == "lesson" for e in self.withheld)
+        if any(v.accepted is False for v in self.verdicts) and not explained:
+            triggers.append("the teacher or a check rejected work")
+        failed_checks = outcome.checks_passed is False or any(c.score is not None and c.score < 0.5
+                                                               for cs in self.attempt_checks.values() for c in cs)
+        if failed_checks and not explained:
+            triggers.append("a verifiable check failed")
+        if outcome.reward is not None and outcome.reward < config.supervision.auto_min_reward and not explained:
+            triggers.append(f"reward {outcome.reward:.2f} under {config.supervision.auto_min_reward}")
+        if outcome.drift_alert:
+            triggers.append("the reward drifted")
+        family_lessons = [e for e in self._entries if e.kind == "lesson" and e.task_family == self.task_family]
+        if not family_lessons and self._history.sessions < config.supervision.warmup_sessions:
+            triggers.append("a new task family with no lessons yet")
+        if any(e.status == "provisional" for e in [*self.lessons, *self.teacher_lessons]) and (outcome.final or 0.0) < 1.0:
+            triggers.append("a lesson under trial was given and the session was not a clean success")
+        return triggers
+
+    def _learn_flow(self, answer_text: str, outcome: _Outcome) -> Flow[tuple[list[AppliedChange], str]]:
         config, registry = self.config, self.supervisor.playbook
         if not config.playbook.enabled:
             return [], "learning disabled (playbook.enabled is false)"
@@ -611,42 +795,77 @@ class SupervisedRun:
             self._emit("store_degraded", {"reason": self.supervisor.store_problem or "writes are spooling"})
             return [], "learning skipped: the store is unavailable"
         learned: list[AppliedChange] = []
-        used = {e.id for e in [*self.lessons, *self.teacher_lessons]}
+        notes: list[str] = []
         try:
-            if reward is not None:
-                unused = [e.id for e in self._entries if e.id not in used]
-                learned.extend(registry.record_impact(self.learning_key, sorted(used), unused, reward))
+            impact = outcome.for_impact()
+            if impact is not None:
+                learned.extend(registry.record_impact(self.learning_key, self.entries_used, [e.id for e in self.withheld], impact))
+            learned.extend(self._keep_example(answer_text, outcome))
         except StoreError as exc:
             return learned, f"learning skipped: {exc}"
-        retired = {c.entry_id for c in learned if c.op == "retire"}
-        entries = [(e.id, e.lesson) for e in self._entries if e.id not in retired]
-        messages = synthesis_messages(self.task, render_steps(self.steps, self.config.judges.context_budget_chars // 2),
-                                      answer_text, reward, self.guidance_given, entries)
-        answer = yield Ask("synthesizer", "synthesis", messages, PlaybookChanges)
-        if not answer.ok:
-            note = f"synthesizer failed: {answer.error}"
+        triggers = self._learning_triggers(outcome)
+        if not triggers:
+            notes.append("synthesizer not asked: nothing to learn (no rejection, failed check, low or drifting reward, new family or lesson under trial)")
         else:
+            retired_ids = {c.entry_id for c in learned if c.op == "retire"}
+            entries = [(e.id, e.lesson) for e in self._entries if e.kind == "lesson" and e.id not in retired_ids]
             try:
-                learned.extend(registry.apply(self.learning_key, answer.output.changes, session_id=self.session_id))
-                note = f"{len(answer.output.changes)} changes proposed"
-            except StoreError as exc:
-                note = f"learning skipped: {exc}"
+                tombstones = sorted(registry.retired_entries(self.learning_key), key=lambda e: -similarity(e.lesson, self.task))[:5]
+            except StoreError:
+                tombstones = []
+            messages = synthesis_messages(self.task, render_steps(self.steps, config.judges.context_budget_chars // 2), answer_text,
+                                          outcome.reward, self.guidance_given, entries, [e.lesson for e in tombstones],
+                                          self.task_family, "; ".join(triggers))
+            answer = yield Ask("synthesizer", "synthesis", messages, PlaybookChanges)
+            if not answer.ok:
+                notes.append(f"synthesizer failed: {answer.error}")
+            else:
+                try:
+                    learned.extend(registry.apply(self.learning_key, answer.output.changes, session_id=self.session_id,
+                                                  task_family=self.task_family))
+                    notes.append(f"{len(answer.output.changes)} changes proposed ({'; '.join(triggers)})")
+                except StoreError as exc:
+                    notes.append(f"learning skipped: {exc}")
         for change in learned:
             event: EventType = _LESSON_EVENTS.get(change.op, "lesson_refined")
             self._emit(event, {"entry_id": change.entry_id, "lesson": change.lesson, "op": change.op,
                                "registry_version": change.registry_version, "reason": change.reason})
-        return learned, note
+        return learned, "; ".join(notes)
+
+    def _keep_example(self, answer_text: str, outcome: _Outcome) -> list[AppliedChange]:
+        """A verified success becomes a worked example of its family: checks passed, or (without checks) approved
+        with a reward of at least ``examples.min_reward``."""
+        examples = self.config.examples
+        if not examples.enabled or outcome.error or self.lane == "escalate":
+            return []
+        if outcome.checks_passed is True:
+            reason = "passed its verifiable checks"
+        elif outcome.checks_passed is None and outcome.approved and outcome.reward is not None and outcome.reward >= examples.min_reward:
+            reason = f"approved with reward {outcome.reward:.2f}"
+        else:
+            return []
+        return self.supervisor.playbook.add_example(
+            self.learning_key, example_text(self.task, self.steps, answer_text), task_family=self.task_family,
+            session_id=self.session_id, max_per_family=examples.max_per_family, reason=f"worked example: the session {reason}")
 
     # ----------------------------------------------------------------------------------------- plumbing
-    def _verdict(self, answer: Answer, *, attempt: int | None = None, step_id: str | None = None) -> VerdictResult:
+    def _verdict(self, answer: Answer, *, attempt: int | None = None, step_id: str | None = None,
+                 failed_checks: Sequence[Any] = ()) -> VerdictResult:
+        """The teacher's verdict, overruled by failing verifiable checks: they reject, with their reasons first
+        in the guidance and the teacher's guidance (when it has some) after."""
         if answer.ok:
             verdict: Verdict = answer.output
             result = VerdictResult(verdict.accepted, verdict.guidance.strip(), verdict.reason, attempt, step_id)
         else:
             result = VerdictResult(None, "", f"teacher could not validate: {answer.error}", attempt, step_id)
+        if failed_checks:
+            reasons = [f"The check {c.name} failed" + (f": {c.reason}" if c.reason else "") + "." for c in failed_checks]
+            guidance = " ".join([*reasons, result.guidance]).strip()
+            why = "; ".join(f"check {c.name} failed" for c in failed_checks)
+            result = VerdictResult(False, guidance, f"{why}; teacher: {result.reason}" if result.reason else why, attempt, step_id)
         self.verdicts.append(result)
         self._emit("verdict", {"accepted": result.accepted, "guidance": result.guidance, "reason": result.reason,
-                               "attempt": attempt, "step_id": step_id})
+                               "attempt": attempt, "step_id": step_id, "failed_checks": [c.name for c in failed_checks]})
         return result
 
     def _guidance(self, content: str, *, kind: str, step_id: str | None = None, source: str = "teacher") -> None:
@@ -668,9 +887,25 @@ class SupervisedRun:
             output_tokens=usage.output_tokens, cost_usd=usage.cost_usd, latency_ms=latency_s * 1000, attempts=attempts, error=error,
         )
 
+    def _over_budget(self, request: Ask) -> Answer | None:
+        """Refuse a supervision call once the session spent ``supervision.max_tokens_per_session``."""
+        limit = self.config.supervision.max_tokens_per_session
+        if limit is None:
+            return None
+        spent = sum(u.get("input_tokens", 0) + u.get("output_tokens", 0) for role, u in self.usage.as_dict().items() if role != "student")
+        if spent < limit:
+            return None
+        reason = f"supervision token budget reached ({spent} of supervision.max_tokens_per_session {limit})"
+        if self.budget_note is None:
+            self.budget_note = f"{reason}; skipped from {request.role} {request.purpose} on"
+            self._emit("supervision_budget_reached", {"spent": spent, "limit": limit, "skipped": f"{request.role}:{request.purpose}"})
+        return Answer(error=reason)
+
     def _perform(self, request: Ask | AskHuman) -> Answer:
         if isinstance(request, AskHuman):
             return self._ask_human(request)
+        if (refused := self._over_budget(request)) is not None:
+            return refused
         started = time.perf_counter()
         model = None
         try:
@@ -685,6 +920,8 @@ class SupervisedRun:
     async def _aperform(self, request: Ask | AskHuman) -> Answer:
         if isinstance(request, AskHuman):
             return await self._aask_human(request)
+        if (refused := self._over_budget(request)) is not None:
+            return refused
         started = time.perf_counter()
         model = None
         try:

@@ -76,6 +76,8 @@ def make_supervisor(store_url: str, tmp_path) -> Iterator[Callable[..., Supervis
         roles = default_answers()
         for role, by_title in (answers or {}).items():
             roles[role] = {**roles.get(role, {}), **by_title}
+        # Nothing is withheld at random unless a test asks for it: the A/B withholding has tests of its own.
+        config["playbook"] = {"trial_explore_rate": 0.0, "explore_rate": 0.0, **config.get("playbook", {})}
         loaded = AtlasConfig.load({"storage": {"url": store_url, "spool_dir": str(tmp_path / "spool")}, **config}, environ={})
         supervisor = Supervisor(loaded, models=ScriptedRoles(loaded, roles), checks=checks, human=human)
         made.append(supervisor)

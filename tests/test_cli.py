@@ -9,6 +9,7 @@ import sys
 from typer.testing import CliRunner
 
 from atlas_learning.cli import app
+from atlas_learning.store import SCHEMA_VERSION
 
 runner = CliRunner()
 
@@ -59,7 +60,7 @@ def test_quickstart_checks_config_store_and_teacher(tmp_path) -> None:
     )
     result = atlas("quickstart", "--model", "scripted", "--tasks", "1-2", "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "schema version 1" in result.stdout
+    assert f"schema version {SCHEMA_VERSION}" in result.stdout
     assert "{'answer': 'Paris', 'confident': True}" in result.stdout
     assert "success 2/2" in result.stdout  # then the main example ran, here with its scripted agent
     assert (tmp_path / "q.db").is_file() and (tmp_path / "out" / "results.json").is_file()

@@ -39,7 +39,7 @@ def coached_session(make_supervisor) -> str:
         {"teacher": {"PlanReview": review, "Verdict": [ACCEPT, reject_step, reject_answer, ACCEPT]},
          "judge_small": {"StepJudgements": {"steps": [{"step": 0, "score": 0.6, "rationale": "listing helps"},
                                                        {"step": 1, "score": 0.9, "rationale": "the right file"}]}}},
-        supervision={"lane": "coach"}, checks=[counts_three],
+        supervision={"lane": "coach"}, checks=[counts_three], judges={"when_checks_decide": "full"},
     )
     run = supervisor.begin(f"Count the items in notes/todo.txt (key {SECRETS[0]})", agent_name="files",
                            metadata={"ground_truth": "3"})

@@ -38,9 +38,32 @@ def _create_initial_schema(connection: Connection) -> None:
     SQLModel.metadata.create_all(connection)
 
 
+#: Columns added by version 2: task families, verified outcomes, worked examples, reasons in playbook history.
+_V2_COLUMNS = (
+    ("sessions", "task_family", "VARCHAR(128)"),
+    ("sessions", "checks_passed", "BOOLEAN"),
+    ("playbook_entries", "kind", "VARCHAR(16) NOT NULL DEFAULT 'lesson'"),
+    ("playbook_entries", "task_family", "VARCHAR(128)"),
+    ("playbook_versions", "reason", "TEXT"),
+    ("attempts", "checks", "TEXT"),
+)
+
+
+def _add_task_families(connection: Connection) -> None:
+    present = {table: {c["name"] for c in inspect(connection).get_columns(table)} for table, _, _ in _V2_COLUMNS}
+    for table, column, ddl in _V2_COLUMNS:
+        if column not in present[table]:
+            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+    if "ix_sessions_key_family_started" not in {i["name"] for i in inspect(connection).get_indexes("sessions")}:
+        connection.execute(text("CREATE INDEX ix_sessions_key_family_started ON sessions (learning_key, task_family, started_at)"))
+
+
 #: The schema's history, oldest first. Append a Migration for every change to the tables; never edit one that
 #: has shipped. A new database is created from the current tables and stamped with the latest version.
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _create_initial_schema),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _create_initial_schema),
+    Migration(2, "task families, checks in the loop, worked examples, playbook history reasons", _add_task_families),
+)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 _MIGRATION_LOCK_ID = 7_274_527  # PostgreSQL advisory lock serialising concurrent migrators
 

@@ -27,6 +27,7 @@ __all__ = [
     "STEP_KINDS",
     "PLAYBOOK_AUDIENCES",
     "PLAYBOOK_STATUSES",
+    "PLAYBOOK_KINDS",
     "MetaRecord",
     "SessionRecord",
     "PlanRecord",
@@ -51,6 +52,7 @@ REVIEW_STATUSES = ("pending", "approved", "quarantined")
 STEP_KINDS = ("model_call", "tool_call", "node")
 PLAYBOOK_AUDIENCES = ("student", "teacher")
 PLAYBOOK_STATUSES = ("provisional", "active", "retired")
+PLAYBOOK_KINDS = ("lesson", "example")
 
 
 def new_id() -> str:
@@ -122,9 +124,12 @@ class SessionRecord(SQLModel, table=True):
         Index("ix_sessions_key_started", "learning_key", "started_at"),
         Index("ix_sessions_review_started", "review_status", "started_at"),
         Index("ix_sessions_started", "started_at", "id"),  # unfiltered listings and exports page on this
+        Index("ix_sessions_key_family_started", "learning_key", "task_family", "started_at"),  # a family's lane history
     )
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     learning_key: str = Field(max_length=256)
+    #: The task family inside the key (given per call or inferred from the task): lane history is per family.
+    task_family: str | None = Field(default=None, max_length=128)
     agent_name: str = Field(default="", max_length=256)
     task: str = _text(nullable=False)
     lane: str | None = Field(default=None, max_length=16, index=True)
@@ -135,6 +140,9 @@ class SessionRecord(SQLModel, table=True):
     final_answer: str | None = _text()
     reward: float | None = Field(default=None, index=True)
     reward_reason: str | None = _text()
+    #: Whether the final answer passed its verifiable checks (None: no check decided). A failed check counts as
+    #: a failed session for the lane prior, whatever the judges said.
+    checks_passed: bool | None = None
     review_status: str = Field(default="pending", max_length=16)
     review_note: str | None = _text()
     drift_alert: bool = False
@@ -205,6 +213,8 @@ class AttemptRecord(SQLModel, table=True):
     accepted: bool | None = None
     verdict_reason: str | None = _text()
     guidance: str | None = _text()
+    #: The verifiable checks' results on this attempt, as the teacher was shown them.
+    checks: str | None = _text()
     created_at: datetime = _time()
 
 
@@ -293,6 +303,10 @@ class PlaybookEntryRecord(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     learning_key: str = Field(max_length=256)
     audience: str = Field(default="student", max_length=16)
+    #: ``lesson`` (an instruction) or ``example`` (a worked example from a verified success).
+    kind: str = Field(default="lesson", max_length=16)
+    #: The task family the entry is scoped to; None for a key-wide entry.
+    task_family: str | None = Field(default=None, max_length=128)
     lesson: str = _text(nullable=False)
     applies_when: str | None = _text()
     status: str = Field(default="provisional", max_length=16)
@@ -328,6 +342,8 @@ class PlaybookVersionRecord(SQLModel, table=True):
     applies_when: str | None = _text()
     status: str = Field(default="provisional", max_length=16)
     session_id: str | None = Field(default=None, max_length=32)
+    #: Why the change was made: the synthesizer's reason, the impact figures, or ``manual: <reason>``.
+    reason: str | None = _text()
     created_at: datetime = _time()
 
 

@@ -195,7 +195,8 @@ class _Session:
             number, answer = int(attempt["attempt"]), str(attempt.get("answer") or "")
             is_final = position == len(attempts) - 1 and answer == final
             steps = [s for s, a in zip(self.steps, self.attempt_of_step, strict=True) if a <= number]
-            messages = answer_validation_messages(self.task, answer, render_steps(steps, self.budget), self.lessons)
+            messages = answer_validation_messages(self.task, answer, render_steps(steps, self.budget), self.lessons,
+                                                  attempt.get("checks") or "")
             verdict = {"accepted": attempt["accepted"], "guidance": attempt.get("guidance"),
                        "reason": attempt.get("verdict_reason")}
             examples.append(self._verdict("answer", messages, verdict, answer,

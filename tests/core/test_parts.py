@@ -77,8 +77,9 @@ def test_retrieval_prefers_relevant_entries_within_budget() -> None:
     entries = [entry("Quote numbers exactly from the spreadsheet."), entry("List the folder before reading any file."),
                entry("Teacher: check the path argument.", audience="teacher"), entry("Old advice.", status="retired")]
     chosen = select_lessons(entries, "read the file in the data folder", audience="student", token_budget=400)
-    assert chosen[0].lesson == "List the folder before reading any file." and len(chosen) == 2
-    assert len(select_lessons(entries, "read the file", audience="student", token_budget=16)) == 1
+    assert [e.lesson for e in chosen] == ["List the folder before reading any file."]  # the spreadsheet lesson does not apply
+    assert select_lessons(entries, "read the file", audience="student", token_budget=20) == []  # the rendered block is 21 tokens
+    assert len(select_lessons(entries, "read the file", audience="student", token_budget=21)) == 1
     assert "List the folder" in render_lessons(chosen) and render_lessons([]) == ""
     assert coverage(chosen[:1], "read the file today") == pytest.approx(2 / 3)  # 'read' and 'file' of read/file/today
     assert similarity("List the folder first", "list the folder first.") == 1.0
@@ -106,15 +107,25 @@ def test_registry_history_diff_retire_and_budget(store) -> None:
 
 
 def test_impact_promotes_helpful_entries_and_retires_harmful_ones(store) -> None:
-    registry = PlaybookRegistry(store, PlaybookConfig(activate_after=2, retire_after=3))
+    registry = PlaybookRegistry(store, PlaybookConfig())  # min_with 3, min_without 2, decide_confidence 0.8
     helpful, harmful = (c.entry_id for c in registry.apply("k", [LessonChange(op="add", lesson="Check the path first."),
                                                                  LessonChange(op="add", lesson="Guess the file contents quickly.")]))
-    registry.record_impact("k", [helpful], [harmful], 0.9)
-    changes = registry.record_impact("k", [helpful], [harmful], 0.9)
-    assert ("activate", helpful) in [(c.op, c.entry_id) for c in changes]
+    for _ in range(2):
+        assert registry.record_impact("k", [], [helpful, harmful], 0.5) == []  # sessions it applied to but was withheld from
+    assert registry.record_impact("k", [helpful], [], 0.9) == [] and registry.record_impact("k", [helpful], [], 1.0) == []  # n=2 < 3
+    changes = registry.record_impact("k", [helpful], [], 0.9)
+    assert [(c.op, c.entry_id) for c in changes] == [("activate", helpful)]
+    assert "P(helps) 0.8" in changes[0].reason and "(n=3)" in changes[0].reason
     for _ in range(3):
-        changes = registry.record_impact("k", [harmful], [helpful], 0.2)
-    assert ("retire", harmful) in [(c.op, c.entry_id) for c in changes]
+        changes = registry.record_impact("k", [harmful], [], 0.0)
+    assert [(c.op, c.entry_id) for c in changes] == [("retire", harmful)] and "probably harmful" in changes[0].reason
+    assert [e.id for e in registry.live_entries("k")] == [helpful]
+    rows = {(h.entry_id, h.change): h.reason for h in registry.history("k")}
+    assert rows[(helpful, "activate")].startswith("impact: probably helps") and rows[(harmful, "retire")].startswith("impact:")
+    # the retired text, and a near-duplicate of it, never come back (tombstone)
+    again = registry.apply("k", [LessonChange(op="add", lesson="Guess the file contents quickly!"),
+                                 LessonChange(op="add", lesson="Quickly guess the file contents.")])
+    assert [c.op for c in again] == ["refused", "refused"] and registry.version("k") == 3
     assert [e.id for e in registry.live_entries("k")] == [helpful]
 
 

@@ -28,8 +28,9 @@ def test_the_scripted_suite_solves_all_25_and_stores_every_session(store_url: st
     assert all(r.passed and r.error is None for r in report.runs), [(r.task_id, r.check_reason, r.error) for r in report.runs if not r.passed]
     assert report.summary["success_rate"] == 1.0 and report.summary["mean_reward"] == pytest.approx(0.9)
     assert len(lines) == 26 and lines[1].startswith("[  1/25] task  1 todo-count") and "PASS" in lines[1]
-    assert report.runs[0].lane == "coach" and report.runs[-1].lane == "auto"  # warm-up, then earned trust
-    assert report.runs[0].lessons_injected == 0 and report.runs[-1].lessons_injected > 0  # lessons carry between tasks
+    # lanes are per task family (inferred from the task text): each family is coached first, then earns trust
+    assert report.runs[0].lane == "coach" and any(r.lane == "auto" for r in report.runs)
+    assert report.runs[0].lessons_injected == 0 and any(r.lessons_injected > 0 for r in report.runs)  # lessons reach their family
 
     with Store(store_url) as store:
         sessions = {s.id: s for s in store.rows(SessionRecord)}
@@ -66,7 +67,8 @@ def test_the_scripted_suite_solves_all_25_and_stores_every_session(store_url: st
 def test_wrong_answers_fail_the_check_and_a_runaway_agent_is_stopped(sqlite_url: str, tmp_path: Path) -> None:
     def factory(task, workspace):
         if task.id == 1:  # answers at once, wrongly
-            return ScriptedSolver(messages=iter([AIMessage("It has 4 items.")]), disable_streaming=True)
+            # rejected by the failing check and retried with its reason; this agent repeats itself every time
+            return ScriptedSolver(messages=itertools.repeat(AIMessage("It has 4 items.")), disable_streaming=True)
         calls = (AIMessage("", tool_calls=[{"name": "list_files", "args": {}, "id": f"c{i}"}]) for i in itertools.count())
         return ScriptedSolver(messages=calls, disable_streaming=True)  # never stops calling tools
 
@@ -89,8 +91,10 @@ def test_the_baseline_learns_nothing_and_keeps_its_own_key(sqlite_url: str, tmp_
     assert baseline.summary["learning_key"] == f"{LEARNING_KEY}:scripted:baseline" and baseline.mode == "baseline"
     assert [(r.lessons_injected, r.lessons_learned) for r in baseline.runs] == [(0, 0)] * 3
     assert (tmp_path / "out" / "results-baseline.json").is_file() and not (tmp_path / "out" / "results.json").exists()
-    learning = run_suite(storage(sqlite_url, tmp_path), TASKS[:3], model="scripted", out_dir=tmp_path / "out", progress=None, plot=False)
-    assert learning.summary["lessons_learned"] > 0 and learning.runs[-1].lessons_injected > 0
+    learning = run_suite({**storage(sqlite_url, tmp_path), "playbook": {"trial_explore_rate": 0.0}}, TASKS[:3], repeat=2,
+                         model="scripted", out_dir=tmp_path / "out", progress=None, plot=False)
+    # lessons are scoped to the task family that taught them: the second round gets them, the first did not
+    assert learning.summary["lessons_learned"] > 0 and all(r.lessons_injected > 0 for r in learning.runs[3:])
     with Store(sqlite_url) as store:
         keys = {e.learning_key for e in store.rows(PlaybookEntryRecord)}
         assert keys == {f"{LEARNING_KEY}:scripted"}

@@ -17,7 +17,8 @@ def teacher_verdict(messages: list[dict[str, str]]) -> dict[str, object]:
     """A scripted teacher that checks sums: accepts the right number, rejects anything else with guidance."""
     text = messages[-1]["content"]
     a, b = map(int, re.findall(r"\d+", re.search(r"Task: (.*)", text).group(1))[:2])
-    if answer_matches(text.split("Final answer:\n", 1)[1], str(a + b)):
+    answer = text.split("Final answer:\n", 1)[1].split("\nVerifiable checks on this answer:", 1)[0]
+    if answer_matches(answer, str(a + b)):
         return {"accepted": True, "guidance": "", "reason": "correct"}
     return {"accepted": False, "guidance": "Add the two numbers; reply with the number only.", "reason": "no number"}
 

@@ -44,7 +44,8 @@ def test_answer_examples_rebuild_the_teachers_prompt_and_label_attempts(sum_sess
     first = wrong[0]
     verdict = json.loads(first["completion"][0]["content"])
     assert verdict["accepted"] is False and "Add the two numbers" in verdict["guidance"]
-    assert first["prompt"] == answer_validation_messages(first["task"], "I don't know.", "(no steps recorded)", "")
+    shown = f"- expected_answer_check: FAILED (0.00) expected '{first['expected']}'"  # the checks the teacher was shown
+    assert first["prompt"] == answer_validation_messages(first["task"], "I don't know.", "(no steps recorded)", "", shown)
     right = [e for e in examples if e["attempt"] != "I don't know."]
     assert all(e["attempt_correct"] is True and e["expected"] == e["attempt"] for e in right)
 

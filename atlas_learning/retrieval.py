@@ -1,0 +1,76 @@
+"""Relevance of short texts to a task: the tokenizer shared by every lexical comparison, and a BM25 index.
+
+Lessons, worked examples and past tasks are short, so their BM25 scores (``bm25s``, Lucene variant) are
+normalised by each document's score against itself: :meth:`RelevanceIndex.relevance` is then the share of a
+document's IDF-weighted content that the query speaks to, 0..1, comparable across documents and usable with a
+fixed threshold. Words keep their digits ("sha256", "q3", "404"): in tasks they are often the point.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["RelevanceIndex", "terms", "tokens"]
+
+_TOKEN = re.compile(r"[a-z0-9]+")
+_STOPWORDS = frozenset(
+    "the a an and or of to in on for with is are be it this that as at by from into before after then when "
+    "use your you its all any each not no do does did was were has have had can will should must".split()
+)
+_SUFFIXES = ("ing", "ies", "ed", "es", "s")
+
+
+def _stem(word: str) -> str:
+    """A light suffix strip (reading -> read, files -> file), applied alike to every text compared."""
+    if any(ch.isdigit() for ch in word):
+        return word
+    for suffix in _SUFFIXES:
+        if len(word) > len(suffix) + (2 if suffix == "ies" else 3) and word.endswith(suffix):
+            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    return word
+
+
+def tokens(text: str) -> list[str]:
+    """The content words of a text in order: lower-cased, stemmed, without stopwords; words of one or two letters
+    are dropped unless they hold a digit ("q3" stays, "to" goes)."""
+    return [_stem(w) for w in _TOKEN.findall(text.lower())
+            if w not in _STOPWORDS and (len(w) > 2 or (len(w) == 2 and any(ch.isdigit() for ch in w)))]
+
+
+def terms(text: str) -> set[str]:
+    """The set of :func:`tokens` of a text."""
+    return set(tokens(text))
+
+
+class RelevanceIndex:
+    """BM25 over a fixed list of documents; built once, queried many times (``bm25s`` is imported on first use)."""
+
+    def __init__(self, documents: Sequence[str]) -> None:
+        self.size = len(documents)
+        self._retriever: Any = None
+        self._self_scores: Any = None
+        corpus = [tokens(d) for d in documents]
+        if self.size and any(corpus):
+            import bm25s
+            import numpy as np
+
+            self._retriever = bm25s.BM25()
+            self._retriever.index(corpus, show_progress=False)
+            scores = self._retriever.scores
+            self._self_scores = np.bincount(scores["indices"], weights=scores["data"], minlength=self.size)[: self.size]
+
+    def relevance(self, query: str) -> list[float]:
+        """For each document, the share of its own BM25 weight that ``query`` matches, 0..1."""
+        if self._retriever is None:
+            return [0.0] * self.size
+        query_tokens = sorted(set(tokens(query)))
+        if not query_tokens:
+            return [0.0] * self.size
+        import numpy as np
+
+        raw = self._retriever.get_scores(query_tokens)[: self.size]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            normalised = np.where(self._self_scores > 0, raw / self._self_scores, 0.0)
+        return [float(v) for v in np.clip(normalised, 0.0, 1.0)]
