@@ -16,6 +16,14 @@ version with the same signature and return type, sync or async. Per call:
 
 An agent that raises still ends its session (``error``) and the exception propagates as before. An error in
 Atlas itself is logged and the agent runs unsupervised.
+
+Per call, the session's task family, learning key and metadata come from :func:`atlas_learning.session_options`
+around the call (the entry method keeps the user's signature, so the decorator adds no keyword of its own)::
+
+    with session_options(task_family="refunds", metadata={"ticket": 42}):
+        agent.run("Refund order 1234")
+
+A ``learning_key`` given to the decorator is the call's explicit key, so it wins over one in ``session_options``.
 """
 
 from __future__ import annotations

@@ -60,6 +60,7 @@ from ._messages import (
     to_jsonable,
     usage_of,
 )
+from ._options import begin_options
 
 __all__ = ["with_atlas", "AtlasGraph"]
 
@@ -129,12 +130,12 @@ class _Adapter:
             return self.sessions.get(key) if key else None
 
     def begin(self, state: Any, config: RunnableConfig) -> _Session:
+        """Begin the invocation's session, with the per-call options of its ``configurable`` (see ``_options``)."""
         configurable = (config or {}).get("configurable", {})
-        metadata = {"thread_id": configurable.get("thread_id")} if configurable.get("thread_id") else {}
-        metadata.update(configurable.get("atlas_metadata") or {})
-        checks = [*self.checks, *(configurable.get("atlas_checks") or ())]
-        run = self.supervisor.begin(self.task(state), agent_name=self.agent_name, learning_key=self.learning_key,
-                                    metadata=metadata, checks=checks)
+        thread = configurable.get("thread_id")
+        options = begin_options(configurable, learning_key=self.learning_key, checks=self.checks,
+                                metadata={"thread_id": thread} if thread else {})
+        run = self.supervisor.begin(self.task(state), agent_name=self.agent_name, **options)
         messages = list(state_get(state, self.messages_key) or []) if self.messages_key else []
         session = _Session(run, _StepRecorder(run), [m.id for m in messages if getattr(m, "id", None)], messages)
         with self._lock:
@@ -348,7 +349,9 @@ def with_atlas(
     ``config`` is an AtlasConfig, a dict or a YAML path. ``learning_key`` names the lessons and history this
     graph shares (default: ``agent_name`` or the graph's name). With no ``messages`` key in the state, the task
     and answer are the JSON of the input and output keys unless ``task_from`` / ``answer_from`` say otherwise.
-    ``checkpointer`` defaults to the compiled graph's own.
+    ``checkpointer`` defaults to the compiled graph's own. One invocation sets its own task family, learning key,
+    metadata and checks through ``config["configurable"]``: ``atlas_task_family``, ``atlas_learning_key``,
+    ``atlas_metadata``, ``atlas_checks``.
     """
     builder = graph.builder if isinstance(graph, CompiledStateGraph) else graph
     compiled = graph if isinstance(graph, CompiledStateGraph) else None

@@ -10,9 +10,11 @@
 The middleware only translates the agent's events into :class:`~atlas_learning.supervisor.SupervisedRun` calls and
 applies what the core decided; it decides nothing itself. Per invocation:
 
-- ``before_agent``: begin the session (task: the last human message). Coach: the teacher reviews the (empty) plan
-  so its plan and concerns reach the instructions. Escalate: the teacher (or human) answers and the agent jumps to
-  its end with that answer; if neither could answer, the student works as usual.
+- ``before_agent``: begin the session (task: the last human message; the invocation's ``configurable`` may set
+  ``atlas_task_family``, ``atlas_learning_key``, ``atlas_metadata`` and ``atlas_checks``, as for ``with_atlas``).
+  Coach: the teacher reviews the (empty) plan so its plan and concerns reach the instructions. Escalate: the
+  teacher (or human) answers and the agent jumps to its end with that answer; if neither could answer, the student
+  works as usual.
 - ``wrap_model_call``: ``run.instructions`` (lessons, plan, concerns, guidance) is appended to the request's system
   message (never written to state); the call is recorded as a student step.
 - ``wrap_tool_call``: the tool call is recorded as a step; in coach the teacher validates it (its guidance goes
@@ -58,6 +60,7 @@ from atlas_learning.store import utcnow
 from atlas_learning.supervisor import SessionResult, SupervisedRun, Supervisor
 
 from ._messages import INSTRUCTIONS_ID, last_text, message_text, model_name_of, state_get, to_jsonable, usage_of
+from ._options import begin_options, current_configurable
 
 __all__ = ["AtlasMiddleware", "AtlasAgentState", "SESSION_KEY"]
 
@@ -202,11 +205,14 @@ class AtlasMiddleware(AgentMiddleware[AtlasAgentState, Any, Any]):
         return None, thread_id, False
 
     def _begin_args(self, state: Any, thread_id: str | None) -> dict[str, Any]:
+        """``Supervisor.begin``'s arguments: the middleware's own, with the invocation's per-call options
+        (``configurable``'s ``atlas_task_family``, ``atlas_learning_key``, ``atlas_metadata``, ``atlas_checks``)."""
         metadata: dict[str, Any] = {"framework": "langchain", "adapter": "AtlasMiddleware"}
         if thread_id is not None:
             metadata["thread_id"] = thread_id
-        return {"task": _task_of(state), "agent_name": self.agent_name, "learning_key": self.learning_key,
-                "metadata": metadata, "checks": self._session_checks}
+        options = begin_options(current_configurable(), learning_key=self.learning_key, metadata=metadata,
+                                checks=self._session_checks)
+        return {"task": _task_of(state), "agent_name": self.agent_name, **options}
 
     def _suspend(self, thread_id: str | None, run: SupervisedRun) -> None:
         if thread_id is not None:
@@ -487,12 +493,7 @@ def _thread_id(runtime: Any) -> str | None:
     info = getattr(runtime, "execution_info", None)
     thread_id = getattr(info, "thread_id", None)
     if thread_id is None:
-        try:
-            from langgraph.config import get_config
-
-            thread_id = (get_config().get("configurable") or {}).get("thread_id")
-        except Exception:  # noqa: BLE001 - outside a runnable context
-            thread_id = None
+        thread_id = current_configurable().get("thread_id")
     return None if thread_id is None else str(thread_id)
 
 

@@ -70,9 +70,13 @@ class _Session:
     """One supervised run (every attempt of it): the SupervisedRun and what the adapter remembers about it."""
 
     def __init__(self, runner: AtlasRunner, task: str, *, streamed: bool = False, managed: bool = True,
-                 metadata: Mapping[str, Any] | None = None) -> None:
+                 metadata: Mapping[str, Any] | None = None, task_family: str | None = None,
+                 learning_key: str | None = None) -> None:
         self.runner = runner
         self.task = task
+        #: What the caller said about this run's session, passed through to ``begin`` (the core resolves the rest).
+        self.task_family = task_family
+        self.learning_key = learning_key
         #: The adapter's key for this run: in its trace metadata, and in the runner's table of sessions.
         self.key = uuid.uuid4().hex
         self.streamed = streamed
@@ -112,12 +116,7 @@ class _Session:
             if self.began or self.broken:
                 return self.run
             try:
-                run = await self.runner.supervisor.abegin(
-                    self.task, agent_name=self.runner.agent_name, learning_key=self.runner.learning_key,
-                    metadata={"framework": "openai-agents", "adapter": "with_atlas", "agent": self.runner.agent.name,
-                              **self.metadata},
-                    checks=self.runner._session_checks,
-                )
+                run = await self.runner.supervisor.abegin(self.task, **self._begin_kwargs())
             except Exception:  # noqa: BLE001 - supervision must never fail the user's run
                 log.exception("Atlas could not begin a session; this run goes on unsupervised")
                 self.broken = True
@@ -139,11 +138,7 @@ class _Session:
         if self.began or self.broken:
             return self.run
         try:
-            run = self.runner.supervisor.begin(
-                self.task, agent_name=self.runner.agent_name, learning_key=self.runner.learning_key,
-                metadata={"framework": "openai-agents", "adapter": "with_atlas", "agent": self.runner.agent.name, **self.metadata},
-                checks=self.runner._session_checks,
-            )
+            run = self.runner.supervisor.begin(self.task, **self._begin_kwargs())
         except Exception:  # noqa: BLE001
             log.exception("Atlas could not begin a session; this run goes on unsupervised")
             self.broken = True
@@ -157,6 +152,14 @@ class _Session:
             except Exception:  # noqa: BLE001
                 log.exception("Atlas could not have the plan reviewed; the run goes on")
         return self.run
+
+    def _begin_kwargs(self) -> dict[str, Any]:
+        """``Supervisor.begin``'s arguments besides the task: the runner's own, with this run's per-call options."""
+        runner = self.runner
+        return {"agent_name": runner.agent_name, "learning_key": self.learning_key or runner.learning_key,
+                "task_family": self.task_family,
+                "metadata": {"framework": "openai-agents", "adapter": "with_atlas", "agent": runner.agent.name, **self.metadata},
+                "checks": runner._session_checks}
 
     def _watch(self, run: SupervisedRun) -> None:
         try:
@@ -435,6 +438,11 @@ class AtlasRunner:
     ``RunResult`` / ``RunResultStreaming``. Hooks and a run config you pass are kept: Atlas's hooks call yours,
     and its input filter runs after yours.
 
+    Per run, ``atlas_task_family=``, ``atlas_learning_key=`` and ``atlas_metadata=`` say which task family and
+    learning key the session belongs to and add session metadata; they go to ``Supervisor.begin``, never to
+    ``Runner``. (``supervised``, ``begin`` and ``abegin`` take the same as ``task_family=``, ``learning_key=``,
+    ``metadata=``.) Sessions begun inside ``atlas_learning.session_options(...)`` pick those up too.
+
     Where the session summary is: ``runner.session_result()`` (the last finished session), or
     ``runner.session_result(result)`` / ``result.atlas_session`` for one result.
     """
@@ -467,9 +475,13 @@ class AtlasRunner:
             self.supervisor.close()
 
     # -------------------------------------------------------------------------------------------- run
-    async def run(self, input: Any, **kwargs: Any) -> Any:
-        """``Runner.run(agent, input, **kwargs)`` under supervision; returns the SDK's ``RunResult``."""
-        session = _Session(self, task_text(input))
+    async def run(self, input: Any, *, atlas_task_family: str | None = None, atlas_learning_key: str | None = None,
+                  atlas_metadata: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+        """``Runner.run(agent, input, **kwargs)`` under supervision; returns the SDK's ``RunResult``.
+
+        The ``atlas_*`` arguments are this run's session options (see the class); ``kwargs`` go to ``Runner``."""
+        session = _Session(self, task_text(input), task_family=atlas_task_family, learning_key=atlas_learning_key,
+                           metadata=atlas_metadata)
         run = await session.ensure()
         if run is None:
             result = await Runner.run(self.agent, input, **kwargs)
@@ -498,7 +510,8 @@ class AtlasRunner:
         finally:
             current_run.reset(token)
 
-    def run_sync(self, input: Any, **kwargs: Any) -> Any:
+    def run_sync(self, input: Any, *, atlas_task_family: str | None = None, atlas_learning_key: str | None = None,
+                 atlas_metadata: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
         """Sync twin of :meth:`run`, on the thread's default event loop like ``Runner.run_sync``."""
         try:
             asyncio.get_running_loop()
@@ -517,7 +530,8 @@ class AtlasRunner:
         if loop.is_closed():
             loop = policy.new_event_loop()
             policy.set_event_loop(loop)
-        task = loop.create_task(self.run(input, **kwargs))
+        task = loop.create_task(self.run(input, atlas_task_family=atlas_task_family, atlas_learning_key=atlas_learning_key,
+                                         atlas_metadata=atlas_metadata, **kwargs))
         try:
             return loop.run_until_complete(task)
         except BaseException:
@@ -530,13 +544,16 @@ class AtlasRunner:
             with contextlib.suppress(RuntimeError):
                 loop.run_until_complete(loop.shutdown_asyncgens())
 
-    def run_streamed(self, input: Any, **kwargs: Any) -> Any:
+    def run_streamed(self, input: Any, *, atlas_task_family: str | None = None, atlas_learning_key: str | None = None,
+                     atlas_metadata: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
         """``Runner.run_streamed`` under supervision; returns the SDK's ``RunResultStreaming``.
 
         The session begins in the run's first hook (nothing blocks the event loop here). When the agent produces
         its final output, the answer is validated (paired, coach) and the session finished before the stream
-        completes. A streamed run is never repeated: a rejected answer stands, with ``accepted`` False."""
-        session = _Session(self, task_text(input), streamed=True)
+        completes. A streamed run is never repeated: a rejected answer stands, with ``accepted`` False.
+        The ``atlas_*`` arguments are as for :meth:`run`."""
+        session = _Session(self, task_text(input), streamed=True, task_family=atlas_task_family,
+                           learning_key=atlas_learning_key, metadata=atlas_metadata)
         run_kwargs = self._kwargs(session, kwargs)
         token = current_run.set(session.key)  # the run's background task copies this context
         try:
@@ -617,7 +634,8 @@ class AtlasRunner:
 
     # ---------------------------------------------------------------------- for callers of Runner itself
     @contextlib.asynccontextmanager
-    async def supervised(self, input: Any, *, metadata: Mapping[str, Any] | None = None) -> AsyncIterator[SupervisedRun | None]:
+    async def supervised(self, input: Any, *, metadata: Mapping[str, Any] | None = None, task_family: str | None = None,
+                         learning_key: str | None = None) -> AsyncIterator[SupervisedRun | None]:
         """Supervise runs you start yourself: the session begins on entry and finishes on exit.
 
         >>> async with runner.supervised(question) as run:
@@ -626,8 +644,10 @@ class AtlasRunner:
         ...         verdict = await run.avalidate_answer(result.final_output)   # retry yourself if you like
 
         On exit the session finishes with the last final output the hooks saw (or with ``error=`` when the block
-        raised; the error propagates). Yields None when Atlas could not begin (then nothing is supervised)."""
-        session = _Session(self, task_text(input), managed=False, metadata=metadata)
+        raised; the error propagates). Yields None when Atlas could not begin (then nothing is supervised).
+        ``metadata``, ``task_family`` and ``learning_key`` go to ``Supervisor.begin`` for this session."""
+        session = _Session(self, task_text(input), managed=False, metadata=metadata, task_family=task_family,
+                           learning_key=learning_key)
         run = await session.ensure()
         token = current_run.set(session.key) if run is not None else None
         try:
@@ -641,13 +661,18 @@ class AtlasRunner:
             if token is not None:
                 current_run.reset(token)
 
-    def begin(self, input: Any, *, metadata: Mapping[str, Any] | None = None) -> SupervisedRun | None:
-        """Begin a session for a run you start yourself (sync); finish it with :meth:`finish`. None if Atlas failed."""
-        return _Session(self, task_text(input), managed=False, metadata=metadata).begin_sync()
+    def begin(self, input: Any, *, metadata: Mapping[str, Any] | None = None, task_family: str | None = None,
+              learning_key: str | None = None) -> SupervisedRun | None:
+        """Begin a session for a run you start yourself (sync); finish it with :meth:`finish`. None if Atlas failed.
+        The keyword arguments are as for :meth:`supervised`."""
+        return _Session(self, task_text(input), managed=False, metadata=metadata, task_family=task_family,
+                        learning_key=learning_key).begin_sync()
 
-    async def abegin(self, input: Any, *, metadata: Mapping[str, Any] | None = None) -> SupervisedRun | None:
+    async def abegin(self, input: Any, *, metadata: Mapping[str, Any] | None = None, task_family: str | None = None,
+                     learning_key: str | None = None) -> SupervisedRun | None:
         """Async twin of :meth:`begin`."""
-        return await _Session(self, task_text(input), managed=False, metadata=metadata).ensure()
+        return await _Session(self, task_text(input), managed=False, metadata=metadata, task_family=task_family,
+                              learning_key=learning_key).ensure()
 
     def finish(self, run: SupervisedRun | None, result: Any = None, *, error: str | None = None) -> SessionResult | None:
         """Finish a session begun with :meth:`begin`: ``result`` is a RunResult or the final output itself."""
@@ -768,7 +793,8 @@ def with_atlas(
     ``config`` is an AtlasConfig, a dict or a YAML path, used to build a :class:`Supervisor` (with ``checks`` and
     ``human``) when no ``supervisor`` is given; a config that does not load raises here, never during a run.
     ``agent_name`` defaults to the agent's name; ``learning_key`` names the lessons and history the runs share
-    (default: the supervisor's rule, the agent name plus ``task_family``). ``human`` decides escalations when
+    (default: the supervisor's rule: ``supervision.learning_key``, else the agent name); task families live inside
+    the key and are set per run (``atlas_task_family=``). ``human`` decides escalations when
     ``supervision.escalation`` is ``human``: ``(task, context) -> answer``, sync or async.
     """
     if supervisor is None:

@@ -7,6 +7,7 @@ import logging
 import pytest
 from pydantic import BaseModel
 
+from atlas_learning import session_options
 from atlas_learning.schemas import LessonChange
 from atlas_learning.store import AttemptRecord, PlanRecord, SessionRecord, StepRecord
 from atlas_plugins.byoa import atlas_agent, atlas_context, atlas_result
@@ -61,6 +62,48 @@ async def test_async_agent(make_supervisor) -> None:
     assert result.attempts == 2 and result.accepted is True
 
 
+def test_session_options_set_the_task_family_and_key_per_call(make_supervisor, spy_begin) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    spy = spy_begin(supervisor)
+
+    @atlas_agent(supervisor=supervisor)
+    class Calculator:
+        def run(self, task: str) -> str:
+            return "5"
+
+    agent = Calculator()
+    with session_options(learning_key="math", metadata={"team": "numbers"}):
+        with session_options(task_family="addition", metadata={"ticket": 7}):
+            assert agent.run("add 2 and 3") == "5"
+        with session_options(task_family="subtraction"):
+            agent.run("subtract 3 from 8")
+    agent.run("add 1 and 4")  # outside any block: the decorator's defaults again
+
+    assert spy.identities()[:2] == [("math", "addition"), ("math", "subtraction")]
+    assert spy.runs[2].learning_key == "Calculator" and spy.runs[2].task_family != "subtraction"
+    assert (spy.metadata(0)["team"], spy.metadata(0)["ticket"]) == ("numbers", 7)
+    assert spy.metadata(1)["team"] == "numbers" and "ticket" not in spy.metadata(1) and "team" not in spy.metadata(2)
+    assert atlas_result(agent).session_id == spy.runs[2].session_id
+
+
+async def test_session_options_reach_an_async_agent(make_supervisor, spy_begin) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    spy = spy_begin(supervisor)
+
+    @atlas_agent(supervisor=supervisor, learning_key="math")
+    class Doubler:
+        async def run(self, task: str) -> str:
+            return "42"
+
+    agent = Doubler()
+    with session_options(task_family="doubling"):
+        await agent.run("double 21")
+    with session_options(task_family="halving"):
+        await agent.run("halve 84")
+
+    assert spy.identities() == [("math", "doubling"), ("math", "halving")]
+
+
 def test_dict_in_dict_out_and_pydantic_out(make_supervisor) -> None:
     supervisor = make_supervisor(supervision={"lane": "paired"})
 
@@ -104,7 +147,7 @@ def test_rejected_answer_is_retried_with_guidance_through_the_guidance_parameter
 
 def test_lessons_and_guidance_through_the_instructions_attribute(make_supervisor) -> None:
     supervisor = make_supervisor({"teacher": {"Verdict": [REJECT, ACCEPT]}}, supervision={"lane": "paired"})
-    supervisor.playbook.apply("solver", [LessonChange(op="add", lesson="Always show the arithmetic behind a number.")])
+    supervisor.playbook.apply("solver", [LessonChange(op="add", lesson="Always show the arithmetic behind a number.", applies_when="multiplying numbers")])
     prompts = []
 
     @atlas_agent(supervisor=supervisor, learning_key="solver")
@@ -117,7 +160,7 @@ def test_lessons_and_guidance_through_the_instructions_attribute(make_supervisor
             return "51" if len(prompts) == 1 else "17 * 3 = 51"
 
     agent = PromptedSolver()
-    agent.run("What is 17 * 3?")
+    agent.run("Multiply the numbers 17 and 3.")
     assert prompts[0].startswith("You solve arithmetic.") and "Always show the arithmetic" in prompts[0]
     assert "Show the arithmetic." in prompts[1]
     assert agent.instructions == "You solve arithmetic."  # restored after the call

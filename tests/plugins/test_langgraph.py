@@ -15,6 +15,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
+from atlas_learning import session_options
 from atlas_learning.schemas import LessonChange
 from atlas_learning.store import AttemptRecord, ModelCallRecord, SessionRecord, StepRecord
 from atlas_plugins.langgraph import AtlasGraph, with_atlas
@@ -104,7 +105,7 @@ def test_the_graph_shows_probe_lanes_student_teacher_and_judge(make_supervisor) 
 def test_lessons_and_plan_reach_the_model_but_never_the_state(make_supervisor) -> None:
     supervisor = make_supervisor({"teacher": {"PlanReview": {"approved": True, "steps": ["read the file", "count the lines"], "concerns": []}}},
                                  supervision={"lane": "coach"})
-    supervisor.playbook.apply("notes", [LessonChange(op="add", lesson="Count the items with count_lines, never by eye.")])
+    supervisor.playbook.apply("notes", [LessonChange(op="add", lesson="Count the items with count_lines, never by eye.", applies_when="how many items")])
     app = with_atlas(agent(), supervisor=supervisor, learning_key="notes")
     out = app.invoke({"messages": [HumanMessage(QUESTION)]})
     first = injected(ToolCallingFake.seen[0])
@@ -257,6 +258,22 @@ def test_checks_and_metadata_reach_the_session_with_a_shared_supervisor(make_sup
     [session] = supervisor.store.rows(SessionRecord, SessionRecord.id == result.session_id)
     assert session.session_metadata["task_id"] == 7
     assert supervisor.checks == []  # the graph's checks stay with the graph, not the shared supervisor
+
+
+def test_task_family_and_learning_key_per_invocation(make_supervisor, spy_begin) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    spy = spy_begin(supervisor)
+    app = with_atlas(agent(*[AIMessage("There are 3 items.")] * 4), supervisor=supervisor, agent_name="notes")
+    ask = {"messages": [HumanMessage(QUESTION)]}
+
+    app.invoke(ask, {"configurable": {"atlas_task_family": "counting"}})
+    app.invoke(ask, {"configurable": {"atlas_metadata": {"task_family": "listing", "task_id": 7}}})
+    app.invoke(ask, {"configurable": {"atlas_task_family": "counting", "atlas_learning_key": "notes-desk"}})
+    with session_options(task_family="auditing"):  # reaches the session through LangGraph's copied context
+        app.invoke(ask)
+
+    assert spy.identities() == [("notes", "counting"), ("notes", "listing"), ("notes-desk", "counting"), ("notes", "auditing")]
+    assert spy.metadata(1)["task_id"] == 7 and "task_id" not in spy.metadata(0)
 
 
 def test_a_raising_agent_ends_its_session_as_failed_and_the_error_propagates(make_supervisor) -> None:

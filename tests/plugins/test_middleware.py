@@ -12,6 +12,7 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command, interrupt
 
+from atlas_learning import session_options
 from atlas_learning.schemas import LessonChange
 from atlas_learning.store import (
     AttemptRecord,
@@ -129,7 +130,7 @@ def test_session_records_each_model_and_tool_call(make_supervisor) -> None:
 
 def test_lessons_reach_the_system_prompt_not_the_state(make_supervisor) -> None:
     supervisor = make_supervisor(supervision={"lane": "auto"})
-    supervisor.playbook.apply("files", [LessonChange(op="add", lesson=LESSON, applies_when="counting items")])
+    supervisor.playbook.apply("files", [LessonChange(op="add", lesson=LESSON, applies_when="how many items")])
     atlas = AtlasMiddleware(supervisor=supervisor, agent_name="files")
     agent, model = build(atlas, read(), answer("3"))
 
@@ -210,7 +211,7 @@ def test_a_rejection_without_retries_left_stands(make_supervisor) -> None:
 
 async def test_ainvoke_supervises_with_the_async_hooks(make_supervisor) -> None:
     supervisor = make_supervisor({"teacher": {"Verdict": [REJECT_STEP, REJECT, ACCEPT]}}, supervision={"lane": "coach"})
-    supervisor.playbook.apply("files", [LessonChange(op="add", lesson=LESSON)])
+    supervisor.playbook.apply("files", [LessonChange(op="add", lesson=LESSON, applies_when="how many items")])
     atlas = AtlasMiddleware(supervisor=supervisor, agent_name="files")
     agent, model = build(atlas, read(), answer("2"), answer("3"))
 
@@ -224,6 +225,42 @@ async def test_ainvoke_supervises_with_the_async_hooks(make_supervisor) -> None:
     session = supervisor.store.get(SessionRecord, result.session_id)
     assert session.status == "completed" and session.reward is not None
     assert_no_atlas_messages(output, LESSON, REJECT["guidance"])
+
+
+def test_task_family_learning_key_metadata_and_checks_per_invocation(make_supervisor, spy_begin) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    spy = spy_begin(supervisor)
+    atlas = AtlasMiddleware(supervisor=supervisor, agent_name="files")
+    agent, _ = build(atlas, *[answer("There are 3 items.")] * 4)
+
+    def per_call(context) -> float:
+        return 0.5
+
+    agent.invoke(ask(), {"configurable": {"atlas_task_family": "counting", "thread_id": "t1"}})
+    agent.invoke(ask(), {"configurable": {"atlas_metadata": {"task_family": "listing", "ticket": 7}, "atlas_checks": [per_call]}})
+    checked = atlas.last_result
+    agent.invoke(ask(), {"configurable": {"atlas_task_family": "counting", "atlas_learning_key": "files-desk"}})
+    with session_options(task_family="auditing"):
+        agent.invoke(ask())
+
+    assert spy.identities() == [("files", "counting"), ("files", "listing"), ("files-desk", "counting"), ("files", "auditing")]
+    assert checked.reward_breakdown["checks"] == {"per_call": 0.5}
+    assert "checks" not in atlas.last_result.reward_breakdown  # one invocation's checks stay with it
+    assert spy.metadata(0)["thread_id"] == "t1" and "ticket" not in spy.metadata(0)
+    assert (spy.metadata(1)["ticket"], spy.metadata(1)["framework"]) == (7, "langchain")  # merged over the middleware's
+
+
+async def test_per_invocation_options_reach_the_async_hooks(make_supervisor, spy_begin) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    spy = spy_begin(supervisor)
+    atlas = AtlasMiddleware(supervisor=supervisor, agent_name="files", learning_key="notes")
+    agent, _ = build(atlas, answer("3"), answer("1"))
+
+    await agent.ainvoke(ask(), {"configurable": {"atlas_task_family": "counting"}})
+    await agent.ainvoke(ask(), {"configurable": {"atlas_task_family": "listing", "atlas_metadata": {"ticket": 8}}})
+
+    assert spy.identities() == [("notes", "counting"), ("notes", "listing")]
+    assert spy.metadata(1)["ticket"] == 8
 
 
 def test_escalate_lane_answers_with_the_teacher_without_calling_the_model(make_supervisor) -> None:
@@ -362,7 +399,7 @@ async def test_failures_inside_a_session_are_logged_and_the_agent_goes_on(make_s
 
 def test_instructions_become_the_system_message_when_the_agent_has_none(make_supervisor) -> None:
     supervisor = make_supervisor(supervision={"lane": "auto"})
-    supervisor.playbook.apply("agent", [LessonChange(op="add", lesson=LESSON)])
+    supervisor.playbook.apply("agent", [LessonChange(op="add", lesson=LESSON, applies_when="how many items")])
     atlas = AtlasMiddleware(supervisor=supervisor)
     model = ToolCallingFake(messages=iter([answer("3")]), seen=[])
     agent = create_agent(model, tools=[read_file], middleware=[atlas])

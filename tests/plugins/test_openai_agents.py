@@ -26,6 +26,7 @@ from openai.types.responses import (
 )
 from vcr.request import Request
 
+from atlas_learning import session_options
 from atlas_learning.schemas import LessonChange
 from atlas_learning.store import AttemptRecord, ModelCallRecord, SessionRecord, StepRecord, TrajectoryEventRecord
 from atlas_learning.supervisor import SupervisedRun, Supervisor
@@ -173,7 +174,7 @@ async def test_lessons_plan_and_step_guidance_reach_the_instructions_never_the_i
     supervisor = make_supervisor({"teacher": {"Verdict": verdicts,
                                               "PlanReview": {"approved": True, "steps": ["look the order up", "hand off"], "concerns": []}}},
                                  supervision={"lane": "coach"})
-    supervisor.playbook.apply("orders", [LessonChange(op="add", lesson="Always look the order up before answering.")])
+    supervisor.playbook.apply("orders", [LessonChange(op="add", lesson="Always look the order up before answering.", applies_when="where is my order")])
     triage, triage_model, writer_model = team()
     runner = with_atlas(triage, supervisor=supervisor, learning_key="orders")
 
@@ -241,7 +242,7 @@ async def test_run_streamed_is_supervised_and_finished_when_the_stream_ends(make
     supervisor = make_supervisor(supervision={"lane": "paired"})
     triage, triage_model, _ = team()
     runner = with_atlas(triage, supervisor=supervisor, learning_key="orders")
-    supervisor.playbook.apply("orders", [LessonChange(op="add", lesson="Always look the order up before answering.")])
+    supervisor.playbook.apply("orders", [LessonChange(op="add", lesson="Always look the order up before answering.", applies_when="where is my order")])
 
     streamed = runner.run_streamed(QUESTION)
     kinds = [event.type async for event in streamed.stream_events()]
@@ -300,7 +301,7 @@ async def test_escalation_to_a_human(make_supervisor) -> None:
 
 async def test_the_callers_hooks_and_run_config_are_kept(make_supervisor) -> None:
     supervisor = make_supervisor(supervision={"lane": "auto"})
-    supervisor.playbook.apply("orders", [LessonChange(op="add", lesson="Always look the order up before answering.")])
+    supervisor.playbook.apply("orders", [LessonChange(op="add", lesson="Always look the order up before answering.", applies_when="where is my order")])
     seen: list[str] = []
 
     class Mine(RunHooks):
@@ -444,7 +445,7 @@ async def test_failures_inside_a_session_are_logged_and_the_run_goes_on(make_sup
 
 async def test_runs_started_with_runner_itself(make_supervisor) -> None:
     supervisor = make_supervisor(supervision={"lane": "auto"})
-    supervisor.playbook.apply("orders", [LessonChange(op="add", lesson="Always look the order up before answering.")])
+    supervisor.playbook.apply("orders", [LessonChange(op="add", lesson="Always look the order up before answering.", applies_when="where is my order")])
     triage, triage_model, _ = team()
     runner = with_atlas(triage, supervisor=supervisor, learning_key="orders")
 
@@ -469,6 +470,43 @@ def test_explicit_begin_and_finish_around_runner_run_sync(make_supervisor) -> No
     session = runner.finish(run, result)
     assert session is result.atlas_session and (session.final_answer, session.accepted) == (ANSWER, True)
     assert len(steps_of(supervisor, run.session_id)) == 5
+
+
+async def test_task_family_and_learning_key_per_run(make_supervisor, spy_begin) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    spy = spy_begin(supervisor)
+    model = ScriptModel("fake-support", [ANSWER] * 5)
+    support = Agent(name="support", instructions="Help the customer.", model=model)
+    runner = with_atlas(support, supervisor=supervisor, learning_key="orders")
+
+    # the atlas_* arguments go to the session, never to Runner (whose fixed signature would refuse them)
+    await runner.run(QUESTION, atlas_task_family="shipping", max_turns=3)
+    streamed = runner.run_streamed(QUESTION, atlas_task_family="refunds", atlas_metadata={"ticket": 7})
+    async for _ in streamed.stream_events():
+        pass
+    await runner.run(QUESTION, atlas_task_family="shipping", atlas_learning_key="orders-desk")
+    with session_options(task_family="billing"):
+        await runner.run(QUESTION)
+    async with runner.supervised(QUESTION, task_family="returns") as run:
+        await Runner.run(support, QUESTION, run_config=runner.run_config(run), hooks=runner.hooks(run))
+
+    assert spy.identities() == [("orders", "shipping"), ("orders", "refunds"), ("orders-desk", "shipping"),
+                                ("orders", "billing"), ("orders", "returns")]
+    assert (spy.metadata(1)["ticket"], spy.metadata(1)["framework"]) == (7, "openai-agents")
+    assert "ticket" not in spy.metadata(0) and len(model.calls) == 5
+
+
+def test_task_family_with_run_sync_and_explicit_begin(make_supervisor, spy_begin) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    spy = spy_begin(supervisor)
+    support = Agent(name="support", instructions="Help the customer.", model=ScriptModel("fake-support", [ANSWER] * 2))
+    runner = with_atlas(support, supervisor=supervisor)
+
+    assert runner.run_sync(QUESTION, atlas_task_family="shipping", max_turns=3).final_output == ANSWER
+    run = runner.begin(QUESTION, task_family="refunds", learning_key="orders-desk")
+    runner.finish(run, Runner.run_sync(support, QUESTION, run_config=runner.run_config(run), hooks=runner.hooks(run)))
+
+    assert spy.identities() == [("support", "shipping"), ("orders-desk", "refunds")]
 
 
 async def test_agent_hooks_passed_as_run_hooks_are_refused_by_the_sdk_as_usual(make_supervisor) -> None:
