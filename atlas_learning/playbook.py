@@ -80,6 +80,11 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4)) if text else 0
 
 
+def _entry(row: Any) -> PlaybookEntryRecord:
+    """An entry from one of its own rows: trusted, so built without validation (it is read on every session)."""
+    return PlaybookEntryRecord.model_construct(**row._mapping)
+
+
 def _entry_text(entry: PlaybookEntryRecord) -> str:
     return f"{entry.lesson} {entry.applies_when or ''}"
 
@@ -134,12 +139,44 @@ class PlaybookView:
     version: int
     entries: list[PlaybookEntryRecord]
     _index: RelevanceIndex | None = field(default=None, repr=False)
+    _families: dict[str | None, list[int]] | None = field(default=None, repr=False)
+    _positions: dict[str, int] | None = field(default=None, repr=False)
 
-    def relevance(self, task: str) -> dict[str, float]:
-        """Each entry's relevance to ``task``, 0..1, by entry id."""
+    def _matches(self, task: str) -> dict[int, float]:
         if self._index is None:
             self._index = RelevanceIndex([_entry_text(e) for e in self.entries])
-        return dict(zip((e.id for e in self.entries), self._index.relevance(task), strict=True))
+        return self._index.matches(task)
+
+    def relevance(self, task: str) -> dict[str, float]:
+        """The relevance to ``task`` (0..1) of the entries it matches at all, by entry id."""
+        return {self.entries[i].id: score for i, score in self._matches(task).items()}
+
+    def candidates(self, task: str, family: str | None) -> tuple[list[PlaybookEntryRecord], dict[str, float]]:
+        """The live entries that may apply to ``task``: those it matches, and those scoped to its family; with
+        their relevance. What a session looks at, so its cost follows what matches, not the playbook's size."""
+        matched = [(self.entries[i], score) for i, score in self._matches(task).items()]
+        relevance = {entry.id: score for entry, score in matched}
+        scoped = [self.entries[i] for i in self._by_family().get(family, ())] if family is not None else []
+        chosen = [entry for entry, _ in matched if entry.status in LIVE]
+        chosen += [e for e in scoped if e.id not in relevance and e.status in LIVE]
+        return chosen, relevance
+
+    def replace(self, fresh: Sequence[PlaybookEntryRecord]) -> None:
+        """Put newer copies of some entries in place (same text: the index stays valid)."""
+        if self._positions is None:
+            self._positions = {e.id: i for i, e in enumerate(self.entries)}
+        for entry in fresh:
+            position = self._positions.get(entry.id)
+            if position is not None:
+                self.entries[position] = entry
+
+    def _by_family(self) -> dict[str | None, list[int]]:
+        if self._families is None:
+            grouped: dict[str | None, list[int]] = {}
+            for position, entry in enumerate(self.entries):
+                grouped.setdefault(entry.task_family, []).append(position)
+            self._families = grouped
+        return self._families
 
 
 @dataclass(frozen=True)
@@ -174,6 +211,7 @@ def select_entries(entries: Iterable[PlaybookEntryRecord], relevance: Mapping[st
 
     ``draw`` gives uniform numbers in [0, 1) for withholding (None: nothing is withheld)."""
     render = render_examples if kind == "example" else render_lessons
+    entries = list(entries)
     scores: dict[str, float] = {}
     for entry in entries:
         if entry.audience != audience or entry.kind != kind or entry.status not in LIVE:
@@ -288,14 +326,18 @@ class PlaybookRegistry:
         """Provisional and active entries of a key (lessons and examples), oldest first, read now."""
         return self._entries(learning_key, LIVE)
 
-    def retired_entries(self, learning_key: str) -> list[PlaybookEntryRecord]:
-        """The key's retired entries: its tombstones."""
-        return self._entries(learning_key, ("retired",))
+    def retired_lessons(self, learning_key: str, limit: int = 200) -> list[str]:
+        """The texts of the key's most recently retired lessons (its tombstones), newest first."""
+        entries = PlaybookEntryRecord.__table__  # type: ignore[attr-defined]
+        statement = (entries.select().with_only_columns(entries.c.lesson)
+                     .where(entries.c.learning_key == learning_key, entries.c.status == "retired", entries.c.kind == "lesson")
+                     .order_by(entries.c.updated_at.desc()).limit(limit))
+        return [row[0] for row in self.store.read(statement)]
 
     def _entries(self, learning_key: str, statuses: Sequence[str]) -> list[PlaybookEntryRecord]:
         entries = PlaybookEntryRecord.__table__  # type: ignore[attr-defined]
         statement = entries.select().where(entries.c.learning_key == learning_key, entries.c.status.in_(statuses)).order_by(entries.c.created_at)
-        return [PlaybookEntryRecord.model_validate(dict(row._mapping)) for row in self.store.read(statement)]
+        return [_entry(row) for row in self.store.read(statement)]
 
     def view(self, learning_key: str) -> PlaybookView:
         """The key's live entries with their relevance index, re-read only when the registry version moved.
@@ -394,14 +436,17 @@ class PlaybookRegistry:
         )
         try:  # one statement, no ORM session: this runs after every session
             with self.store.engine.begin() as connection:
-                touched = [PlaybookEntryRecord.model_validate(dict(row._mapping)) for row in connection.execute(statement)]
+                touched = [_entry(row) for row in connection.execute(statement)]
         except SQLAlchemyError as exc:
             raise self.store.as_store_error(exc) from None
         self._refresh_cached(learning_key, touched)
         verdicts = {e.id: verdict for e in touched if (verdict := impact_verdict(e, self.config)) is not None}
         if not verdicts:
             return []
-        return self._with_compare_and_set(learning_key, lambda tx, live, version: self._status_changes(tx, live, version, verdicts))
+        applied = self._with_compare_and_set(learning_key, lambda tx, live, version: self._status_changes(tx, live, version, verdicts),
+                                             only=sorted(verdicts))
+        self._cache_status_changes(learning_key, applied, verdicts)
+        return applied
 
     def retire(self, learning_key: str, entry_id: str, *, reason: str = "retired by hand") -> list[AppliedChange]:
         """Retire one entry by hand (for ``atlas playbook retire``); the history row says ``manual: <reason>``."""
@@ -412,12 +457,27 @@ class PlaybookRegistry:
         """Fresh impact figures into the cached view (they change without a version bump)."""
         with self._views_lock:
             view = self._views.get(learning_key)
-            if view is None or not touched:
-                return
-            fresh = {e.id: e for e in touched}
-            view.entries = [fresh.get(e.id, e) for e in view.entries]
+            if view is not None and touched:
+                view.replace(touched)
 
-    def _with_compare_and_set(self, learning_key: str, plan: Any) -> list[AppliedChange]:
+    def _cache_status_changes(self, learning_key: str, applied: Sequence[AppliedChange], verdicts: dict[str, tuple[str, str]]) -> None:
+        """A status change this process made moves its cached view to the new version in place, when the view
+        was at the version just before (no other writer in between): no re-read of every live entry."""
+        if not applied:
+            return
+        version = applied[0].registry_version
+        with self._views_lock:
+            view = self._views.get(learning_key)
+            if view is None or view.version != version - 1:
+                return
+            current = {e.id: e for e in view.entries if e.id in verdicts}
+            view.replace([current[c.entry_id].model_copy(update={"status": verdicts[c.entry_id][0], "version": current[c.entry_id].version + 1})
+                          for c in applied if c.entry_id in current])
+            view.version = version
+
+    def _with_compare_and_set(self, learning_key: str, plan: Any, *, only: Sequence[str] | None = None) -> list[AppliedChange]:
+        """Run ``plan(tx, live, next_version)`` and bump the registry version if it changed anything; ``only``
+        restricts the live entries read to those ids (a status change needs no others)."""
         last_error: Exception | None = None
         for attempt in range(self.max_attempts):
             if attempt:
@@ -431,8 +491,11 @@ class PlaybookRegistry:
                         version = 0
                     else:
                         version = registry.version
-                    live = list(tx.exec(select(PlaybookEntryRecord).where(
-                        PlaybookEntryRecord.learning_key == learning_key, col(PlaybookEntryRecord.status).in_(LIVE))).all())
+                    query = select(PlaybookEntryRecord).where(PlaybookEntryRecord.learning_key == learning_key,
+                                                              col(PlaybookEntryRecord.status).in_(LIVE))
+                    if only is not None:
+                        query = query.where(col(PlaybookEntryRecord.id).in_(only))
+                    live = list(tx.exec(query).all())
                     applied = plan(tx, live, version + 1)
                     if not any(change.op != "refused" for change in applied):
                         return applied
@@ -457,6 +520,11 @@ class PlaybookRegistry:
         return list(tx.exec(select(PlaybookEntryRecord).where(
             PlaybookEntryRecord.learning_key == key, PlaybookEntryRecord.status == "retired", PlaybookEntryRecord.kind == kind)).all())
 
+    def _tombstone_of(self, tombstones: Sequence[PlaybookEntryRecord], lesson: str) -> PlaybookEntryRecord | None:
+        """The retired lesson that ``lesson`` repeats (the same text or a near-duplicate), if any."""
+        dead = max(tombstones, key=lambda e: similarity(e.lesson, lesson), default=None)
+        return dead if dead is not None and similarity(dead.lesson, lesson) >= self.config.merge_similarity else None
+
     def _plan(self, tx: Session, key: str, live: list[PlaybookEntryRecord], version: int, changes: Sequence[LessonChange],
               session_id: str | None, task_family: str | None) -> list[AppliedChange]:
         by_id = {entry.id: entry for entry in live}
@@ -470,11 +538,14 @@ class PlaybookRegistry:
                     continue
                 if tombstones is None:
                     tombstones = self._tombstones(tx, key, "lesson")
-                dead = max(tombstones, key=lambda e: similarity(e.lesson, lesson), default=None)
-                if dead is not None and similarity(dead.lesson, lesson) >= self.config.merge_similarity:
+                if (dead := self._tombstone_of(tombstones, lesson)) is not None:
                     applied.append(AppliedChange("refused", dead.id, lesson, version, "repeats a retired lesson (tombstone)"))
                     continue
-                twin = max((e for e in lessons if e.audience == change.audience), key=lambda e: similarity(e.lesson, lesson), default=None)
+                family = task_family if change.scope == "family" else None
+                # a twin is a live lesson of the same audience and scope: one scoped to another family never
+                # applies here, so confirming it would leave this family without the lesson
+                twin = max((e for e in lessons if e.audience == change.audience and e.task_family == family),
+                           key=lambda e: similarity(e.lesson, lesson), default=None)
                 if twin is not None and similarity(twin.lesson, lesson) >= self.config.merge_similarity:
                     # A near-duplicate confirms the entry: its provenance grows (under the same compare-and-set,
                     # so concurrent confirmations all count); its text stays.
@@ -482,7 +553,6 @@ class PlaybookRegistry:
                         twin.provenance = [*twin.provenance, session_id]
                         applied.append(self._bump(tx, twin, "confirm", version, session_id, "a near-duplicate lesson was proposed again"))
                     continue
-                family = task_family if change.scope == "family" else None
                 entry = PlaybookEntryRecord(learning_key=key, audience=change.audience, lesson=lesson, task_family=family,
                                             applies_when=change.applies_when or None, provenance=[session_id] if session_id else [])
                 tx.add(entry)
@@ -493,6 +563,11 @@ class PlaybookRegistry:
             elif change.entry_id in by_id:
                 entry = by_id[change.entry_id]
                 if change.op == "refine" and is_usable_lesson(change.lesson):
+                    if tombstones is None:
+                        tombstones = self._tombstones(tx, key, "lesson")
+                    if (dead := self._tombstone_of(tombstones, change.lesson.strip())) is not None:
+                        applied.append(AppliedChange("refused", dead.id, change.lesson.strip(), version, "repeats a retired lesson (tombstone)"))
+                        continue
                     applied.append(self._refine(tx, entry, change.lesson.strip(), change, version, session_id))
                 elif change.op == "retire":
                     entry.status = "retired"

@@ -63,14 +63,20 @@ class RelevanceIndex:
 
     def relevance(self, query: str) -> list[float]:
         """For each document, the share of its own BM25 weight that ``query`` matches, 0..1."""
+        scores = [0.0] * self.size
+        for position, score in self.matches(query).items():
+            scores[position] = score
+        return scores
+
+    def matches(self, query: str) -> dict[int, float]:
+        """The documents ``query`` matches at all, by position, with their relevance (see :meth:`relevance`)."""
         if self._retriever is None:
-            return [0.0] * self.size
+            return {}
         query_tokens = sorted(set(tokens(query)))
         if not query_tokens:
-            return [0.0] * self.size
+            return {}
         import numpy as np
 
         raw = self._retriever.get_scores(query_tokens)[: self.size]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            normalised = np.where(self._self_scores > 0, raw / self._self_scores, 0.0)
-        return [float(v) for v in np.clip(normalised, 0.0, 1.0)]
+        hits = np.flatnonzero((raw > 0) & (self._self_scores > 0))
+        return {int(i): min(1.0, float(raw[i] / self._self_scores[i])) for i in hits}

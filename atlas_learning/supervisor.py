@@ -346,7 +346,7 @@ class SupervisedRun:
         self._finish_claimed = False
         self._finished_event = threading.Event()
         self._history = KeyHistory()
-        #: The key's live playbook entries when the session began.
+        #: The key's live playbook entries that may apply to the task (matched, or scoped to its family).
         self._entries: list[Any] = []
         self._family_note = ""
         self._seq = 0
@@ -546,14 +546,14 @@ class SupervisedRun:
     def _select(self, view: PlaybookView) -> None:
         """The entries that apply to this task, minus those withheld at random (see :func:`select_entries`)."""
         config = self.config
-        self._entries = view.entries
-        relevance = view.relevance(self.task)
+        candidates, relevance = view.candidates(self.task, self.task_family)
+        self._entries = candidates
         common: dict[str, Any] = {"family": self.task_family, "config": config.playbook, "draw": self.supervisor.draw}
-        student = select_entries(view.entries, relevance, audience="student", kind="lesson",
+        student = select_entries(candidates, relevance, audience="student", kind="lesson",
                                  token_budget=config.playbook.inject_token_budget, **common)
-        teacher = select_entries(view.entries, relevance, audience="teacher", kind="lesson",
+        teacher = select_entries(candidates, relevance, audience="teacher", kind="lesson",
                                  token_budget=config.playbook.inject_token_budget, **common)
-        examples = (select_entries(view.entries, relevance, audience="student", kind="example", token_budget=config.examples.token_budget,
+        examples = (select_entries(candidates, relevance, audience="student", kind="example", token_budget=config.examples.token_budget,
                                    max_count=config.examples.max_injected, **common)
                     if config.examples.enabled else Selection([], [], {}))
         self.lessons, self.teacher_lessons, self.examples = student.chosen, teacher.chosen, examples.chosen
@@ -783,8 +783,8 @@ class SupervisedRun:
         family_lessons = [e for e in self._entries if e.kind == "lesson" and e.task_family == self.task_family]
         if not family_lessons and self._history.sessions < config.supervision.warmup_sessions:
             triggers.append("a new task family with no lessons yet")
-        if any(e.status == "provisional" for e in [*self.lessons, *self.teacher_lessons]) and (outcome.final or 0.0) < 1.0:
-            triggers.append("a lesson under trial was given and the session was not a clean success")
+        if any(e.status == "provisional" for e in [*self.lessons, *self.teacher_lessons]) and (outcome.unaided or 0.0) < 0.5:
+            triggers.append("a lesson under trial was given and the student's own answer still failed")
         return triggers
 
     def _learn_flow(self, answer_text: str, outcome: _Outcome) -> Flow[tuple[list[AppliedChange], str]]:
@@ -810,11 +810,11 @@ class SupervisedRun:
             retired_ids = {c.entry_id for c in learned if c.op == "retire"}
             entries = [(e.id, e.lesson) for e in self._entries if e.kind == "lesson" and e.id not in retired_ids]
             try:
-                tombstones = sorted(registry.retired_entries(self.learning_key), key=lambda e: -similarity(e.lesson, self.task))[:5]
+                tombstones = sorted(registry.retired_lessons(self.learning_key), key=lambda lesson: -similarity(lesson, self.task))[:5]
             except StoreError:
                 tombstones = []
             messages = synthesis_messages(self.task, render_steps(self.steps, config.judges.context_budget_chars // 2), answer_text,
-                                          outcome.reward, self.guidance_given, entries, [e.lesson for e in tombstones],
+                                          outcome.reward, self.guidance_given, entries, tombstones,
                                           self.task_family, "; ".join(triggers))
             answer = yield Ask("synthesizer", "synthesis", messages, PlaybookChanges)
             if not answer.ok:
