@@ -236,6 +236,8 @@ class PlaybookConfig(_Section):
     min_without: int = Field(2, ge=1)
     #: Probability that the entry helps (see docs/loop.md) at which it is activated; at 1 minus this it is retired.
     decide_confidence: float = Field(0.8, gt=0.5, lt=1.0)
+    #: An entry under trial whose sessions probably stay under this outcome (0..1) is retired as ineffective.
+    efficacy_floor: float = Field(0.5, ge=0.0, le=1.0)
     #: Uses after which an entry under trial that has shown no effect either way is retired.
     max_trial_uses: int = Field(12, ge=2)
     #: Token-overlap similarity at or above which a new lesson merges into a live one, or is refused because it

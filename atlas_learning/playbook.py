@@ -49,6 +49,7 @@ __all__ = [
     "estimate_tokens",
     "example_text",
     "impact_verdict",
+    "probability_effective",
     "probability_helps",
     "render_examples",
     "render_lessons",
@@ -98,36 +99,59 @@ def _impact(entry: PlaybookEntryRecord) -> float | None:
     return None if with_mean is None or without_mean is None else with_mean - without_mean
 
 
-def probability_helps(entry: PlaybookEntryRecord) -> float:
-    """P(the entry's true mean outcome with it > without it), from Beta posteriors of the two arms.
+def _posterior(total: float, count: int) -> tuple[float, float]:
+    """Mean and variance of Beta(1 + total, 1 + count - total): outcomes in 0..1 as fractional successes under a
+    uniform prior."""
+    a, b = 1.0 + total, 1.0 + max(0.0, count - total)
+    return a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
 
-    Outcomes in 0..1 count as fractional successes: an arm with outcome sum s over n sessions has posterior
-    Beta(1 + s, 1 + n - s) (a uniform prior). The difference of the two posteriors is approximated as normal."""
-    def posterior(total: float, count: int) -> tuple[float, float]:
-        a, b = 1.0 + total, 1.0 + max(0.0, count - total)
-        return a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
 
-    mean_with, var_with = posterior(entry.reward_sum_with, entry.reward_count_with)
-    mean_without, var_without = posterior(entry.reward_sum_without, entry.reward_count_without)
-    z = (mean_with - mean_without) / math.sqrt(var_with + var_without)
+def _normal_cdf(z: float) -> float:
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
 
 
+def probability_helps(entry: PlaybookEntryRecord) -> float:
+    """P(the entry's true mean outcome with it > without it), from Beta posteriors of the two arms.
+
+    An arm with outcome sum s over n sessions has posterior Beta(1 + s, 1 + n - s) (a uniform prior). The
+    difference of the two posteriors is approximated as normal."""
+    mean_with, var_with = _posterior(entry.reward_sum_with, entry.reward_count_with)
+    mean_without, var_without = _posterior(entry.reward_sum_without, entry.reward_count_without)
+    return _normal_cdf((mean_with - mean_without) / math.sqrt(var_with + var_without))
+
+
+def probability_effective(entry: PlaybookEntryRecord, floor: float) -> float:
+    """P(the entry's true mean outcome with it >= ``floor``), from the with-arm's Beta posterior (normal approx.)."""
+    mean, variance = _posterior(entry.reward_sum_with, entry.reward_count_with)
+    return _normal_cdf((mean - floor) / math.sqrt(variance))
+
+
 def impact_verdict(entry: PlaybookEntryRecord, config: PlaybookConfig) -> tuple[str, str] | None:
-    """The status the entry's impact calls for, with the figures as the reason; None while undecided."""
+    """The status the entry's impact calls for, with the figures as the reason; None while undecided.
+
+    With ``min_with`` sessions given it and ``min_without`` withheld: retired when it probably hurts, activated
+    (under trial) when it probably helps. Under trial it is also retired when the sessions given it probably stay
+    under ``efficacy_floor`` (it does not make the student succeed, whatever the comparison), or when it reaches
+    ``max_trial_uses`` undecided."""
     n_with, n_without = entry.reward_count_with, entry.reward_count_without
-    if n_with < config.min_with or n_without < config.min_without:
+    if n_with < config.min_with:
         return None
-    helps = probability_helps(entry)
-    figures = (f"P(helps) {helps:.2f}: outcome {entry.reward_sum_with / n_with:.2f} with it (n={n_with}) vs "
-               f"{entry.reward_sum_without / n_without:.2f} without (n={n_without})")
-    if helps <= 1.0 - config.decide_confidence:
-        return "retired", f"impact: probably harmful; {figures}"
-    if entry.status == "provisional":
-        if helps >= config.decide_confidence:
+    with_text = f"outcome {entry.reward_sum_with / n_with:.2f} with it (n={n_with})"
+    compared = n_without >= config.min_without
+    if compared:
+        helps = probability_helps(entry)
+        figures = f"P(helps) {helps:.2f}: {with_text} vs {entry.reward_sum_without / n_without:.2f} without (n={n_without})"
+        if helps <= 1.0 - config.decide_confidence:
+            return "retired", f"impact: probably harmful; {figures}"
+        if entry.status == "provisional" and helps >= config.decide_confidence:
             return "active", f"impact: probably helps; {figures}"
-        if n_with >= config.max_trial_uses:
-            return "retired", f"impact: no effect shown after {n_with} uses; {figures}"
+    if entry.status != "provisional":
+        return None
+    effective = probability_effective(entry, config.efficacy_floor)
+    if effective <= 1.0 - config.decide_confidence:
+        return "retired", f"impact: ineffective; P(outcome >= {config.efficacy_floor}) {effective:.2f} with {with_text}"
+    if compared and n_with >= config.max_trial_uses:
+        return "retired", f"impact: no effect shown after {n_with} uses; {figures}"
     return None
 
 

@@ -58,11 +58,14 @@ def load_history(store: Store, learning_key: str, window: int, task_family: str 
 
     A session that failed counts with its reward, or 0 when it has none. One whose final answer failed its
     verifiable checks counts as 0, whatever the judges said, and as an intervention; so does an ``auto`` session
-    in which a check rejected an attempt (its retry may have passed, but the student needed the check). A failure breaks a streak. A completed session no judge or check
+    in which a check rejected an attempt (its retry may have passed, but the student needed the check). A session
+    that had a lesson withheld for the impact comparison (``explored``) and needed the teacher is left out (the
+    experiment explains the failure; it counts towards the warm-up only). A failure breaks a streak. A completed session no judge or check
     could score is left out of the rewards but counts towards the warm-up.
     """
     statement = (
-        select(SessionRecord.reward, SessionRecord.lane, SessionRecord.interventions, SessionRecord.status, SessionRecord.checks_passed)
+        select(SessionRecord.reward, SessionRecord.lane, SessionRecord.interventions, SessionRecord.status, SessionRecord.checks_passed,
+               SessionRecord.explored)
         .where(SessionRecord.learning_key == learning_key, col(SessionRecord.status).in_(("completed", "failed")))
         .order_by(col(SessionRecord.started_at).desc())
         .limit(window)
@@ -71,13 +74,18 @@ def load_history(store: Store, learning_key: str, window: int, task_family: str 
         statement = statement.where(SessionRecord.task_family == task_family)
     rows = store.read(statement)
     kept = [(0.0 if r[0] is None or _failed_checks(r) else float(r[0]), r[1] or "", int(r[2] or 0) + (1 if r[4] is False else 0))
-            for r in rows if r[0] is not None or r[3] == "failed" or _failed_checks(r)]
+            for r in rows if not _explained(r) and (r[0] is not None or r[3] == "failed" or _failed_checks(r))]
     return KeyHistory(
         rewards=tuple(r[0] for r in kept),
         lanes=tuple(r[1] for r in kept),
         interventions=tuple(r[2] for r in kept),
         finished=len(rows),
     )
+
+
+def _explained(row: Any) -> bool:
+    """An experiment's failure: a lesson was withheld, and the teacher or a check had to step in."""
+    return bool(row[5]) and (int(row[2] or 0) > 0 or row[4] is False)
 
 
 def _failed_checks(row: Any) -> bool:

@@ -32,10 +32,14 @@ def _stem(word: str) -> str:
     return word
 
 
+_LETTERS_DASH_DIGITS = re.compile(r"(?<=[a-z])-(?=\d)")
+
+
 def tokens(text: str) -> list[str]:
     """The content words of a text in order: lower-cased, stemmed, without stopwords; words of one or two letters
-    are dropped unless they hold a digit ("q3" stays, "to" goes)."""
-    return [_stem(w) for w in _TOKEN.findall(text.lower())
+    are dropped unless they hold a digit ("q3" stays, "to" goes). A dash between letters and digits is dropped, so
+    "SHA-256" and "sha256", "CRC-32" and "CRC32" are one word."""
+    return [_stem(w) for w in _TOKEN.findall(_LETTERS_DASH_DIGITS.sub("", text.lower()))
             if w not in _STOPWORDS and (len(w) > 2 or (len(w) == 2 and any(ch.isdigit() for ch in w)))]
 
 

@@ -118,13 +118,12 @@ class _Outcome:
     error: str | None
 
     def for_impact(self) -> float | None:
-        """The outcome a lesson's impact is measured on: the mean of the student's own first answer and the final
-        answer (0..1). The first shows what a lesson did to the student's work; the final keeps a lesson that
-        makes the teacher's rescue fail from looking harmless. None when neither is known or the run failed."""
+        """The outcome a lesson's impact is measured on: the student's own first answer (0..1), before any teacher
+        guidance, since that is what a lesson changes (the final answer is the teacher's rescue as much as the
+        student's); the final outcome when there was no first verdict. None when the run failed or nothing tells."""
         if self.error:
             return None
-        known = [v for v in (self.unaided, self.final) if v is not None]
-        return sum(known) / len(known) if known else None
+        return self.unaided if self.unaided is not None else self.final
 
 
 @dataclass(frozen=True)
@@ -520,13 +519,17 @@ class SupervisedRun:
         supervisor.recorder.insert(SessionRecord, id=self.session_id, learning_key=self.learning_key, task_family=self.task_family,
                                    agent_name=self.agent_name, task=self.task, session_metadata=self.metadata)
         if view is not None and view.entries:
-            self._select(view)
+            self._select(view, explore=False)
         prior = prior_decision(self._history, coverage([*self.lessons, *self.teacher_lessons], self.task), config.supervision)
         self.decision = yield from probe_flow(self.task, prior, config.supervision)
+        if view is not None and view.entries and self.lane in ("paired", "coach"):
+            # Lessons are withheld only where the teacher validates the work: an experiment never costs an
+            # unsupervised answer.
+            self._select(view, explore=True)
         supervisor.recorder.update(
             SessionRecord, self.session_id, lane=self.decision.lane, lane_confidence=self.decision.confidence,
             lane_reason=self.decision.reason, lane_source=self.decision.source, lessons_used=self.entries_used,
-            session_metadata=self._session_metadata(),
+            explored=bool(self.withheld), session_metadata=self._session_metadata(),
         )
         task_preview = supervisor.redactor.text(self.task)[:200]  # redact first: a cut secret no longer matches
         self._emit("session_started", {"learning_key": self.learning_key, "task": task_preview, "agent_name": self.agent_name,
@@ -543,12 +546,14 @@ class SupervisedRun:
             self._family_note = f"{'new family' if guess.new else 'joined'} at similarity {guess.similarity:.2f}"
         families.remember(self.learning_key, self.task, self.task_family)
 
-    def _select(self, view: PlaybookView) -> None:
-        """The entries that apply to this task, minus those withheld at random (see :func:`select_entries`)."""
+    def _select(self, view: PlaybookView, *, explore: bool) -> None:
+        """The entries that apply to this task; with ``explore``, minus those withheld at random (see
+        :func:`select_entries`)."""
         config = self.config
         candidates, relevance = view.candidates(self.task, self.task_family)
         self._entries = candidates
-        common: dict[str, Any] = {"family": self.task_family, "config": config.playbook, "draw": self.supervisor.draw}
+        common: dict[str, Any] = {"family": self.task_family, "config": config.playbook,
+                                  "draw": self.supervisor.draw if explore else None}
         student = select_entries(candidates, relevance, audience="student", kind="lesson",
                                  token_budget=config.playbook.inject_token_budget, **common)
         teacher = select_entries(candidates, relevance, audience="teacher", kind="lesson",

@@ -42,6 +42,7 @@ def _create_initial_schema(connection: Connection) -> None:
 _V2_COLUMNS = (
     ("sessions", "task_family", "VARCHAR(128)"),
     ("sessions", "checks_passed", "BOOLEAN"),
+    ("sessions", "explored", "BOOLEAN NOT NULL DEFAULT FALSE"),
     ("playbook_entries", "kind", "VARCHAR(16) NOT NULL DEFAULT 'lesson'"),
     ("playbook_entries", "task_family", "VARCHAR(128)"),
     ("playbook_versions", "reason", "TEXT"),
