@@ -35,6 +35,7 @@ from sqlmodel import Session, col, select
 
 from .config import PlaybookConfig
 from .errors import StoreError
+from .recorder import Recorder
 from .redact import Redactor
 from .retrieval import RelevanceIndex, terms
 from .schemas import LessonChange
@@ -185,10 +186,19 @@ class PlaybookView:
         chosen += [e for e in scoped if e.id not in relevance and e.status in LIVE]
         return chosen, relevance
 
-    def replace(self, fresh: Sequence[PlaybookEntryRecord]) -> None:
-        """Put newer copies of some entries in place (same text: the index stays valid)."""
+    def get(self, ids: Sequence[str]) -> list[PlaybookEntryRecord]:
+        """The cached entries with these ids (those the view holds)."""
+        positions = self._index_positions()
+        return [self.entries[positions[i]] for i in ids if i in positions]
+
+    def _index_positions(self) -> dict[str, int]:
         if self._positions is None:
             self._positions = {e.id: i for i, e in enumerate(self.entries)}
+        return self._positions
+
+    def replace(self, fresh: Sequence[PlaybookEntryRecord]) -> None:
+        """Put newer copies of some entries in place (same text: the index stays valid)."""
+        self._positions = self._index_positions()
         for entry in fresh:
             position = self._positions.get(entry.id)
             if position is not None:
@@ -438,12 +448,34 @@ class PlaybookRegistry:
         return self._with_compare_and_set(learning_key, lambda tx, live, version: self._plan_example(
             tx, learning_key, live, version, example, task_family, session_id, max_per_family, reason))
 
-    def record_impact(self, learning_key: str, with_ids: Sequence[str], without_ids: Sequence[str], outcome: float) -> list[AppliedChange]:
+    def record_impact(self, learning_key: str, with_ids: Sequence[str], without_ids: Sequence[str], outcome: float, *,
+                      recorder: Recorder | None = None) -> list[AppliedChange]:
         """Count one session's outcome (0..1) for the entries it was given and against those it applied to but
-        withheld, then apply what :func:`impact_verdict` calls for. Entries that did not apply are not touched."""
-        given, held = list(with_ids), [i for i in without_ids if i not in with_ids]
+        withheld, then apply what :func:`impact_verdict` calls for. Entries that did not apply are not touched.
+
+        With a ``recorder`` the counts go through its background writer (in order with the session's rows) and
+        the cached view is updated in place, so the caller waits for no write; only a status change, which is
+        rare, is written at once, from the counts as the store has them."""
+        given, held = list(dict.fromkeys(with_ids)), [i for i in dict.fromkeys(without_ids) if i not in with_ids]
         if not given and not held:
             return []
+        if recorder is None:
+            touched = self._count_now(given, held, outcome)
+            self._refresh_cached(learning_key, touched)
+        else:
+            recorder.increment(PlaybookEntryRecord, given, uses=1, reward_sum_with=outcome, reward_count_with=1)
+            recorder.increment(PlaybookEntryRecord, held, reward_sum_without=outcome, reward_count_without=1)
+            touched = self._count_cached(learning_key, given, held, outcome)
+        due = sorted(e.id for e in touched if impact_verdict(e, self.config) is not None)
+        if not due:
+            return []
+        if recorder is not None:
+            recorder.flush()  # the store must hold the counts the verdict is taken from
+        applied = self._with_compare_and_set(learning_key, self._status_changes, only=due)
+        self._cache_status_changes(learning_key, applied)
+        return applied
+
+    def _count_now(self, given: list[str], held: list[str], outcome: float) -> list[PlaybookEntryRecord]:
         entries = PlaybookEntryRecord.__table__  # type: ignore[attr-defined]
         counts_with = case((entries.c.id.in_(given), 1), else_=0) if given else 0
         statement = (
@@ -458,19 +490,26 @@ class PlaybookRegistry:
             )
             .returning(*entries.c)
         )
-        try:  # one statement, no ORM session: this runs after every session
+        try:  # one statement, no ORM session
             with self.store.engine.begin() as connection:
-                touched = [_entry(row) for row in connection.execute(statement)]
+                return [_entry(row) for row in connection.execute(statement)]
         except SQLAlchemyError as exc:
             raise self.store.as_store_error(exc) from None
-        self._refresh_cached(learning_key, touched)
-        verdicts = {e.id: verdict for e in touched if (verdict := impact_verdict(e, self.config)) is not None}
-        if not verdicts:
-            return []
-        applied = self._with_compare_and_set(learning_key, lambda tx, live, version: self._status_changes(tx, live, version, verdicts),
-                                             only=sorted(verdicts))
-        self._cache_status_changes(learning_key, applied, verdicts)
-        return applied
+
+    def _count_cached(self, learning_key: str, given: list[str], held: list[str], outcome: float) -> list[PlaybookEntryRecord]:
+        """Add the session's counts to the cached copies of the entries; the copies, for the verdicts."""
+        with self._views_lock:
+            view = self._views.get(learning_key)
+            if view is None:
+                return []
+            current = view.get([*given, *held])
+            fresh = [e.model_copy(update={"uses": e.uses + 1, "reward_sum_with": e.reward_sum_with + outcome,
+                                          "reward_count_with": e.reward_count_with + 1}) if e.id in given else
+                     e.model_copy(update={"reward_sum_without": e.reward_sum_without + outcome,
+                                          "reward_count_without": e.reward_count_without + 1})
+                     for e in current if e.status in LIVE]
+            view.replace(fresh)
+        return fresh
 
     def retire(self, learning_key: str, entry_id: str, *, reason: str = "retired by hand") -> list[AppliedChange]:
         """Retire one entry by hand (for ``atlas playbook retire``); the history row says ``manual: <reason>``."""
@@ -484,7 +523,7 @@ class PlaybookRegistry:
             if view is not None and touched:
                 view.replace(touched)
 
-    def _cache_status_changes(self, learning_key: str, applied: Sequence[AppliedChange], verdicts: dict[str, tuple[str, str]]) -> None:
+    def _cache_status_changes(self, learning_key: str, applied: Sequence[AppliedChange]) -> None:
         """A status change this process made moves its cached view to the new version in place, when the view
         was at the version just before (no other writer in between): no re-read of every live entry."""
         if not applied:
@@ -494,9 +533,8 @@ class PlaybookRegistry:
             view = self._views.get(learning_key)
             if view is None or view.version != version - 1:
                 return
-            current = {e.id: e for e in view.entries if e.id in verdicts}
-            view.replace([current[c.entry_id].model_copy(update={"status": verdicts[c.entry_id][0], "version": current[c.entry_id].version + 1})
-                          for c in applied if c.entry_id in current])
+            statuses = {c.entry_id: "retired" if c.op == "retire" else "active" for c in applied}
+            view.replace([e.model_copy(update={"status": statuses[e.id], "version": e.version + 1}) for e in view.get(list(statuses))])
             view.version = version
 
     def _with_compare_and_set(self, learning_key: str, plan: Any, *, only: Sequence[str] | None = None) -> list[AppliedChange]:
@@ -650,12 +688,13 @@ class PlaybookRegistry:
             retired.append(self._bump(tx, entry, "retire", version, session_id, "playbook over its token budget"))
         return retired
 
-    def _status_changes(self, tx: Session, live: list[PlaybookEntryRecord], version: int,
-                        verdicts: dict[str, tuple[str, str]]) -> list[AppliedChange]:
+    def _status_changes(self, tx: Session, live: list[PlaybookEntryRecord], version: int) -> list[AppliedChange]:
+        """The status changes the entries' impact calls for, taken from their rows as the store has them now."""
         applied = []
         for entry in live:
-            if entry.id in verdicts and entry.status != verdicts[entry.id][0]:
-                status, reason = verdicts[entry.id]
+            verdict = impact_verdict(entry, self.config)
+            if verdict is not None and entry.status != verdict[0]:
+                status, reason = verdict
                 entry.status = status
                 applied.append(self._bump(tx, entry, "retire" if status == "retired" else "activate", version, None, reason))
         return applied

@@ -145,13 +145,27 @@ class _Update:
         return {"op": "update", "table": self.spec.name, "key": self.key, "fields": self.fields}
 
 
-_Write = _Insert | _Update
+@dataclass(frozen=True)
+class _Increment:
+    """Add ``deltas`` to numeric columns of the rows with these keys (counters: impact statistics)."""
+
+    spec: TableSpec
+    keys: tuple[Any, ...]
+    deltas: dict[str, float]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"op": "increment", "table": self.spec.name, "keys": list(self.keys), "deltas": self.deltas}
+
+
+_Write = _Insert | _Update | _Increment
 
 
 def _decode_op(line: dict[str, Any]) -> _Write:
     spec = TableSpec.of(_table_named(line["table"]))
     if line["op"] == "insert":
         return _Insert(spec, spec.decode(line["row"]))
+    if line["op"] == "increment":
+        return _Increment(spec, tuple(line["keys"]), dict(line["deltas"]))
     return _Update(spec, line["key"], spec.decode(line["fields"]))
 
 
@@ -197,6 +211,18 @@ class Recorder:
             raise ValueError(f"{spec.name} has no column {sorted(unknown)[0]!r}")
         redacted = self.redactor.value(fields)
         self._submit(_Update(spec, key, {name: spec.storable(name, value) for name, value in redacted.items()}))
+
+    def increment(self, table: type[SQLModel], keys: Iterable[Any], /, **deltas: float) -> None:
+        """Enqueue ``column = column + delta`` for the rows with these keys. Ordered with the other writes and
+        spooled like them; a spool replayed after a crash that came between its commit and its deletion may
+        count an increment twice (these are statistics, not records)."""
+        spec = TableSpec.of(table)
+        unknown = deltas.keys() - table.model_fields.keys()
+        if unknown:
+            raise ValueError(f"{spec.name} has no column {sorted(unknown)[0]!r}")
+        keys = tuple(keys)
+        if keys:
+            self._submit(_Increment(spec, keys, {name: float(delta) for name, delta in deltas.items()}))
 
     def _submit(self, write: _Write) -> None:
         if not self._closed:
@@ -305,6 +331,10 @@ class Recorder:
                 elif isinstance(write, _Update):
                     key_column = write.spec.table.c[write.spec.primary_key]
                     connection.execute(update(write.spec.table).where(key_column == write.key).values(**write.fields))
+                elif isinstance(write, _Increment):
+                    table = write.spec.table
+                    connection.execute(update(table).where(table.c[write.spec.primary_key].in_(write.keys))
+                                       .values({table.c[name]: table.c[name] + delta for name, delta in write.deltas.items()}))
 
     def _insert_statement(self, spec: TableSpec, replay: bool) -> Any:
         if not replay:

@@ -803,8 +803,9 @@ class SupervisedRun:
         notes: list[str] = []
         try:
             impact = outcome.for_impact()
-            if impact is not None:
-                learned.extend(registry.record_impact(self.learning_key, self.entries_used, [e.id for e in self.withheld], impact))
+            if impact is not None and (self.entries_used or self.withheld):
+                learned.extend(registry.record_impact(self.learning_key, self.entries_used, [e.id for e in self.withheld], impact,
+                                                      recorder=self.supervisor.recorder))
             learned.extend(self._keep_example(answer_text, outcome))
         except StoreError as exc:
             return learned, f"learning skipped: {exc}"

@@ -428,3 +428,56 @@ def test_select_entries_accepts_any_iterable() -> None:
     picked = select_entries(iter([lesson]), {lesson.id: 1.0}, family=None, audience="student", kind="lesson", token_budget=400,
                             config=PlaybookConfig())
     assert picked.chosen == [lesson]
+
+
+# ------------------------------------------------------------------------- efficacy, safe exploration, counts
+def test_a_lesson_that_never_makes_the_student_right_is_retired_as_ineffective() -> None:
+    failing = entry(reward_sum_with=0.0, reward_count_with=3)  # nothing withheld yet: no comparison possible
+    status, reason = impact_verdict(failing, PlaybookConfig())
+    assert status == "retired" and reason.startswith("impact: ineffective")
+    assert impact_verdict(entry(reward_sum_with=1.0, reward_count_with=3), PlaybookConfig()) is None  # 1 of 3: undecided
+    assert impact_verdict(entry(status="active", reward_sum_with=0.0, reward_count_with=3), PlaybookConfig()) is None
+
+
+def test_lessons_are_withheld_only_where_the_teacher_validates(make_supervisor) -> None:
+    explore = {"trial_explore_rate": 1.0, "explore_rate": 1.0}
+    for lane, withheld in (("auto", False), ("paired", True)):
+        supervisor = make_supervisor(supervision={"lane": lane}, playbook=explore)
+        supervisor.playbook.apply("files", [LessonChange(op="add", lesson="Count the items with count_lines, never by eye.",
+                                                         applies_when="how many items")])
+        run = supervisor.begin(TASK, agent_name="files")
+        assert bool(run.withheld) is withheld and bool(run.lessons) is not withheld
+        result = run.finish("3 items")
+        assert supervisor.store.get(SessionRecord, result.session_id).explored is withheld
+
+
+def test_an_experiments_failure_is_not_lane_evidence(store) -> None:
+    def add(explored: bool, interventions: int) -> None:
+        store.add(SessionRecord(learning_key="k", task_family="f", task="t", status="completed", reward=0.9, lane="paired",
+                                interventions=interventions, explored=explored))
+
+    add(explored=True, interventions=1)   # a lesson was withheld and the teacher had to step in: left out
+    add(explored=True, interventions=0)   # withheld, yet fine: counts
+    add(explored=False, interventions=1)  # no experiment: counts with its intervention
+    history = load_history(store, "k", 10, "f")
+    assert history.finished == 3 and sorted(history.interventions) == [0, 1]
+
+
+def test_impact_counts_through_the_recorder_land_in_the_store_and_the_cache(make_supervisor) -> None:
+    supervisor = make_supervisor()
+    registry = supervisor.playbook
+    [added] = registry.apply("files", [LessonChange(op="add", lesson="Count the items with count_lines, never by eye.")])
+    registry.view("files")  # cached
+    for outcome in (1.0, 0.0):
+        assert registry.record_impact("files", [added.entry_id], [], outcome, recorder=supervisor.recorder) == []
+    registry.record_impact("files", [], [added.entry_id], 0.5, recorder=supervisor.recorder)
+    [cached] = registry.view("files").get([added.entry_id])
+    assert (cached.uses, cached.reward_count_with, cached.reward_sum_with, cached.reward_count_without) == (2, 2, 1.0, 1)
+    assert supervisor.recorder.flush()
+    stored = supervisor.store.get(PlaybookEntryRecord, added.entry_id)
+    assert (stored.uses, stored.reward_count_with, stored.reward_sum_with, stored.reward_sum_without) == (2, 2, 1.0, 0.5)
+
+
+def test_dashes_between_letters_and_digits_do_not_split_a_word() -> None:
+    assert "sha256" in tokens("Verify the SHA-256 digest") and "crc32" in tokens("the CRC-32 of it")
+    assert {"well", "known"} <= set(tokens("a well-known tool"))
