@@ -260,7 +260,7 @@ class ExamplesConfig(_Section):
     max_injected: int = Field(1, ge=0, le=5)
     #: Tokens of the rendered examples block, at most.
     token_budget: int = Field(300, ge=0)
-    #: Live examples kept per task family; the weakest is retired when another is added.
+    #: Live examples kept per task family; a full family takes a new one only when impact retires one.
     max_per_family: int = Field(3, ge=1)
     #: Without checks, a session becomes an example when it was approved with at least this reward.
     min_reward: float = Field(0.9, ge=0.0, le=1.0)

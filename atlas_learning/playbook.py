@@ -442,8 +442,8 @@ class PlaybookRegistry:
                     max_per_family: int, reason: str) -> list[AppliedChange]:
         """Keep a worked example (a verified success, rendered compactly) for its task family.
 
-        A near-duplicate of a live or retired example of the family is not added; past ``max_per_family`` live
-        examples, the weakest (lowest impact, then oldest) is retired."""
+        Not added when the family already has ``max_per_family`` live examples (a slot frees when impact retires
+        one, so examples do not churn and each gets measured), or when it repeats a live or retired example."""
         example = self.redactor.text(example).strip()
         return self._with_compare_and_set(learning_key, lambda tx, live, version: self._plan_example(
             tx, learning_key, live, version, example, task_family, session_id, max_per_family, reason))
@@ -640,18 +640,15 @@ class PlaybookRegistry:
     def _plan_example(self, tx: Session, key: str, live: list[PlaybookEntryRecord], version: int, example: str,
                       family: str | None, session_id: str | None, max_per_family: int, reason: str) -> list[AppliedChange]:
         same_family = [e for e in live if e.kind == "example" and e.task_family == family]
+        if not example or len(same_family) >= max_per_family:
+            return []  # a full family keeps its examples until their impact retires one: no churn, and each is measured
         known = [*same_family, *(e for e in self._tombstones(tx, key, "example") if e.task_family == family)]
-        if not example or any(similarity(e.lesson, example) >= self.config.merge_similarity for e in known):
+        if any(similarity(e.lesson, example) >= self.config.merge_similarity for e in known):
             return []
         entry = PlaybookEntryRecord(learning_key=key, kind="example", task_family=family, lesson=example,
                                     provenance=[session_id] if session_id else [])
         tx.add(entry)
-        applied = [self._version_row(tx, entry, "add", version, session_id, reason)]
-        surplus = len(same_family) + 1 - max_per_family
-        for weakest in sorted(same_family, key=lambda e: (e.status == "active", _impact(e) or 0.0, e.created_at))[:max(0, surplus)]:
-            weakest.status = "retired"
-            applied.append(self._bump(tx, weakest, "retire", version, session_id, f"more than {max_per_family} examples for the family"))
-        return applied
+        return [self._version_row(tx, entry, "add", version, session_id, reason)]
 
     def _refine(self, tx: Session, entry: PlaybookEntryRecord, lesson: str, change: LessonChange, version: int,
                 session_id: str | None) -> AppliedChange:

@@ -81,6 +81,16 @@ class RelevanceIndex:
             return {}
         import numpy as np
 
-        raw = self._retriever.get_scores(query_tokens)[: self.size]
+        # BM25 of a query is the sum of its tokens' columns of the index's (document x token) score matrix:
+        # read just those columns, so the cost follows the query's postings, not the number of documents.
+        vocabulary, scores = self._retriever.vocab_dict, self._retriever.scores
+        columns = [vocabulary[t] for t in query_tokens if t in vocabulary]
+        if not columns:
+            return {}
+        indptr = scores["indptr"]
+        spans = [np.arange(indptr[c], indptr[c + 1]) for c in columns]
+        picked = np.concatenate(spans)
+        documents = scores["indices"][picked]
+        raw = np.bincount(documents, weights=scores["data"][picked], minlength=self.size)[: self.size]
         hits = np.flatnonzero((raw > 0) & (self._self_scores > 0))
         return {int(i): min(1.0, float(raw[i] / self._self_scores[i])) for i in hits}

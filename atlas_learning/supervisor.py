@@ -193,6 +193,10 @@ class Supervisor:
         self.playbook = PlaybookRegistry(self.store, self.config.playbook, redactor=self.redactor)
         self.families = TaskFamilies(self.store, threshold=self.config.supervision.family_similarity)
         self._random = random.Random(self.config.playbook.seed)
+        #: (learning key, family) -> the lessons (ids and versions) and the triggers the synthesizer was asked
+        #: about when it last proposed nothing that changed them: the same trouble with the same lessons again
+        #: gets the same answer, so it is not asked.
+        self._synthesis_idle: dict[tuple[str, str | None], tuple[frozenset[tuple[str, int]], frozenset[str]]] = {}
         self._random_lock = threading.Lock()
         self.events = events or EventBus()
         self.checks = list(checks)
@@ -810,11 +814,16 @@ class SupervisedRun:
         except StoreError as exc:
             return learned, f"learning skipped: {exc}"
         triggers = self._learning_triggers(outcome)
+        retired_ids = {c.entry_id for c in learned if c.op == "retire"}
+        shown = [e for e in self._entries if e.kind == "lesson" and e.id not in retired_ids]
+        lessons_state = (frozenset((e.id, e.version) for e in shown) | frozenset((i, -1) for i in retired_ids), frozenset(triggers))
+        idle_key = (self.learning_key, self.task_family)
         if not triggers:
             notes.append("synthesizer not asked: nothing to learn (no rejection, failed check, low or drifting reward, new family or lesson under trial)")
+        elif config.playbook.synthesize == "when_useful" and self.supervisor._synthesis_idle.get(idle_key) == lessons_state:
+            notes.append(f"synthesizer not asked: it proposed nothing for the same trouble with the same lessons ({'; '.join(triggers)})")
         else:
-            retired_ids = {c.entry_id for c in learned if c.op == "retire"}
-            entries = [(e.id, e.lesson) for e in self._entries if e.kind == "lesson" and e.id not in retired_ids]
+            entries = [(e.id, e.lesson) for e in shown]
             try:
                 tombstones = sorted(registry.retired_lessons(self.learning_key), key=lambda lesson: -similarity(lesson, self.task))[:5]
             except StoreError:
@@ -827,8 +836,13 @@ class SupervisedRun:
                 notes.append(f"synthesizer failed: {answer.error}")
             else:
                 try:
-                    learned.extend(registry.apply(self.learning_key, answer.output.changes, session_id=self.session_id,
-                                                  task_family=self.task_family))
+                    applied = registry.apply(self.learning_key, answer.output.changes, session_id=self.session_id,
+                                             task_family=self.task_family)
+                    learned.extend(applied)
+                    if any(c.op in ("add", "refine", "retire") for c in applied):
+                        self.supervisor._synthesis_idle.pop(idle_key, None)
+                    else:
+                        self.supervisor._synthesis_idle[idle_key] = lessons_state
                     notes.append(f"{len(answer.output.changes)} changes proposed ({'; '.join(triggers)})")
                 except StoreError as exc:
                     notes.append(f"learning skipped: {exc}")

@@ -292,16 +292,17 @@ def test_no_worked_examples_when_disabled_or_unverified(make_supervisor) -> None
     assert [e for e in failing.playbook.live_entries("files") if e.kind == "example"] == []
 
 
-def test_max_per_family_retires_the_weakest_example(store) -> None:
+def test_a_full_family_keeps_its_examples_until_one_is_retired(store) -> None:
     registry = PlaybookRegistry(store, PlaybookConfig())
     texts = ["Task: count items in todo\nAnswer: 3", "Task: summarise q3 changelog\nAnswer: two lines", "Task: hash the release archive\nAnswer: abc"]
-    strong, weak = (registry.add_example("k", t, task_family="f", session_id=None, max_per_family=2, reason="r")[0].entry_id for t in texts[:2])
-    registry.record_impact("k", [strong], [weak], 1.0)
-    registry.record_impact("k", [weak], [strong], 0.0)  # strong: +1 impact, weak: -1 (not yet enough to decide)
-    applied = registry.add_example("k", texts[2], task_family="f", session_id=None, max_per_family=2, reason="r")
-    assert [(c.op, c.entry_id) for c in applied][1:] == [("retire", weak)]
-    assert {e.id for e in registry.live_entries("k")} == {strong, applied[0].entry_id}
-    assert registry.add_example("k", texts[1], task_family="f", session_id=None, max_per_family=2, reason="r") == []  # tombstone
+    first, second = (registry.add_example("k", t, task_family="f", session_id=None, max_per_family=2, reason="r")[0].entry_id for t in texts[:2])
+    assert registry.add_example("k", texts[2], task_family="f", session_id=None, max_per_family=2, reason="r") == []  # full: no churn
+    for _ in range(3):
+        registry.record_impact("k", [second], [], 0.0)  # given three times, never right: retired as ineffective
+    assert {e.id for e in registry.live_entries("k")} == {first}
+    [added] = registry.add_example("k", texts[2], task_family="f", session_id=None, max_per_family=2, reason="r")  # the freed slot
+    assert {e.id for e in registry.live_entries("k")} == {first, added.entry_id}
+    assert registry.add_example("k", texts[1], task_family="f", session_id=None, max_per_family=3, reason="r") == []  # tombstone
     assert registry.add_example("k", texts[1], task_family="g", session_id=None, max_per_family=2, reason="r")  # another family
 
 
