@@ -259,10 +259,12 @@ def test_playbook_show_history_diff_retire(world) -> None:
     assert after["files"]["entries"] == []
     history = json.loads(cli(config, "playbook", "history", "--key", "files", "--json").stdout)
     assert history[-1]["change"] == "retire" and history[-1]["status"] == "retired"
+    assert history[-1]["reason"] == "manual: too vague"  # every history row says why
     latest = after["files"]["version"]
     diff = json.loads(cli(config, "playbook", "diff", "--key", "files", str(latest - 1), str(latest), "--json").stdout)
     assert diff["changes"][0]["status"] == "retired"
-    assert "retire" in cli(config, "playbook", "history", "--key", "files").stdout
+    shown_history = cli(config, "playbook", "history", "--key", "files").stdout
+    assert "retire" in shown_history and "manual: too vague" in shown_history
 
     one_error_line(cli(config, "playbook", "retire", "--key", "files", entry_id), f"no live entry '{entry_id}'")
     one_error_line(cli(config, "playbook", "diff", "--key", "files", "0", "99"), "TO 99: the playbook of 'files' has versions")

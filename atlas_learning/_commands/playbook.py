@@ -56,12 +56,13 @@ def show(*, config: Path | None, key: str | None, as_json: bool) -> None:
         if not entries:
             continue
         table = Table(box=None, header_style="bold", pad_edge=False)
-        for column in ("id", "status", "for", "lesson", "uses", "impact", "v", "sources"):
+        for column in ("id", "status", "for", "family", "lesson", "uses", "impact", "v", "sources"):
             table.add_column(column, overflow="fold")
         for entry in entries:
             impact = _impact(entry)
             lesson = clip(entry.lesson, 200) + (f" (when {clip(entry.applies_when, 80)})" if entry.applies_when else "")
-            table.add_row(short(entry.id), entry.status, entry.audience, Text(lesson), str(entry.uses),
+            audience = f"{entry.audience} ({entry.kind})" if entry.kind != "lesson" else entry.audience
+            table.add_row(short(entry.id), entry.status, audience, entry.task_family or "all", Text(lesson), str(entry.uses),
                           "-" if impact is None else f"{impact:+.2f}", str(entry.version), str(len(entry.provenance)))
         out.print(table)
 
@@ -81,11 +82,12 @@ def history(*, config: Path | None, key: str, as_json: bool) -> None:
         out.print(f"no playbook history for {key!r}" + _known_keys_hint(loaded, key))
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("version", "change", "entry", "status", "lesson", "session", "when (UTC)"):
+    for column in ("version", "change", "entry", "status", "lesson", "reason", "session", "when (UTC)"):
         table.add_column(column, overflow="fold")
     for change in changes:
         table.add_row(str(change.registry_version), change.change, f"{short(change.entry_id)} v{change.version}", change.status,
-                      Text(clip(change.lesson, 160)), short(change.session_id) or "-", fmt_time(change.created_at))
+                      Text(clip(change.lesson, 160)), Text(clip(change.reason or "-", 160)), short(change.session_id) or "-",
+                      fmt_time(change.created_at))
     out.print(table)
 
 
