@@ -43,6 +43,7 @@ from .playbook import (
     PlaybookView,
     Selection,
     coverage,
+    estimate_tokens,
     example_text,
     render_playbook,
     select_entries,
@@ -562,9 +563,13 @@ class SupervisedRun:
                                  token_budget=config.playbook.inject_token_budget, **common)
         teacher = select_entries(candidates, relevance, audience="teacher", kind="lesson",
                                  token_budget=config.playbook.inject_token_budget, **common)
-        examples = (select_entries(candidates, relevance, audience="student", kind="example", token_budget=config.examples.token_budget,
+        # Examples fit in what the lessons left of the injection budget (and in their own): the student's playbook
+        # text as a whole stays within inject_token_budget.
+        used = estimate_tokens(render_playbook(student.chosen) + "\n\n") if student.chosen else 0
+        room = min(config.examples.token_budget, config.playbook.inject_token_budget - used)
+        examples = (select_entries(candidates, relevance, audience="student", kind="example", token_budget=room,
                                    max_count=config.examples.max_injected, **common)
-                    if config.examples.enabled else Selection([], [], {}))
+                    if config.examples.enabled and room > 0 else Selection([], [], {}))
         self.lessons, self.teacher_lessons, self.examples = student.chosen, teacher.chosen, examples.chosen
         self.withheld = [*student.withheld, *teacher.withheld, *examples.withheld]
 

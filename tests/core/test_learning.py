@@ -482,3 +482,16 @@ def test_impact_counts_through_the_recorder_land_in_the_store_and_the_cache(make
 def test_dashes_between_letters_and_digits_do_not_split_a_word() -> None:
     assert "sha256" in tokens("Verify the SHA-256 digest") and "crc32" in tokens("the CRC-32 of it")
     assert {"well", "known"} <= set(tokens("a well-known tool"))
+
+
+def test_lessons_and_examples_together_fit_the_injection_budget(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "paired"}, playbook={"inject_token_budget": 60})
+    registry = supervisor.playbook
+    registry.apply("files", [LessonChange(op="add", lesson="Count the items with count_lines, never by eye.")], task_family="count")
+    registry.add_example("files", f"Task: {TASK}\n- read_file(notes/todo.txt) -> - a\n- b\n- c\nAnswer: 3 items", task_family="count",
+                         session_id=None, max_per_family=3, reason="r")
+    run = supervisor.begin(TASK, agent_name="files", task_family="count")
+    assert run.lessons and not run.examples and estimate_tokens(run.instructions) <= 60  # no room left for the example
+    roomy = make_supervisor(supervision={"lane": "paired"}, playbook={"inject_token_budget": 400})
+    roomy_run = roomy.begin(TASK, agent_name="files", task_family="count")
+    assert roomy_run.lessons and roomy_run.examples and "Worked example" in roomy_run.instructions
