@@ -31,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import case, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import configure_mappers
 from sqlmodel import Session, col, select
 
 from .config import PlaybookConfig
@@ -62,6 +63,8 @@ __all__ = [
 ]
 
 LIVE = ("provisional", "active")
+#: The reason of a retirement that only made room; such an entry is no tombstone.
+_EVICTED = "playbook over its token budget"
 _LETTERS = re.compile(r"[^\W\d_]{2,}")
 
 
@@ -83,7 +86,10 @@ def estimate_tokens(text: str) -> int:
 
 
 def _entry(row: Any) -> PlaybookEntryRecord:
-    """An entry from one of its own rows: trusted, so built without validation (it is read on every session)."""
+    """An entry from one of its own rows: trusted, so built without validation (it is read on every session).
+
+    Building a table model without the ORM needs the mappers configured, which an ORM query would have done."""
+    configure_mappers()  # a no-op once configured
     return PlaybookEntryRecord.model_construct(**row._mapping)
 
 
@@ -390,6 +396,12 @@ class PlaybookRegistry:
             self._views[learning_key] = fresh
         return fresh
 
+    def cached(self, learning_key: str, ids: Sequence[str]) -> list[PlaybookEntryRecord]:
+        """The cached copies (with this process's latest counts) of some entries of a key; [] when not cached."""
+        with self._views_lock:
+            view = self._views.get(learning_key)
+            return view.get(ids) if view is not None else []
+
     def version(self, learning_key: str) -> int:
         record = self.store.get(PlaybookRegistryRecord, learning_key)
         return record.version if record else 0
@@ -579,8 +591,13 @@ class PlaybookRegistry:
 
     @staticmethod
     def _tombstones(tx: Session, key: str, kind: str) -> list[PlaybookEntryRecord]:
+        """Retired entries of a kind, except those retired only to make room (over the token budget): those
+        were not found wanting, and may come back."""
+        evicted = select(PlaybookVersionRecord.entry_id).where(PlaybookVersionRecord.learning_key == key,
+                                                                PlaybookVersionRecord.reason == _EVICTED)
         return list(tx.exec(select(PlaybookEntryRecord).where(
-            PlaybookEntryRecord.learning_key == key, PlaybookEntryRecord.status == "retired", PlaybookEntryRecord.kind == kind)).all())
+            PlaybookEntryRecord.learning_key == key, PlaybookEntryRecord.status == "retired", PlaybookEntryRecord.kind == kind,
+            col(PlaybookEntryRecord.id).not_in(evicted))).all())
 
     def _tombstone_of(self, tombstones: Sequence[PlaybookEntryRecord], lesson: str) -> PlaybookEntryRecord | None:
         """The retired lesson that ``lesson`` repeats (the same text or a near-duplicate), if any."""
@@ -682,7 +699,7 @@ class PlaybookRegistry:
                 break
             entry.status = "retired"
             total -= estimate_tokens(entry.lesson)
-            retired.append(self._bump(tx, entry, "retire", version, session_id, "playbook over its token budget"))
+            retired.append(self._bump(tx, entry, "retire", version, session_id, _EVICTED))
         return retired
 
     def _status_changes(self, tx: Session, live: list[PlaybookEntryRecord], version: int) -> list[AppliedChange]:

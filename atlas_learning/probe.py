@@ -59,8 +59,8 @@ def load_history(store: Store, learning_key: str, window: int, task_family: str 
     A session that failed counts with its reward, or 0 when it has none. One whose final answer failed its
     verifiable checks counts as 0, whatever the judges said, and as an intervention; so does an ``auto`` session
     in which a check rejected an attempt (its retry may have passed, but the student needed the check). A session
-    that had a lesson withheld for the impact comparison (``explored``) and needed the teacher is left out (the
-    experiment explains the failure; it counts towards the warm-up only). A failure breaks a streak. A completed session no judge or check
+    that went without a lesson that was helping (withheld for the impact comparison: ``explored``) and needed the
+    teacher is left out: the experiment explains the failure (it counts towards the warm-up only). A failure breaks a streak. A completed session no judge or check
     could score is left out of the rewards but counts towards the warm-up.
     """
     statement = (

@@ -45,6 +45,7 @@ from .playbook import (
     coverage,
     estimate_tokens,
     example_text,
+    probability_helps,
     render_playbook,
     select_entries,
     similarity,
@@ -248,7 +249,7 @@ class Supervisor:
         family = task_family or merged.get("task_family") or options.task_family or self.config.supervision.task_family
         key = self.learning_key(agent_name, learning_key or merged.get("learning_key") or options.learning_key)
         return SupervisedRun(self, as_text(task), agent_name, key, merged, [*self.checks, *checks],
-                             task_family=str(family) if family else None)
+                             task_family=str(family)[:128] if family else None)  # the column's width
 
     def begin(self, task: str, *, agent_name: str = "agent", learning_key: str | None = None, task_family: str | None = None,
               metadata: Mapping[str, Any] | None = None, checks: Sequence[Check] = ()) -> SupervisedRun:
@@ -534,7 +535,7 @@ class SupervisedRun:
         supervisor.recorder.update(
             SessionRecord, self.session_id, lane=self.decision.lane, lane_confidence=self.decision.confidence,
             lane_reason=self.decision.reason, lane_source=self.decision.source, lessons_used=self.entries_used,
-            explored=bool(self.withheld), session_metadata=self._session_metadata(),
+            session_metadata=self._session_metadata(),
         )
         task_preview = supervisor.redactor.text(self.task)[:200]  # redact first: a cut secret no longer matches
         self._emit("session_started", {"learning_key": self.learning_key, "task": task_preview, "agent_name": self.agent_name,
@@ -545,11 +546,12 @@ class SupervisedRun:
     def _resolve_family(self) -> None:
         """Infer the task family when the caller named none, and count the task in it."""
         families = self.supervisor.families
+        task = self.supervisor.redactor.text(self.task)  # a new family is named after the task's words: no secrets
         if self.task_family is None:
-            guess = families.infer(self.learning_key, self.task)
+            guess = families.infer(self.learning_key, task)
             self.task_family = guess.family
             self._family_note = f"{'new family' if guess.new else 'joined'} at similarity {guess.similarity:.2f}"
-        families.remember(self.learning_key, self.task, self.task_family)
+        families.remember(self.learning_key, task, self.task_family)
 
     def _select(self, view: PlaybookView, *, explore: bool) -> None:
         """The entries that apply to this task; with ``explore``, minus those withheld at random (see
@@ -644,7 +646,7 @@ class SupervisedRun:
                                answer_validation_messages(self.task, answer_text, steps, self.teacher_instructions, shown), Verdict)
         verdict = self._verdict(answer, attempt=number, failed_checks=failed)
         self.attempts.append({"attempt": number, "answer": answer_text, "accepted": verdict.accepted,
-                              "checks_score": mean_or_none([c.score for c in checks])})
+                              "checks_score": min((c.score for c in checks if c.score is not None), default=None)})
         self.supervisor.recorder.insert(AttemptRecord, session_id=self.session_id, attempt=number, answer=answer_text,
                                         accepted=verdict.accepted, verdict_reason=verdict.reason, guidance=verdict.guidance or None,
                                         checks=shown or None)
@@ -727,7 +729,8 @@ class SupervisedRun:
         accepted = next((v.accepted for v in reversed(self.verdicts) if v.attempt is not None), None)
         recorder.update(
             SessionRecord, self.session_id, status="failed" if error else "completed", final_answer=answer_text,
-            reward=reward.score, reward_reason=reward.reason, checks_passed=checks_passed, review_status=review_status,
+            reward=reward.score, reward_reason=reward.reason, checks_passed=checks_passed, explored=self._withheld_a_helping_lesson(),
+            review_status=review_status,
             review_note=review_note, drift_alert=drift_alert, drift_reason=drift_reason or None, usage_by_role=usage,
             total_tokens=total.total_tokens, total_cost_usd=total.cost_usd, interventions=self.interventions, retries=self.retries,
             finished_at=utcnow(), session_metadata=self._session_metadata(
@@ -747,6 +750,15 @@ class SupervisedRun:
         if not recorder.flush():
             log.warning("session %s: the store writer did not finish in time; rows stay queued", self.session_id)
         return self.finished
+
+    def _withheld_a_helping_lesson(self) -> bool:
+        """Whether this session went without a lesson that, by its measured impact so far, helps: then a failure is
+        the experiment's doing, and the lane prior leaves it out (a lesson with no sign of helping explains nothing)."""
+        withheld = [e.id for e in self.withheld if e.kind == "lesson"]
+        if not withheld:
+            return False
+        current = self.supervisor.playbook.cached(self.learning_key, withheld) or [e for e in self.withheld if e.kind == "lesson"]
+        return any(probability_helps(e) > 0.5 for e in current)
 
     def _unaided_score(self, final_score: float | None) -> float | None:
         """How the student's own first answer fared, before any teacher guidance: its checks, else the teacher's
@@ -781,9 +793,9 @@ class SupervisedRun:
         if config.playbook.synthesize == "always":
             return ["playbook.synthesize is always"]
         triggers = []
-        # A session that had a lesson withheld for the impact comparison is expected to do worse without it: its
-        # failures say nothing new, and the comparison itself is recorded as impact.
-        explained = any(e.kind == "lesson" for e in self.withheld)
+        # A session that went without a lesson that helps is expected to do worse: its failures say nothing new,
+        # and the comparison itself is recorded as impact.
+        explained = self._withheld_a_helping_lesson()
         if any(v.accepted is False for v in self.verdicts) and not explained:
             triggers.append("the teacher or a check rejected work")
         failed_checks = outcome.checks_passed is False or any(c.score is not None and c.score < 0.5
@@ -869,8 +881,9 @@ class SupervisedRun:
             reason = f"approved with reward {outcome.reward:.2f}"
         else:
             return []
+        redact = self.supervisor.redactor.text  # before example_text cuts anything: a cut secret no longer matches
         return self.supervisor.playbook.add_example(
-            self.learning_key, example_text(self.task, self.steps, answer_text), task_family=self.task_family,
+            self.learning_key, example_text(redact(self.task), self.steps, redact(answer_text)), task_family=self.task_family,
             session_id=self.session_id, max_per_family=examples.max_per_family, reason=f"worked example: the session {reason}")
 
     # ----------------------------------------------------------------------------------------- plumbing

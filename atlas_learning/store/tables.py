@@ -152,8 +152,8 @@ class SessionRecord(SQLModel, table=True):
     retries: int = 0
     #: Playbook entry ids injected into this session, for impact statistics.
     lessons_used: list[str] = _json_list()
-    #: A lesson that applied was withheld for the impact comparison: an experiment, which the lane prior does
-    #: not count as evidence of what the student needs.
+    #: A lesson that applied, and by its impact so far helps, was withheld for the impact comparison: a failure
+    #: of this session is the experiment's, and the lane prior does not count it.
     explored: bool = False
     #: ``{role: {"calls", "input_tokens", "output_tokens", "cost_usd"}}``
     usage_by_role: dict[str, Any] = _json_dict()

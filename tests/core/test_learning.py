@@ -449,7 +449,19 @@ def test_lessons_are_withheld_only_where_the_teacher_validates(make_supervisor) 
         run = supervisor.begin(TASK, agent_name="files")
         assert bool(run.withheld) is withheld and bool(run.lessons) is not withheld
         result = run.finish("3 items")
-        assert supervisor.store.get(SessionRecord, result.session_id).explored is withheld
+        assert supervisor.store.get(SessionRecord, result.session_id).explored is False  # nothing says the lesson helps yet
+
+
+def test_a_session_without_a_helping_lesson_is_marked_explored(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "paired"}, playbook={"explore_rate": 1.0})
+    [added] = supervisor.playbook.apply("files", [LessonChange(op="add", lesson="Count the items with count_lines, never by eye.",
+                                                               applies_when="how many items")])
+    for given, outcome in (([added.entry_id], 1.0), ([added.entry_id], 1.0), ([added.entry_id], 1.0), ([], 0.0), ([], 0.0)):
+        supervisor.playbook.record_impact("files", given, [] if given else [added.entry_id], outcome)  # activated: it helps
+    run = supervisor.begin(TASK, agent_name="files")
+    assert [e.id for e in run.withheld] == [added.entry_id]
+    result = run.finish("3 items")
+    assert supervisor.store.get(SessionRecord, result.session_id).explored is True
 
 
 def test_an_experiments_failure_is_not_lane_evidence(store) -> None:
@@ -495,3 +507,42 @@ def test_lessons_and_examples_together_fit_the_injection_budget(make_supervisor)
     roomy = make_supervisor(supervision={"lane": "paired"}, playbook={"inject_token_budget": 400})
     roomy_run = roomy.begin(TASK, agent_name="files", task_family="count")
     assert roomy_run.lessons and roomy_run.examples and "Worked example" in roomy_run.instructions
+
+
+def test_inferred_family_names_and_worked_examples_hold_no_secrets(make_supervisor) -> None:
+    secret = "ghp_" + "a1B2c3D4e5F6g7H8i9J0" * 2
+    supervisor = make_supervisor(supervision={"lane": "paired"})
+    task = f"Rotate the deploy token {secret} and report how many items the todo list has " + "x" * 290
+    result = supervisor.supervise(task, lambda _: f"3 items; old token {secret}", agent_name="files", checks=[says_three])
+    assert secret not in (result.task_family or "") and "ghp_" not in (result.task_family or "")
+    examples = [e for e in supervisor.store.rows(PlaybookEntryRecord) if e.kind == "example"]
+    assert examples and all("ghp_" not in e.lesson for e in examples)  # redacted before the example was cut
+
+
+def test_a_long_family_name_keeps_its_history(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"llm_probe": False, "warmup_sessions": 1, "auto_streak": 1})
+    family = "f" * 300
+    lanes = [supervisor.supervise(TASK, lambda _: "3 items", agent_name="files", task_family=family).lane for _ in range(3)]
+    assert lanes[0] == "coach" and lanes[-1] != "coach"
+
+
+def test_a_lesson_retired_to_make_room_is_no_tombstone(store) -> None:
+    registry = PlaybookRegistry(store, PlaybookConfig(total_token_budget=100))
+    long = [LessonChange(op="add", lesson=" ".join(f"{topic}{j}" for j in range(12))) for topic in ("spreadsheets", "archives", "symlinks", "manifests", "backups")]
+    evicted = [c for c in registry.apply("k", long) if c.op == "retire"]
+    assert evicted and evicted[0].reason == "playbook over its token budget"
+    registry.apply("k", [LessonChange(op="retire", entry_id=e.id) for e in registry.live_entries("k")])  # make room again
+    again = registry.apply("k", [LessonChange(op="add", lesson=evicted[0].lesson)])
+    assert [c.op for c in again] == ["add"]
+
+
+def test_entries_read_in_a_fresh_process(store_url: str) -> None:
+    import subprocess
+    import sys
+
+    PlaybookRegistry(Store(store_url)).apply("k", [LessonChange(op="add", lesson="Read the file before answering it.")])
+    code = ("import sys; from atlas_learning.store import Store; from atlas_learning.playbook import PlaybookRegistry; "
+            "print(PlaybookRegistry(Store(sys.argv[1])).live_entries('k')[0].lesson)")
+    done = subprocess.run([sys.executable, "-c", code, store_url], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Read the file before answering it."
