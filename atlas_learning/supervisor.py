@@ -195,10 +195,10 @@ class Supervisor:
         self.playbook = PlaybookRegistry(self.store, self.config.playbook, redactor=self.redactor)
         self.families = TaskFamilies(self.store, threshold=self.config.supervision.family_similarity)
         self._random = random.Random(self.config.playbook.seed)
-        #: (learning key, family) -> the lessons (ids and versions) and the triggers the synthesizer was asked
+        #: (learning key, family) -> the lessons (ids, texts, statuses) and the triggers the synthesizer was asked
         #: about when it last proposed nothing that changed them: the same trouble with the same lessons again
         #: gets the same answer, so it is not asked.
-        self._synthesis_idle: dict[tuple[str, str | None], tuple[frozenset[tuple[str, int]], frozenset[str]]] = {}
+        self._synthesis_idle: dict[tuple[str, str | None], tuple[frozenset[tuple[str, str, str]], frozenset[str]]] = {}
         self._random_lock = threading.Lock()
         self.events = events or EventBus()
         self.checks = list(checks)
@@ -833,7 +833,9 @@ class SupervisedRun:
         triggers = self._learning_triggers(outcome)
         retired_ids = {c.entry_id for c in learned if c.op == "retire"}
         shown = [e for e in self._entries if e.kind == "lesson" and e.id not in retired_ids]
-        lessons_state = (frozenset((e.id, e.version) for e in shown) | frozenset((i, -1) for i in retired_ids), frozenset(triggers))
+        # what the lessons say, not their versions: a confirmation bumps a version and changes nothing
+        lessons_state = (frozenset((e.id, e.lesson, e.status) for e in shown) | frozenset((i, "", "retired") for i in retired_ids),
+                         frozenset(triggers))
         idle_key = (self.learning_key, self.task_family)
         if not triggers:
             notes.append("synthesizer not asked: nothing to learn (no rejection, failed check, low or drifting reward, new family or lesson under trial)")
