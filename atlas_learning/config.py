@@ -177,6 +177,27 @@ class SupervisionConfig(_Section):
     #: Supervision tokens (teacher, judges, probe, synthesizer) one session may spend; past it, further
     #: supervision calls are skipped with the reason recorded. None: no limit.
     max_tokens_per_session: int | None = Field(None, gt=0)
+    #: Seconds of teacher and probe calls one session may wait for on the caller's path (a call that would run
+    #: past it is abandoned there, failing open); past it, the teacher stops supervising the session. None: no limit.
+    max_supervision_seconds: float | None = Field(120.0, gt=0)
+    #: Tool steps the teacher validates per session (coach) at most; the agent goes on unvalidated past it.
+    max_validated_steps: int = Field(50, ge=0)
+    #: The same tool called with the same arguments this many times ends the teacher's supervision of the
+    #: session (a looping agent); 0 turns the check off.
+    max_identical_calls: int = Field(5, ge=0)
+    #: What a rejected answer leads to: ``rerun`` the agent with the guidance (its tools run again),
+    #: ``guidance_only`` (the rejection and guidance are recorded, the answer stands, nothing runs twice), or
+    #: ``auto``: rerun, unless the rejected attempt called a side-effecting tool (then guidance only).
+    retry: Literal["auto", "rerun", "guidance_only"] = "auto"
+    #: Tools with side effects (refunds, e-mails, writes): under ``retry: auto`` an attempt that called one is not
+    #: rerun. A step recorded with ``metadata={"side_effects": True}`` counts too.
+    side_effect_tools: list[str] = Field(default_factory=list)
+    #: Threads that finish sessions in the background (judging, learning, storing) after the user's call returned.
+    finish_workers: int = Field(2, ge=1, le=32)
+    #: Finishes that may wait at once; one more waits for room rather than being dropped.
+    max_pending_finishes: int = Field(256, ge=1)
+    #: Seconds the interpreter's exit (and ``Supervisor.close``) waits for pending finishes. None: as long as needed.
+    drain_timeout_s: float | None = Field(120.0, gt=0)
 
 
 class JudgesConfig(_Section):

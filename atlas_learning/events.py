@@ -37,6 +37,8 @@ EventType = Literal[
     "lesson_retired",
     "lesson_refused",
     "supervision_budget_reached",
+    "supervision_stopped",
+    "retry_skipped",
     "drift_alert",
     "session_finished",
     "store_degraded",

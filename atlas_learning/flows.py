@@ -1,7 +1,9 @@
 """Supervision logic written once, run sync or async.
 
 Each step of the loop (probe, plan review, validation, judging, synthesis) is a generator that yields
-:class:`Ask` (a model call for a role) or :class:`AskHuman` and receives an :class:`Answer`; it returns its result.
+:class:`Ask` (a model call for a role) or :class:`AskHuman` and receives an :class:`Answer`, or yields
+:class:`AskAll` (independent model calls, made concurrently) and receives their answers in order; it returns its
+result.
 :func:`drive` and :func:`adrive` run such a flow with a caller that performs the asks. A failed call arrives as
 an Answer with ``error`` set and no output, so every flow decides what a failure means (fail open, no reward, no
 lesson) instead of crashing the user's run.
@@ -9,13 +11,14 @@ lesson) instead of crashing the user's run.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-__all__ = ["Ask", "AskHuman", "Answer", "Flow", "drive", "adrive"]
+__all__ = ["Ask", "AskAll", "AskHuman", "Answer", "Flow", "drive", "adrive"]
 
 T = TypeVar("T")
 
@@ -41,6 +44,13 @@ class AskHuman:
 
 
 @dataclass(frozen=True)
+class AskAll:
+    """Model calls that do not depend on each other (a judge's samples): made at once, answered in order."""
+
+    asks: tuple[Ask, ...]
+
+
+@dataclass(frozen=True)
 class Answer:
     """What came back: the text and validated output, or ``error``, a one-line reason the call failed."""
 
@@ -53,24 +63,37 @@ class Answer:
         return self.error is None
 
 
-Flow = Generator["Ask | AskHuman", Answer, T]
+Flow = Generator["Ask | AskAll | AskHuman", Any, T]
 
 
 def drive(flow: Flow[T], perform: Callable[[Ask | AskHuman], Answer]) -> T:
-    """Run a flow synchronously."""
+    """Run a flow synchronously; the calls of an :class:`AskAll` run in threads, at once."""
     try:
         request = next(flow)
         while True:
-            request = flow.send(perform(request))
+            request = flow.send(_perform_all(request.asks, perform) if isinstance(request, AskAll) else perform(request))
     except StopIteration as done:
         return done.value
 
 
 async def adrive(flow: Flow[T], perform: Callable[[Ask | AskHuman], Awaitable[Answer]]) -> T:
-    """Run a flow asynchronously."""
+    """Run a flow asynchronously; the calls of an :class:`AskAll` are gathered."""
     try:
         request = next(flow)
         while True:
-            request = flow.send(await perform(request))
+            if isinstance(request, AskAll):
+                answered: Any = list(await asyncio.gather(*(perform(ask) for ask in request.asks)))
+            else:
+                answered = await perform(request)
+            request = flow.send(answered)
     except StopIteration as done:
         return done.value
+
+
+def _perform_all(asks: tuple[Ask, ...], perform: Callable[[Ask | AskHuman], Answer]) -> list[Answer]:
+    if len(asks) < 2:
+        return [perform(ask) for ask in asks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(asks), thread_name_prefix="atlas-ask") as pool:
+        return list(pool.map(perform, asks))

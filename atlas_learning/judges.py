@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import JudgesConfig
-from .flows import Ask, Flow
+from .flows import Ask, AskAll, Flow
 from .prompts import render_steps, session_judge_messages, step_judge_messages
 from .schemas import SessionJudgement, StepJudgements
 
@@ -143,8 +143,10 @@ def judge_session_flow(
     samples: list[dict[str, Any]] = []
     valid: list[SessionJudgement] = []
     temperatures = {"full": config.temperatures, "one_sample": config.temperatures[:1]}.get(judging, [])
-    for temperature in temperatures:
-        answer = yield Ask("judge_small", "judge_session", messages, SessionJudgement, temperature=temperature)
+    # The samples are independent: asked at once (the flow's driver makes them concurrently).
+    answers = yield AskAll(tuple(Ask("judge_small", "judge_session", messages, SessionJudgement, temperature=t)
+                                 for t in temperatures))
+    for temperature, answer in zip(temperatures, answers):
         samples.append(_sample("small", temperature, answer.output, answer.error, answer.text))
         if answer.ok:
             valid.append(answer.output)

@@ -5,12 +5,13 @@
 >>> run.lane, run.instructions                 # the lane decision and what to put in the student's prompt
 >>> run.record_step(kind="tool_call", name="list_files", tool_args={"path": "data"}, output="a.txt b.txt")
 >>> verdict = run.validate_answer("2 files")   # paired/coach: the teacher's verdict, with guidance
->>> result = run.finish("2 files")              # judged, learned from, stored; a SessionResult
+>>> pending = run.end("2 files")                # returns at once; judged, learned from, stored in the background
+>>> pending.result().reward                      # waits for the SessionResult (run.finish() = end + wait)
 
 A session is :meth:`Supervisor.begin` (probe, lessons, lane) → ``record_*`` as the agent works →
-``review_plan`` / ``validate_step`` / ``validate_answer`` / ``escalate`` as the lane asks → :meth:`SupervisedRun.finish`
-(checks, judges, drift, review status, learning). Every method that calls a model has an ``a``-prefixed async
-twin. :meth:`Supervisor.supervise` runs the whole loop around a plain ``attempt(instructions) -> answer``
+``review_plan`` / ``validate_step`` / ``validate_answer`` / ``escalate`` as the lane asks → :meth:`SupervisedRun.end`
+(checks, judges, drift, review status, learning, on the background finisher). Every method that calls a model has
+an ``a``-prefixed async twin. :meth:`Supervisor.supervise` runs the whole loop around a plain ``attempt(instructions) -> answer``
 function. Supervision never raises into the user's run: model failures become recorded reasons (fail open),
 store failures spool (see :mod:`atlas_learning.recorder`).
 """
@@ -18,17 +19,23 @@ store failures spool (see :mod:`atlas_learning.recorder`).
 from __future__ import annotations
 
 import asyncio
+import atexit
+import concurrent.futures
+import contextvars
 import inspect
 import logging
 import random
 import threading
 import time
+import weakref
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .background import BackgroundFinisher, PendingSession
 from .config import AtlasConfig
 from .context import current_session_options
 from .errors import AtlasError, ModelError, StoreError
@@ -79,7 +86,13 @@ from .store import (
     utcnow,
 )
 
-__all__ = ["Supervisor", "SupervisedRun", "SessionResult", "VerdictResult", "HumanCallback", "as_text"]
+__all__ = ["Supervisor", "SupervisedRun", "SessionResult", "PendingSession", "VerdictResult", "HumanCallback", "as_text"]
+
+#: Roles whose calls the user's call waits for (the probe before the agent starts, the teacher while it works);
+#: ``supervision.max_supervision_seconds`` bounds them. Judges and the synthesizer run in the background.
+_CALLER_PATH_ROLES = frozenset({"teacher", "probe"})
+#: Finished sessions whose results :meth:`Supervisor.session_result` keeps by id.
+_RECENT_RESULTS = 1024
 
 log = logging.getLogger("atlas_learning.supervisor")
 
@@ -209,6 +222,16 @@ class Supervisor:
         self.store_retry_s = 5.0
         self._store_checked = 0.0
         self._connect_store()
+        supervision = self.config.supervision
+        self.finisher = BackgroundFinisher(workers=supervision.finish_workers, max_pending=supervision.max_pending_finishes)
+        self._results: OrderedDict[str, PendingSession] = OrderedDict()
+        self._results_lock = threading.Lock()
+        #: One learning step at a time per key: impact counts, examples and synthesis read what the last one wrote.
+        self._learn_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._call_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._closed = False
+        # Registered after the recorder's own close: exit runs this first, so finished sessions reach the store.
+        atexit.register(_drain_at_exit, weakref.ref(self))
 
     def _connect_store(self) -> None:
         self._store_checked = time.monotonic()
@@ -293,8 +316,54 @@ class Supervisor:
             if (await run.avalidate_answer(answer)).accepted is not False or not run.can_retry:
                 return await run.afinish(answer)
 
+    def session_result(self, session_id: str, timeout: float | None = None) -> SessionResult:
+        """The result of a session this supervisor ended, waiting for its background finish when needed.
+
+        Raises KeyError for a session it does not know (only the latest 1,024 are kept; older ones are in the store)
+        and TimeoutError when ``timeout`` runs out first."""
+        with self._results_lock:
+            pending = self._results.get(session_id)
+        if pending is None:
+            raise KeyError(f"no recent session {session_id!r} on this supervisor; read older ones from the store")
+        return pending.result(timeout)
+
+    async def asession_result(self, session_id: str) -> SessionResult:
+        """Await :meth:`session_result` without blocking the event loop."""
+        with self._results_lock:
+            pending = self._results.get(session_id)
+        if pending is None:
+            raise KeyError(f"no recent session {session_id!r} on this supervisor; read older ones from the store")
+        return await pending.aresult()
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every session ended so far is judged, learned from and stored; False when ``timeout`` ran out."""
+        drained = self.finisher.drain(timeout)
+        return self.recorder.flush(timeout) and drained
+
+    def _remember(self, pending: PendingSession) -> None:
+        with self._results_lock:
+            self._results[pending.session_id] = pending
+            while len(self._results) > _RECENT_RESULTS:
+                self._results.popitem(last=False)
+
+    def _run_with_deadline(self, seconds: float, call: Callable[..., Any], *args: Any) -> Any:
+        """``call(*args)`` in a helper thread, waited for at most ``seconds`` (TimeoutError; the call goes on there)."""
+        with self._random_lock:
+            if self._call_pool is None:
+                self._call_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="atlas-call")
+        return self._call_pool.submit(call, *args).result(timeout=seconds)
+
     def close(self) -> None:
-        """Flush and stop the recorder, release models and connections."""
+        """Wait for pending finishes (up to ``supervision.drain_timeout_s``), flush and stop the recorder, release
+        models and connections. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self.finisher.close(self.config.supervision.drain_timeout_s):
+            log.warning("%d session finishes did not end within %ss; their rows so far are stored",
+                        self.finisher.pending, self.config.supervision.drain_timeout_s)
+        if self._call_pool is not None:
+            self._call_pool.shutdown(wait=False, cancel_futures=True)
         self.recorder.close()
         self.models.close()
         self.store.close()
@@ -347,9 +416,14 @@ class SupervisedRun:
         self.usage = UsageLedger()
         self.interventions = 0
         self.retries = 0
+        #: The SessionResult once the background finish is done; see :meth:`end`.
         self.finished: SessionResult | None = None
-        self._finish_claimed = False
-        self._finished_event = threading.Event()
+        self._pending: PendingSession | None = None
+        #: Why the teacher stopped supervising this session (a wall-time, step or repeated-call budget), or None.
+        self.supervision_stopped: str | None = None
+        self._supervision_s = 0.0
+        self._validated_steps = 0
+        self._call_counts: dict[str, int] = {}
         self._history = KeyHistory()
         #: The key's live playbook entries that may apply to the task (matched, or scoped to its family).
         self._entries: list[Any] = []
@@ -380,10 +454,25 @@ class SupervisedRun:
 
     @property
     def can_retry(self) -> bool:
-        """True when the last answer was rejected and retries remain."""
+        """True when the last answer was rejected, retries remain and ``supervision.retry`` lets the agent run
+        again (see :meth:`reruns_allowed`)."""
         last = self.verdicts[-1] if self.verdicts else None
         return last is not None and last.accepted is False and last.attempt is not None \
-            and last.attempt <= self.config.supervision.max_retries
+            and last.attempt <= self.config.supervision.max_retries and self.reruns_allowed(last.attempt) is None
+
+    def reruns_allowed(self, attempt: int) -> str | None:
+        """None when a rejected ``attempt`` may be rerun; else why its answer stands (``supervision.retry`` is
+        ``guidance_only``, or ``auto`` and the attempt called a side-effecting tool)."""
+        supervision = self.config.supervision
+        if supervision.retry == "guidance_only":
+            return "supervision.retry is guidance_only: the answer stands, the rejection and guidance are recorded"
+        if supervision.retry == "auto":
+            marked = set(supervision.side_effect_tools)
+            for step in self.steps:
+                if step.get("attempt") == attempt and (step.get("tool_name") in marked or (step.get("step_metadata") or {}).get("side_effects")):
+                    return (f"the attempt called {step.get('tool_name') or step.get('name')}, which has side effects: it is not "
+                            "rerun (supervision.retry auto; set it to rerun to rerun anyway)")
+        return None
 
     def take_guidance(self) -> list[str]:
         """The pending guidance, removed so it is injected once."""
@@ -430,6 +519,11 @@ class SupervisedRun:
                 duration_ms=(ended - started).total_seconds() * 1000, step_metadata=dict(metadata or {}),
             )
             self.steps.append(row)
+            repeats = self._count_call(tool_name, tool_args) if kind == "tool_call" and tool_name else 0
+        limit = self.config.supervision.max_identical_calls
+        if limit and repeats == limit:
+            self._stop_supervision(f"repeated calls: {tool_name} was called {repeats} times with the same arguments "
+                                   f"(supervision.max_identical_calls {limit})")
         self._emit("step", {"step_id": row["id"], "index": index, "kind": kind, "name": row["name"], "tool_name": tool_name, "error": error})
         return row["id"]
 
@@ -480,33 +574,62 @@ class SupervisedRun:
     async def aescalate(self) -> str | None:
         return await adrive(self._escalate_flow(), self._aperform)
 
-    def finish(self, final_answer: Any = None, *, error: str | None = None) -> SessionResult:
-        """Judge, check for drift, set the review status, learn, store, and return the result.
+    def end(self, final_answer: Any = None, *, error: str | None = None) -> PendingSession:
+        """End the session and return at once: the final answer is recorded now; checks, judges, drift, the review
+        status, learning and the final store write run on the supervisor's background finisher.
 
-        Runs once: a second call, from any thread, gets the first call's result."""
-        if not self._claim_finish():
-            self._finished_event.wait()
-            assert self.finished is not None
-            return self.finished
-        try:
-            return drive(self._finish_flow(final_answer, error), self._perform)
-        finally:
-            self._finished_event.set()
+        ``final_answer`` defaults to the last validated attempt; ``error`` marks the run failed. Runs once: a
+        second call, from any thread, gets the first call's PendingSession. Waits only when
+        ``supervision.max_pending_finishes`` finishes are already queued (backpressure, nothing dropped)."""
+        pending, job = self._claim_end(final_answer, error)
+        if job is not None:
+            self.supervisor.finisher.submit(job, pending._future)  # noqa: SLF001 - the future is the session's
+        return pending
+
+    async def aend(self, final_answer: Any = None, *, error: str | None = None) -> PendingSession:
+        """Async twin of :meth:`end`; never blocks the event loop (a full finish queue is waited on in a thread)."""
+        pending, job = self._claim_end(final_answer, error)
+        if job is not None:
+            finisher = self.supervisor.finisher
+            if finisher.has_room:
+                finisher.submit(job, pending._future)  # noqa: SLF001
+            else:
+                await asyncio.to_thread(finisher.submit, job, pending._future)  # noqa: SLF001
+        return pending
+
+    def finish(self, final_answer: Any = None, *, error: str | None = None) -> SessionResult:
+        """:meth:`end`, then wait for the result: for scripts and tests that want the reward now. Adapters call
+        :meth:`end`, so the user's call does not wait for judging and learning."""
+        return self.end(final_answer, error=error).result()
 
     async def afinish(self, final_answer: Any = None, *, error: str | None = None) -> SessionResult:
-        if not self._claim_finish():
-            await asyncio.to_thread(self._finished_event.wait)
-            assert self.finished is not None
-            return self.finished
-        try:
-            return await adrive(self._finish_flow(final_answer, error), self._aperform)
-        finally:
-            self._finished_event.set()
+        """Async twin of :meth:`finish`: awaits the background finish without blocking the loop."""
+        return await (await self.aend(final_answer, error=error)).aresult()
 
-    def _claim_finish(self) -> bool:
+    @property
+    def ended(self) -> bool:
+        """Whether :meth:`end` (or :meth:`finish`) was called; :attr:`finished` holds the result once it is ready."""
+        return self._pending is not None
+
+    def _claim_end(self, final_answer: Any, error: str | None) -> tuple[PendingSession, Callable[[], SessionResult] | None]:
         with self._lock:
-            claimed, self._finish_claimed = not self._finish_claimed, True
-        return claimed
+            if self._pending is not None:
+                pending = self._pending
+                claimed = False
+            else:
+                answer_text = as_text(final_answer) if final_answer is not None else (self.attempts[-1]["answer"] if self.attempts else "")
+                pending = self._pending = PendingSession(self.session_id, answer_text, concurrent.futures.Future())
+                claimed = True
+        if not claimed:
+            return pending, None
+        # The answer is stored now: whatever happens to the background finish, the trace keeps it.
+        self.supervisor.recorder.update(SessionRecord, self.session_id, final_answer=pending.final_answer)
+        self.supervisor._remember(pending)  # noqa: SLF001
+
+        def job() -> SessionResult:
+            return drive(self._finish_flow(pending.final_answer, error), self._perform)
+
+        return pending, job
 
     # ------------------------------------------------------------------------------------------- flows
     def _begin_flow(self) -> Flow[None]:
@@ -588,6 +711,8 @@ class SupervisedRun:
             notes["task_family_inferred"] = self._family_note
         if self.budget_note:
             notes["supervision_budget"] = self.budget_note
+        if self.supervision_stopped:
+            notes["supervision_stopped"] = self.supervision_stopped
         return {**self.metadata, **notes, **extra}
 
     def _plan_flow(self, plan: list[str]) -> Flow[PlanReview]:
@@ -610,10 +735,22 @@ class SupervisedRun:
                                      "error": answer.error})
         return review
 
+    def _count_call(self, tool_name: str, tool_args: Any) -> int:
+        """How many times this tool has now been called with these arguments in the session (under ``_lock``)."""
+        signature = f"{tool_name}\x00{as_text(tool_args)}"
+        self._call_counts[signature] = count = self._call_counts.get(signature, 0) + 1
+        return count
+
     def _step_flow(self, step_id: str) -> Flow[VerdictResult]:
         position = next((i for i, s in enumerate(self.steps) if s["id"] == step_id), None)
         if position is None:
             return VerdictResult(None, reason=f"unknown step {step_id!r}", step_id=step_id)
+        limit = self.config.supervision.max_validated_steps
+        if self.supervision_stopped is None and self._validated_steps >= limit:
+            self._stop_supervision(f"step budget reached: {limit} steps validated (supervision.max_validated_steps)")
+        if self.supervision_stopped is not None:
+            return VerdictResult(None, reason=self.supervision_stopped, step_id=step_id)
+        self._validated_steps += 1
         budget = self.config.judges.context_budget_chars
         earlier = render_steps(self.steps[:position][-8:], budget // 2)
         current = render_steps([self.steps[position]], budget // 2)
@@ -654,7 +791,10 @@ class SupervisedRun:
             self.interventions += 1
             if verdict.guidance:
                 self._guidance(verdict.guidance, kind="answer", source="teacher" if answer.ok and self.lane != "auto" else "checks")
-            if number <= self.config.supervision.max_retries:  # a retry follows; it will be validated too
+            stands = self.reruns_allowed(number) if number <= self.config.supervision.max_retries else None
+            if stands is not None:
+                self._emit("retry_skipped", {"attempt": number, "reason": stands, "guidance": verdict.guidance})
+            elif number <= self.config.supervision.max_retries:  # a retry follows; it will be validated too
                 self.retries += 1
                 with self._lock:
                     self.pending_guidance = [verdict.guidance] if verdict.guidance else ["The teacher rejected the answer; try again."]
@@ -674,9 +814,8 @@ class SupervisedRun:
         self._guidance(answer.text, kind="escalation", source=source)
         return answer.text
 
-    def _finish_flow(self, final_answer: Any, error: str | None) -> Flow[SessionResult]:
+    def _finish_flow(self, answer_text: str, error: str | None) -> Flow[SessionResult]:
         supervisor, config = self.supervisor, self.config
-        answer_text = as_text(final_answer) if final_answer is not None else (self.attempts[-1]["answer"] if self.attempts else "")
         checks = run_checks(self.checks, CheckContext(self.task, answer_text, tuple(self.steps), self.metadata))
         scored = [c.score for c in checks if c.score is not None]
         checks_passed = all(score >= 0.5 for score in scored) if scored else None
@@ -820,6 +959,11 @@ class SupervisedRun:
         if self.supervisor.store_problem is not None or self._history.unavailable is not None or self.supervisor.recorder.degraded:
             self._emit("store_degraded", {"reason": self.supervisor.store_problem or "writes are spooling"})
             return [], "learning skipped: the store is unavailable"
+        with self.supervisor._learn_locks[self.learning_key]:  # noqa: SLF001 - one learning step per key at a time
+            return (yield from self._learn_locked(answer_text, outcome))
+
+    def _learn_locked(self, answer_text: str, outcome: _Outcome) -> Flow[tuple[list[AppliedChange], str]]:
+        config, registry = self.config, self.supervisor.playbook
         learned: list[AppliedChange] = []
         notes: list[str] = []
         try:
@@ -921,6 +1065,9 @@ class SupervisedRun:
 
     def _call_record(self, request: Ask, usage: Usage, latency_s: float, attempts: int, error: str | None, model: Any) -> None:
         self.usage.record(request.role, usage)
+        if request.role in _CALLER_PATH_ROLES:
+            with self._lock:
+                self._supervision_s += latency_s
         self.supervisor.recorder.insert(
             ModelCallRecord, session_id=self.session_id, role=request.role, purpose=request.purpose,
             provider=getattr(model, "provider", ""), model=getattr(model, "model_name", ""), input_tokens=usage.input_tokens,
@@ -928,7 +1075,15 @@ class SupervisedRun:
         )
 
     def _over_budget(self, request: Ask) -> Answer | None:
-        """Refuse a supervision call once the session spent ``supervision.max_tokens_per_session``."""
+        """Refuse a supervision call once the session spent ``supervision.max_tokens_per_session``, and a teacher
+        or probe call once the teacher's supervision stopped (a wall-time, step or repeated-call budget)."""
+        if request.role in _CALLER_PATH_ROLES:
+            wall = self.config.supervision.max_supervision_seconds
+            if wall is not None and self._supervision_s >= wall:
+                self._stop_supervision(f"supervision wall-time budget reached: {self._supervision_s:.1f}s of teacher "
+                                       f"calls (supervision.max_supervision_seconds {wall:g})")
+            if self.supervision_stopped is not None:
+                return Answer(error=self.supervision_stopped)
         limit = self.config.supervision.max_tokens_per_session
         if limit is None:
             return None
@@ -948,10 +1103,22 @@ class SupervisedRun:
             return refused
         started = time.perf_counter()
         model = None
+        deadline = self._seconds_left(request)
         try:
             model = self.supervisor.models.get(request.role)
-            response = model.generate(request.messages, output_type=request.output_type,
-                                      temperature=request.temperature, max_tokens=request.max_tokens)
+            chosen = model
+
+            def call() -> Any:
+                return chosen.generate(request.messages, output_type=request.output_type,
+                                       temperature=request.temperature, max_tokens=request.max_tokens)
+
+            if deadline is None:
+                response = call()
+            else:
+                try:
+                    response = self.supervisor._run_with_deadline(deadline, contextvars.copy_context().run, call)  # noqa: SLF001
+                except TimeoutError:
+                    return self._past_deadline(request, started, model)
         except Exception as exc:  # noqa: BLE001 - supervision must never break the user's run
             return self._failed_call(request, exc, started, model)
         self._call_record(request, response.usage, time.perf_counter() - started, response.attempts, None, model)
@@ -964,14 +1131,46 @@ class SupervisedRun:
             return refused
         started = time.perf_counter()
         model = None
+        deadline = self._seconds_left(request)
         try:
             model = self.supervisor.models.get(request.role)
-            response = await model.agenerate(request.messages, output_type=request.output_type,
-                                             temperature=request.temperature, max_tokens=request.max_tokens)
+            call = model.agenerate(request.messages, output_type=request.output_type,
+                                   temperature=request.temperature, max_tokens=request.max_tokens)
+            if deadline is None:
+                response = await call
+            else:
+                try:
+                    response = await asyncio.wait_for(call, deadline)
+                except TimeoutError:
+                    return self._past_deadline(request, started, model)
         except Exception as exc:  # noqa: BLE001
             return self._failed_call(request, exc, started, model)
         self._call_record(request, response.usage, time.perf_counter() - started, response.attempts, None, model)
         return Answer(response.output, response.text)
+
+    def _seconds_left(self, request: Ask) -> float | None:
+        """What is left of ``supervision.max_supervision_seconds`` for a call the user's call waits for; None for
+        calls off that path (judges, synthesizer) or without a limit."""
+        limit = self.config.supervision.max_supervision_seconds
+        if limit is None or request.role not in _CALLER_PATH_ROLES:
+            return None
+        return max(limit - self._supervision_s, 0.001)
+
+    def _past_deadline(self, request: Ask, started: float, model: Any) -> Answer:
+        limit = self.config.supervision.max_supervision_seconds
+        reason = (f"supervision wall-time budget reached: {request.role} {request.purpose} still running after "
+                  f"{limit:g}s of supervision (supervision.max_supervision_seconds)")
+        self._stop_supervision(reason)
+        self._call_record(request, Usage(calls=1), time.perf_counter() - started, 1, reason, model)
+        return Answer(error=reason)
+
+    def _stop_supervision(self, reason: str) -> None:
+        """End the teacher's supervision of this session (the agent goes on), once, with the reason recorded."""
+        with self._lock:
+            if self.supervision_stopped is not None:
+                return
+            self.supervision_stopped = reason
+        self._emit("supervision_stopped", {"reason": reason})
 
     def _failed_call(self, request: Ask, exc: Exception, started: float, model: Any) -> Answer:
         reason = str(exc).splitlines()[0] if isinstance(exc, AtlasError) else f"{type(exc).__name__}: {exc}"
@@ -1008,6 +1207,16 @@ class SupervisedRun:
             if _is_control_flow(exc):
                 raise
             return Answer(error=f"human callback failed: {type(exc).__name__}: {exc}")
+
+
+def _drain_at_exit(ref: weakref.ref[Supervisor]) -> None:
+    """At interpreter exit: let every pending finish end (up to ``supervision.drain_timeout_s``); the recorder's
+    own exit handler, registered earlier, runs after this one and flushes what they wrote."""
+    supervisor = ref()
+    if supervisor is not None and not supervisor._closed:  # noqa: SLF001
+        timeout = supervisor.config.supervision.drain_timeout_s
+        if not supervisor.finisher.drain(timeout):
+            log.warning("exit: %d session finishes did not end within %ss", supervisor.finisher.pending, timeout)
 
 
 def _aware(moment: datetime | None) -> datetime | None:
