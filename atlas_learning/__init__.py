@@ -38,6 +38,10 @@ _EXPORTS: dict[str, str] = {
     "SupervisedRun": "atlas_learning.supervisor",
     "SessionResult": "atlas_learning.supervisor",
     "VerdictResult": "atlas_learning.supervisor",
+    "PendingSession": "atlas_learning.background",
+    "Start": "atlas_learning.supervisor",
+    "StepDecision": "atlas_learning.supervisor",
+    "AnswerDecision": "atlas_learning.supervisor",
     "CheckContext": "atlas_learning.judges",
     "CheckResult": "atlas_learning.judges",
     "AtlasEvent": "atlas_learning.events",
@@ -65,7 +69,8 @@ if TYPE_CHECKING:
     from .judges import CheckContext, CheckResult
     from .models import ChatModel, ModelResponse, RoleModels, ScriptedModel, Usage, UsageLedger, create_model
     from .store import SessionFilter, Store
-    from .supervisor import SessionResult, SupervisedRun, Supervisor, VerdictResult
+    from .background import PendingSession
+    from .supervisor import AnswerDecision, SessionResult, Start, StepDecision, SupervisedRun, Supervisor, VerdictResult
 
 
 def __getattr__(name: str) -> Any:

@@ -676,21 +676,21 @@ def _trace_line(s: Any, entries: list[Any], steps: list[Any], rewards: list[Any]
 
 
 def _guidance_message(notes: Iterable[str]) -> dict[str, str]:
-    return {"role": "user", "content": "Teacher guidance:\n" + "\n".join(f"- {n}" for n in notes)}
+    from .student import render_guidance
+
+    return {"role": "user", "content": render_guidance(list(notes))}
 
 
 def _messages(s: Any, entries: list[Any], steps: list[Any], rewards: list[Any], plans: list[Any], attempts: list[Any],
               guidance: list[Any]) -> dict[str, Any]:
     """One session as chat messages for SFT: what the student was told, did and answered (see the module docs)."""
+    from .student import render_instructions
+
     chosen, _, reviewed = _plan_rows(plans)
-    instructions = [_lessons(entries, "student") or ""]
     plan_steps = (_load(reviewed[2]) or []) if reviewed else []
-    if plan_steps:
-        instructions.append("Plan to follow:\n" + "\n".join(f"{i + 1}. {p.get('description', '')}" for i, p in enumerate(plan_steps)))
     concerns = (_load(reviewed[3]) or []) if reviewed else []
-    if concerns:
-        instructions.append("Watch out for:\n" + "\n".join(f"- {c}" for c in concerns))
-    system = "\n\n".join(part for part in instructions if part)
+    system = render_instructions([e for e in entries if e.audience == "student"],
+                                 [p.get("description", "") for p in plan_steps], concerns)
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": s.task})
     step_guidance: dict[str, list[str]] = {}

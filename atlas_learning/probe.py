@@ -52,9 +52,16 @@ class LaneDecision:
     signals: dict[str, Any] = field(default_factory=dict)
 
 
-def load_history(store: Store, learning_key: str, window: int, task_family: str | None = None) -> KeyHistory:
+#: A session as the lane prior reads it: (id, reward, lane, interventions, status, checks_passed, explored).
+HistoryRow = tuple[str, "float | None", str, int, str, "bool | None", bool]
+
+
+def load_history(store: Store, learning_key: str, window: int, task_family: str | None = None,
+                 unsettled: Sequence[HistoryRow] = ()) -> KeyHistory:
     """The last ``window`` finished sessions of a key's task family (of the whole key when ``task_family`` is
-    None), most recent first.
+    None), most recent first. ``unsettled`` are sessions that ended but whose background finish has not stored
+    them yet (most recent first; their reward is what their checks said, else None): they come first, so a
+    session's outcome steers the next one's lane without waiting for its judges.
 
     A session that failed counts with its reward, or 0 when it has none. One whose final answer failed its
     verifiable checks counts as 0, whatever the judges said, and as an intervention; so does an ``auto`` session
@@ -64,7 +71,7 @@ def load_history(store: Store, learning_key: str, window: int, task_family: str 
     could score is left out of the rewards but counts towards the warm-up.
     """
     statement = (
-        select(SessionRecord.reward, SessionRecord.lane, SessionRecord.interventions, SessionRecord.status, SessionRecord.checks_passed,
+        select(SessionRecord.id, SessionRecord.reward, SessionRecord.lane, SessionRecord.interventions, SessionRecord.status, SessionRecord.checks_passed,
                SessionRecord.explored)
         .where(SessionRecord.learning_key == learning_key, col(SessionRecord.status).in_(("completed", "failed")))
         .order_by(col(SessionRecord.started_at).desc())
@@ -72,7 +79,9 @@ def load_history(store: Store, learning_key: str, window: int, task_family: str 
     )
     if task_family is not None:
         statement = statement.where(SessionRecord.task_family == task_family)
-    rows = store.read(statement)
+    stored = store.read(statement)
+    stored_ids = {r[0] for r in stored}
+    rows = [r[1:] for r in [*(u for u in unsettled if u[0] not in stored_ids), *stored]][:window]
     kept = [(0.0 if r[0] is None or _failed_checks(r) else float(r[0]), r[1] or "", int(r[2] or 0) + (1 if r[4] is False else 0))
             for r in rows if not _explained(r) and (r[0] is not None or r[3] == "failed" or _failed_checks(r))]
     return KeyHistory(

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .background import BackgroundFinisher, PendingSession
 from .config import AtlasConfig
@@ -57,7 +57,7 @@ from .playbook import (
     select_entries,
     similarity,
 )
-from .probe import KeyHistory, LaneDecision, load_history, prior_decision, probe_flow
+from .probe import HistoryRow, KeyHistory, LaneDecision, load_history, prior_decision, probe_flow
 from .prompts import (
     answer_validation_messages,
     execution_messages,
@@ -71,6 +71,7 @@ from .recorder import Recorder
 from .redact import Redactor
 from .rewards import expected_answer_check, expected_answer_of, mean_or_none, teaching_reward
 from .schemas import PlanReview, PlaybookChanges, Verdict
+from .student import render_instructions
 from .store import (
     AttemptRecord,
     GuidanceRecord,
@@ -86,7 +87,8 @@ from .store import (
     utcnow,
 )
 
-__all__ = ["Supervisor", "SupervisedRun", "SessionResult", "PendingSession", "VerdictResult", "HumanCallback", "as_text"]
+__all__ = ["Supervisor", "SupervisedRun", "SessionResult", "PendingSession", "VerdictResult", "Start", "StepDecision",
+           "AnswerDecision", "HumanCallback", "as_text"]
 
 #: Roles whose calls the user's call waits for (the probe before the agent starts, the teacher while it works);
 #: ``supervision.max_supervision_seconds`` bounds them. Judges and the synthesizer run in the background.
@@ -118,6 +120,35 @@ class VerdictResult:
     reason: str = ""
     attempt: int | None = None
     step_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Start:
+    """What :meth:`SupervisedRun.start` decided: ``answer`` is the teacher's (or human's) answer to deliver in
+    place of the agent's (escalate); None means run the agent."""
+
+    answer: str | None = None
+
+
+@dataclass(frozen=True)
+class StepDecision:
+    """The verdict on a reported tool step: ``accepted`` None when nothing validated it (not coach, a budget, a
+    failed teacher call); a rejection's ``guidance`` is already in the run's instructions."""
+
+    accepted: bool | None
+    guidance: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AnswerDecision:
+    """What to do with a reported final answer: ``accept``; ``retry`` (run the agent again with
+    ``instructions`` added, which hold the guidance); or ``stand`` (rejected; ``reason`` says why no retry)."""
+
+    action: Literal["accept", "retry", "stand"]
+    verdict: VerdictResult
+    instructions: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -216,6 +247,9 @@ class Supervisor:
         self.events = events or EventBus()
         self.checks = list(checks)
         self.human = human
+        #: Exception types that are a framework's control flow, not failures (an interrupt raised inside the human
+        #: callback): they pass through supervision unchanged. Integrations add their framework's types.
+        self.control_flow: tuple[type[BaseException], ...] = ()
         #: Why the store cannot be used now (history and lessons are then unavailable), or None. Retried at
         #: most every ``store_retry_s`` seconds when a session begins.
         self.store_problem: str | None = None
@@ -229,6 +263,8 @@ class Supervisor:
         #: One learning step at a time per key: impact counts, examples and synthesis read what the last one wrote.
         self._learn_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._call_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        #: (key, family) -> sessions ended but not stored yet by their background finish, newest last.
+        self._unsettled: defaultdict[tuple[str, str | None], OrderedDict[str, HistoryRow]] = defaultdict(OrderedDict)
         self._closed = False
         # Registered after the recorder's own close: exit runs this first, so finished sessions reach the store.
         atexit.register(_drain_at_exit, weakref.ref(self))
@@ -279,42 +315,55 @@ class Supervisor:
         """Start a session: resolve its task family, read the family's history and the key's lessons, decide the
         lane, store the session."""
         run = self._new_run(task, agent_name, learning_key, task_family, metadata, checks)
-        drive(run._begin_flow(), run._perform)
+        drive(run._begin_flow(run._load()), run._perform)
         return run
 
     async def abegin(self, task: str, *, agent_name: str = "agent", learning_key: str | None = None, task_family: str | None = None,
                      metadata: Mapping[str, Any] | None = None, checks: Sequence[Check] = ()) -> SupervisedRun:
-        """Async twin of :meth:`begin`."""
+        """Async twin of :meth:`begin`; the store reads run in a thread, so the event loop never waits on them."""
         run = self._new_run(task, agent_name, learning_key, task_family, metadata, checks)
-        await adrive(run._begin_flow(), run._aperform)
+        view = await asyncio.to_thread(contextvars.copy_context().run, run._load)
+        await adrive(run._begin_flow(view), run._aperform)
         return run
 
-    def supervise(self, task: str, attempt: Callable[[str], str], **begin: Any) -> SessionResult:
+    def supervise(self, task: str, attempt: Callable[[str], str], **begin: Any) -> PendingSession:
         """Run the whole loop around ``attempt(instructions) -> answer``: lessons and guidance go in through
-        ``instructions``; every answer is validated (in auto by the verifiable checks alone) and retried with
-        guidance when rejected; in escalate the teacher (or human) answers."""
+        ``instructions``; every answer is reported (:meth:`SupervisedRun.final_answer`) and retried when the core
+        says so; in escalate the teacher (or human) answers. Returns once the answer is settled: the
+        PendingSession has ``final_answer`` now and the rest of the SessionResult by waiting. ``attempt``
+        raising ends the session as failed and re-raises."""
         run = self.begin(task, **begin)
-        if run.lane == "escalate":
-            answer = run.escalate()
-            if answer is not None:
-                return run.finish(answer)
+        started = run.start()
+        if started.answer is not None:
+            return run.end(started.answer)
         while True:
-            answer = attempt(run.instructions)
-            if run.validate_answer(answer).accepted is not False or not run.can_retry:
-                return run.finish(answer)
+            try:
+                answer = attempt(run.instructions)
+            except BaseException as exc:
+                run.failed(exc)
+                raise
+            if run.final_answer(answer).action != "retry":
+                return run.end(answer)
 
-    async def asupervise(self, task: str, attempt: Callable[[str], Awaitable[str] | str], **begin: Any) -> SessionResult:
-        """Async twin of :meth:`supervise`; ``attempt`` may be sync or async."""
+    async def asupervise(self, task: str, attempt: Callable[[str], Awaitable[str] | str], **begin: Any) -> PendingSession:
+        """Async twin of :meth:`supervise`; ``attempt`` may be sync or async; cancellation ends the session as
+        cancelled."""
         run = await self.abegin(task, **begin)
-        if run.lane == "escalate":
-            answer = await run.aescalate()
-            if answer is not None:
-                return await run.afinish(answer)
+        started = await run.astart()
+        if started.answer is not None:
+            return await run.aend(started.answer)
         while True:
-            produced = attempt(run.instructions)
-            answer = await produced if inspect.isawaitable(produced) else produced
-            if (await run.avalidate_answer(answer)).accepted is not False or not run.can_retry:
-                return await run.afinish(answer)
+            try:
+                produced = attempt(run.instructions)
+                answer = await produced if inspect.isawaitable(produced) else produced
+            except asyncio.CancelledError:
+                await run.acancelled()
+                raise
+            except BaseException as exc:
+                await run.afailed(exc)
+                raise
+            if (await run.afinal_answer(answer)).action != "retry":
+                return await run.aend(answer)
 
     def session_result(self, session_id: str, timeout: float | None = None) -> SessionResult:
         """The result of a session this supervisor ended, waiting for its background finish when needed.
@@ -339,6 +388,38 @@ class Supervisor:
         """Wait until every session ended so far is judged, learned from and stored; False when ``timeout`` ran out."""
         drained = self.finisher.drain(timeout)
         return self.recorder.flush(timeout) and drained
+
+    def unsettled(self, learning_key: str, task_family: str | None) -> list[HistoryRow]:
+        """Sessions of a key's family (of the whole key when ``task_family`` is None) that ended but whose finish
+        has not stored them yet, most recent first."""
+        with self._results_lock:
+            if task_family is not None:
+                rows = list(self._unsettled.get((learning_key, task_family), {}).values())
+            else:
+                rows = [row for (key, _), pending in self._unsettled.items() if key == learning_key for row in pending.values()]
+        return rows[::-1]
+
+    def wait_settled(self, learning_key: str, task_family: str | None, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the unsettled sessions of a key's family to be stored; False when
+        some were still finishing."""
+        ids = {row[0] for row in self.unsettled(learning_key, task_family)}
+        if not ids or timeout <= 0:
+            return not ids
+        with self._results_lock:
+            futures = [p._future for sid, p in self._results.items() if sid in ids]  # noqa: SLF001
+        _, not_done = concurrent.futures.wait(futures, timeout)
+        return not not_done
+
+    def _settle(self, run: SupervisedRun, row: HistoryRow | None) -> None:
+        """Note a session as ended (``row``) or, with None, as stored."""
+        slot = (run.learning_key, run.task_family)
+        with self._results_lock:
+            if row is not None:
+                self._unsettled[slot][run.session_id] = row
+            elif slot in self._unsettled:
+                self._unsettled[slot].pop(run.session_id, None)
+                if not self._unsettled[slot]:
+                    del self._unsettled[slot]
 
     def _remember(self, pending: PendingSession) -> None:
         with self._results_lock:
@@ -407,8 +488,9 @@ class SupervisedRun:
         #: The plan to follow (after the teacher's review, in coach) and the teacher's concerns.
         self.plan: list[str] = []
         self.concerns: list[str] = []
-        #: Guidance for the student's next model call; cleared by :meth:`take_guidance`.
-        self.pending_guidance: list[str] = []
+        #: The pending guidance (see :attr:`guidance`): from the last rejected answer, and from the last rejected step.
+        self._answer_guidance: list[str] = []
+        self._step_guidance: list[str] = []
         self.steps: list[dict[str, Any]] = []
         self.attempts: list[dict[str, Any]] = []
         self.verdicts: list[VerdictResult] = []
@@ -438,15 +520,17 @@ class SupervisedRun:
 
     @property
     def instructions(self) -> str:
-        """What to add to the student's instructions now: lessons, the reviewed plan and concerns, guidance."""
-        parts = [render_playbook([*self.lessons, *self.examples])]
-        if self.plan:
-            parts.append("Plan to follow:\n" + "\n".join(f"{i + 1}. {s}" for i, s in enumerate(self.plan)))
-        if self.concerns:
-            parts.append("Watch out for:\n" + "\n".join(f"- {c}" for c in self.concerns))
-        if self.pending_guidance:
-            parts.append("Teacher guidance:\n" + "\n".join(f"- {g}" for g in self.pending_guidance))
-        return "\n\n".join(p for p in parts if p)
+        """What to add to every student model call now: lessons and worked examples, the reviewed plan and
+        concerns, and the pending :attr:`guidance` (rendered by :func:`~atlas_learning.student.render_instructions`,
+        the one renderer the export and the trainer use too)."""
+        return render_instructions([*self.lessons, *self.examples], self.plan, self.concerns, self.guidance)
+
+    @property
+    def guidance(self) -> list[str]:
+        """The teacher's pending guidance. After a rejected answer it holds for the whole retry, until the next
+        answer verdict; after a rejected step it holds until the next step verdict (or answer verdict)."""
+        with self._lock:
+            return [*self._answer_guidance, *self._step_guidance]
 
     @property
     def teacher_instructions(self) -> str:
@@ -474,11 +558,91 @@ class SupervisedRun:
                             "rerun (supervision.retry auto; set it to rerun to rerun anyway)")
         return None
 
-    def take_guidance(self) -> list[str]:
-        """The pending guidance, removed so it is injected once."""
-        with self._lock:
-            taken, self.pending_guidance = self.pending_guidance, []
-        return taken
+    # ------------------------------------------------------------------- the adapter protocol: sync + async
+    def start(self, *, plan: Sequence[str] | None = None, plans_later: bool = False, can_take_answer: bool = True) -> Start:
+        """The integration's first report, before the agent runs; returns what to do.
+
+        In ``coach`` the teacher reviews ``plan`` (an empty one when the agent shows none, so its concerns still
+        reach the student) unless ``plans_later`` (the agent has its own plan step, reported through
+        :meth:`review_plan`). In ``escalate``, when the integration ``can_take_answer`` (it can return text in
+        place of the agent's output), the teacher or human answers: :attr:`Start.answer` is then that answer,
+        to deliver instead of running the agent; when neither could answer it is None and the agent runs."""
+        return drive(self._start_flow(plan, plans_later, can_take_answer), self._perform)
+
+    async def astart(self, *, plan: Sequence[str] | None = None, plans_later: bool = False, can_take_answer: bool = True) -> Start:
+        return await adrive(self._start_flow(plan, plans_later, can_take_answer), self._aperform)
+
+    def plan_made(self, plan: Sequence[str]) -> PlanReview | None:
+        """Report a plan the agent made itself (after ``start(plans_later=True)``): in ``coach`` the teacher reviews
+        it and the review is returned (its steps and concerns are then in :attr:`instructions`); otherwise the plan
+        is recorded and None returned."""
+        return drive(self._plan_made_flow(list(plan)), self._perform)
+
+    async def aplan_made(self, plan: Sequence[str]) -> PlanReview | None:
+        return await adrive(self._plan_made_flow(list(plan)), self._aperform)
+
+    def _plan_made_flow(self, plan: list[str]) -> Flow[PlanReview | None]:
+        if self.lane == "coach" and self.supervision_stopped is None:
+            return (yield from self._plan_flow(plan))
+        self.supervisor.recorder.insert(PlanRecord, session_id=self.session_id, kind="proposed", steps=_plan_rows(plan))
+        return None
+
+    def tool_call_done(self, step_id: str) -> StepDecision:
+        """Report a recorded tool (or node) step; in ``coach`` the teacher validates it (within the step, wall-time
+        and repeated-call budgets). A rejection puts guidance in :attr:`instructions` for the next model call."""
+        return drive(self._tool_done_flow(step_id), self._perform)
+
+    async def atool_call_done(self, step_id: str) -> StepDecision:
+        return await adrive(self._tool_done_flow(step_id), self._aperform)
+
+    def final_answer(self, answer: Any) -> AnswerDecision:
+        """Report the agent's answer; returns ``accept``, ``retry`` (run the agent again: the guidance is in
+        :attr:`instructions`) or ``stand`` (rejected, but no retry is left or ``supervision.retry`` keeps the
+        answer). In every lane the verifiable checks run; in paired and coach the teacher validates too."""
+        return self._decide(drive(self._answer_flow(as_text(answer)), self._perform))
+
+    async def afinal_answer(self, answer: Any) -> AnswerDecision:
+        return self._decide(await adrive(self._answer_flow(as_text(answer)), self._aperform))
+
+    def failed(self, error: BaseException | str) -> PendingSession:
+        """Report that the agent raised: the session ends as failed (in the background); the error is the
+        integration's to re-raise."""
+        return self.end(error=_error_text(error))
+
+    async def afailed(self, error: BaseException | str) -> PendingSession:
+        return await self.aend(error=_error_text(error))
+
+    def cancelled(self) -> PendingSession:
+        """Report that the run was cancelled (a task cancelled, a stream closed early): ends it as failed with
+        the reason ``cancelled``."""
+        return self.end(error="cancelled")
+
+    async def acancelled(self) -> PendingSession:
+        return await self.aend(error="cancelled")
+
+    def _start_flow(self, plan: Sequence[str] | None, plans_later: bool, can_take_answer: bool) -> Flow[Start]:
+        if self.lane == "coach" and not plans_later:
+            yield from self._plan_flow(list(plan or []))
+        elif self.lane == "escalate" and can_take_answer:
+            answer = yield from self._escalate_flow()
+            return Start(answer=answer)
+        elif self.lane == "escalate":
+            self.metadata["supervision_level"] = "escalation needs an integration that can return text; the agent ran supervised as paired"
+        return Start(answer=None)
+
+    def _tool_done_flow(self, step_id: str) -> Flow[StepDecision]:
+        if self.lane != "coach":
+            return StepDecision(accepted=None, guidance="")
+        verdict = yield from self._step_flow(step_id)
+        return StepDecision(accepted=verdict.accepted, guidance=verdict.guidance, reason=verdict.reason)
+
+    def _decide(self, verdict: VerdictResult) -> AnswerDecision:
+        if verdict.accepted is not False:
+            return AnswerDecision("accept", verdict, "")
+        if self.can_retry:
+            return AnswerDecision("retry", verdict, self.instructions)
+        stands = self.reruns_allowed(verdict.attempt or 1)
+        return AnswerDecision("stand", verdict, "", stands or "no retries left (supervision.max_retries)")
 
     # ------------------------------------------------------------------------------------------ records
     def record_event(self, event_type: EventType, payload: Mapping[str, Any]) -> None:
@@ -623,27 +787,39 @@ class SupervisedRun:
         if not claimed:
             return pending, None
         # The answer is stored now: whatever happens to the background finish, the trace keeps it.
-        self.supervisor.recorder.update(SessionRecord, self.session_id, final_answer=pending.final_answer)
-        self.supervisor._remember(pending)  # noqa: SLF001
+        supervisor = self.supervisor
+        supervisor.recorder.update(SessionRecord, self.session_id, final_answer=pending.final_answer)
+        supervisor._remember(pending)  # noqa: SLF001
+        supervisor._settle(self, self._provisional_row(error))  # noqa: SLF001
 
         def job() -> SessionResult:
-            return drive(self._finish_flow(pending.final_answer, error), self._perform)
+            try:
+                return drive(self._finish_flow(pending.final_answer, error), self._perform)
+            finally:
+                supervisor._settle(self, None)  # noqa: SLF001 - stored now (or failed): the store's row is the truth
 
         return pending, job
 
     # ------------------------------------------------------------------------------------------- flows
-    def _begin_flow(self) -> Flow[None]:
+    def _load(self) -> PlaybookView | None:
+        """The store reads a session begins with: its task family, the family's history, the key's playbook."""
         supervisor, config = self.supervisor, self.config
         view: PlaybookView | None = None
         if supervisor._store_usable():
             try:
                 self._resolve_family()
-                self._history = load_history(supervisor.store, self.learning_key, config.supervision.history_window, self.task_family)
+                supervisor.wait_settled(self.learning_key, self.task_family, config.supervision.history_wait_s)
+                self._history = load_history(supervisor.store, self.learning_key, config.supervision.history_window, self.task_family,
+                                             supervisor.unsettled(self.learning_key, self.task_family))
                 view = supervisor.playbook.view(self.learning_key) if config.playbook.enabled else None
             except StoreError as exc:
                 self._history = KeyHistory(unavailable=str(exc))
         else:
             self._history = KeyHistory(unavailable=supervisor.store_problem)
+        return view
+
+    def _begin_flow(self, view: PlaybookView | None) -> Flow[None]:
+        supervisor, config = self.supervisor, self.config
         # The session row goes before the probe's model call: it and every later row point at it.
         supervisor.recorder.insert(SessionRecord, id=self.session_id, learning_key=self.learning_key, task_family=self.task_family,
                                    agent_name=self.agent_name, task=self.task, session_metadata=self.metadata)
@@ -761,8 +937,9 @@ class SupervisedRun:
             self.interventions += 1
             if verdict.guidance:
                 self._guidance(verdict.guidance, kind="step", step_id=step_id)
-                with self._lock:
-                    self.pending_guidance.append(verdict.guidance)
+        if verdict.accepted is not None:  # a new step verdict replaces the last step's guidance
+            with self._lock:
+                self._step_guidance = [verdict.guidance] if verdict.accepted is False and verdict.guidance else []
         return verdict
 
     def _answer_flow(self, answer_text: str) -> Flow[VerdictResult]:
@@ -797,8 +974,12 @@ class SupervisedRun:
             elif number <= self.config.supervision.max_retries:  # a retry follows; it will be validated too
                 self.retries += 1
                 with self._lock:
-                    self.pending_guidance = [verdict.guidance] if verdict.guidance else ["The teacher rejected the answer; try again."]
+                    self._answer_guidance = [verdict.guidance] if verdict.guidance else ["The teacher rejected the answer; try again."]
+                    self._step_guidance = []
                 self._emit("retry", {"attempt": number + 1, "guidance": verdict.guidance})
+                return verdict
+        with self._lock:  # no retry follows: nothing is pending any more
+            self._answer_guidance, self._step_guidance = [], []
         return verdict
 
     def _escalate_flow(self) -> Flow[str | None]:
@@ -889,6 +1070,15 @@ class SupervisedRun:
         if not recorder.flush():
             log.warning("session %s: the store writer did not finish in time; rows stay queued", self.session_id)
         return self.finished
+
+    def _provisional_row(self, error: str | None) -> HistoryRow:
+        """The session as the next session's lane prior reads it before judges scored it: the last attempt's
+        checks as its reward (else none yet), its interventions and whether it was an experiment."""
+        last = self.attempts[-1] if self.attempts else None
+        score = last.get("checks_score") if last is not None else None
+        passed = None if score is None else score >= 0.5
+        return (self.session_id, score, self.lane, self.interventions, "failed" if error else "completed", passed,
+                self._withheld_a_helping_lesson())
 
     def _withheld_a_helping_lesson(self) -> bool:
         """Whether this session went without a lesson that, by its measured impact so far, helps: then a failure is
@@ -1190,7 +1380,7 @@ class SupervisedRun:
                 decided = _run_coroutine(decided)
             return Answer(text=as_text(decided))
         except Exception as exc:  # noqa: BLE001
-            if _is_control_flow(exc):
+            if isinstance(exc, self.supervisor.control_flow):
                 raise
             return Answer(error=f"human callback failed: {type(exc).__name__}: {exc}")
 
@@ -1204,9 +1394,13 @@ class SupervisedRun:
                 decided = await decided
             return Answer(text=as_text(decided))
         except Exception as exc:  # noqa: BLE001
-            if _is_control_flow(exc):
+            if isinstance(exc, self.supervisor.control_flow):
                 raise
             return Answer(error=f"human callback failed: {type(exc).__name__}: {exc}")
+
+
+def _error_text(error: BaseException | str) -> str:
+    return error if isinstance(error, str) else f"{type(error).__name__}: {error}"
 
 
 def _drain_at_exit(ref: weakref.ref[Supervisor]) -> None:
@@ -1226,11 +1420,6 @@ def _aware(moment: datetime | None) -> datetime | None:
 
         return moment.replace(tzinfo=timezone.utc)
     return moment
-
-
-def _is_control_flow(exc: BaseException) -> bool:
-    """A framework's control-flow exception (LangGraph's interrupt) must pass through, not become a failure."""
-    return type(exc).__name__ in ("GraphInterrupt", "NodeInterrupt", "ParentCommand")
 
 
 def _run_coroutine(awaitable: Awaitable[Any]) -> Any:

@@ -22,6 +22,7 @@ from typing import Any
 from ..flows import Answer, Ask, AskHuman, drive
 from ..judges import judge_session_flow
 from ..prompts import execution_messages
+from ..student import render_guidance
 from ..rewards import (
     DEFAULT_EFFICIENCY_WEIGHT,
     DEFAULT_GUIDANCE_TOKEN_BUDGET,
@@ -144,7 +145,7 @@ class TeachingReward:
 
     def guided_answer(self, task: str, guidance: str) -> str:
         """The student's answer to ``task`` given the guidance, as it would get it on a retry."""
-        messages = execution_messages(task, f"Teacher guidance:\n- {guidance}")
+        messages = execution_messages(task, render_guidance([guidance]))
         return self.student.generate(messages, max_tokens=self.max_tokens).text
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], kind: Sequence[str], task: Sequence[str],

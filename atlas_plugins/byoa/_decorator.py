@@ -28,6 +28,7 @@ A ``learning_key`` given to the decorator is the call's explicit key, so it wins
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import inspect
@@ -35,12 +36,14 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints, overload
 
 from atlas_learning.config import AtlasConfig
 from atlas_learning.judges import Check
-from atlas_learning.supervisor import SessionResult, SupervisedRun, Supervisor, as_text
+from atlas_learning.background import PendingSession
+from atlas_learning.supervisor import SupervisedRun, Supervisor, as_text
 
 __all__ = ["atlas_agent", "atlas_context", "atlas_result", "AgentContext"]
 
@@ -48,7 +51,9 @@ log = logging.getLogger("atlas_plugins.byoa")
 
 C = TypeVar("C", bound=type)
 
-_current: contextvars.ContextVar[SupervisedRun | None] = contextvars.ContextVar("atlas_byoa_run", default=None)
+#: The supervised call in progress in this context: its run and instance (None for a static or class method).
+#: A thread the agent starts sees it when started in a copy of the context (``contextvars.copy_context().run``).
+_current: contextvars.ContextVar[tuple[SupervisedRun, Any] | None] = contextvars.ContextVar("atlas_byoa_run", default=None)
 
 
 class AgentContext:
@@ -82,8 +87,15 @@ class AgentContext:
     def tool_call(self, name: str, args: Any = None, output: Any = None, *, error: str | None = None) -> str | None:
         """Record a call of one of the agent's own tools; in the coach lane the teacher validates it."""
         step = self._record(kind="tool_call", name=name, tool_name=name, tool_args=args, output=output, error=error)
-        if step and self._run is not None and self._run.lane == "coach":
-            _safely(lambda: self._run.validate_step(step))  # type: ignore[union-attr]
+        if step and self._run is not None:
+            _safely(lambda: self._run.tool_call_done(step))  # type: ignore[union-attr]
+        return step
+
+    async def atool_call(self, name: str, args: Any = None, output: Any = None, *, error: str | None = None) -> str | None:
+        """Async twin of :meth:`tool_call`, for async agents: the teacher's validation does not block the loop."""
+        step = self._record(kind="tool_call", name=name, tool_name=name, tool_args=args, output=output, error=error)
+        if step and self._run is not None:
+            await _asafely(lambda: self._run.atool_call_done(step))  # type: ignore[union-attr]
         return step
 
     def model_call(self, model: str = "", *, input_tokens: int = 0, output_tokens: int = 0, provider: str = "",
@@ -101,19 +113,23 @@ class AgentContext:
 
 
 def atlas_context() -> AgentContext:
-    """The supervised call in progress in this thread or task (a no-op context when there is none)."""
-    return AgentContext(_current.get())
+    """The supervised call in progress in this thread or task (a no-op context when there is none).
+
+    Context variables follow asyncio tasks; a worker thread sees the call only when it runs in a copy of the
+    caller's context (``pool.submit(contextvars.copy_context().run, fn)``), as for any context variable."""
+    current = _current.get()
+    return AgentContext(current[0] if current is not None else None)
 
 
 class _ClassState:
-    """Per decorated class: its supervisor (built on first use) and its instances' last results."""
+    """Per decorated class: its supervisor (built on first use) and its instances' last sessions."""
 
     def __init__(self, factory: Callable[[], Supervisor]) -> None:
         self._factory = factory
         self._supervisor: Supervisor | None = None
         self._lock = threading.Lock()
-        self.results: weakref.WeakKeyDictionary[Any, SessionResult] = weakref.WeakKeyDictionary()
-        self.last_result: SessionResult | None = None
+        self.results: weakref.WeakKeyDictionary[Any, PendingSession] = weakref.WeakKeyDictionary()
+        self.last_result: PendingSession | None = None
 
     @property
     def supervisor(self) -> Supervisor:
@@ -122,16 +138,22 @@ class _ClassState:
                 self._supervisor = self._factory()
             return self._supervisor
 
-    def remember(self, instance: Any, result: SessionResult) -> None:
+    def remember(self, instance: Any, result: PendingSession) -> None:
         self.last_result = result
+        if instance is None:
+            return
         try:
             self.results[instance] = result
         except TypeError:  # an instance that cannot be weakly referenced: the class keeps the last result only
             pass
 
 
-def atlas_result(agent: Any) -> SessionResult | None:
-    """The last session of a decorated agent instance (or, given the class, of any of its instances)."""
+def atlas_result(agent: Any) -> PendingSession | None:
+    """The last session of a decorated agent instance (or, given the class, of any of its instances).
+
+    The call returned before its session was judged and learned from: this is a PendingSession, whose
+    ``session_id`` and ``final_answer`` are there at once and whose other SessionResult fields (``reward``,
+    ``lane``...) wait for the background finish when read; ``.result()`` gives the SessionResult itself."""
     state: _ClassState | None = getattr(agent if isinstance(agent, type) else type(agent), "__atlas_state__", None)
     if state is None:
         raise TypeError(f"{agent!r} is not an @atlas_agent class or instance")
@@ -172,39 +194,121 @@ def atlas_agent(
 ) -> Any:
     """Put an agent class under supervision: ``@atlas_agent`` or ``@atlas_agent(config=..., learning_key=...)``.
 
-    ``method`` names the entry method (default ``run``, else ``__call__``). ``config`` is an AtlasConfig, a dict
-    or a YAML path; the supervisor is built on the first call and shared by the class's instances.
+    ``method`` names the entry method (default ``run``, else ``__call__``): an instance, static or class method,
+    sync or async, called with any of its own parameters (the task is its first one, by position or name).
+    ``config`` is an AtlasConfig, a dict or a YAML path; the supervisor is built on the first call and shared by the
+    class's instances (or ``supervisor`` is used). ``checks`` apply to every session, with either.
+    Generator entry methods are refused: a session needs one answer to validate.
     """
 
     def decorate(target: type) -> type:
         if not isinstance(target, type):
             raise TypeError("@atlas_agent decorates a class; wrap a function with Supervisor.supervise instead")
         name = method or ("run" if callable(getattr(target, "run", None)) else "__call__")
-        entry = getattr(target, name, None)
+        raw = inspect.getattr_static(target, name, None)
+        kind = "static" if isinstance(raw, staticmethod) else "class" if isinstance(raw, classmethod) else "instance"
+        entry = raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else raw
         if not callable(entry) or (name == "__call__" and entry is type.__call__):
             raise TypeError(f"{target.__name__} has no {name}() method; name the entry method with @atlas_agent(method=...)")
-        state = _ClassState(lambda: supervisor or Supervisor(config, checks=checks))
+        entry = getattr(entry, "__atlas_entry__", entry)  # a subclass of a decorated class: wrap the original once
+        if inspect.isgeneratorfunction(entry) or inspect.isasyncgenfunction(entry):
+            raise TypeError(f"@atlas_agent: {target.__name__}.{name}() is a generator; supervise a method that returns "
+                            "its answer (collect the items inside it)")
+        state = _ClassState(lambda: supervisor or Supervisor(config))
         target.__atlas_state__ = state  # type: ignore[attr-defined]
-        spec = _EntrySpec(target, name, entry, agent_name or target.__name__, learning_key, state)
-        setattr(target, name, spec.wrapper())
+        spec = _EntrySpec(target, name, entry, kind, agent_name or target.__name__, learning_key, list(checks), state)
+        wrapped = spec.wrapper()
+        setattr(target, name, staticmethod(wrapped) if kind == "static" else classmethod(wrapped) if kind == "class" else wrapped)
         for hook in ("plan", "execute_step"):
-            original = getattr(target, hook, None)
-            if callable(original):
+            original = target.__dict__.get(hook)
+            if callable(original) and not hasattr(original, "__atlas_entry__"):
                 setattr(target, hook, _wrap_hook(hook, original))
+        if not spec.takes_lessons:
+            _install_instructions(target)
         return target
 
     return decorate(cls) if cls is not None else decorate
 
 
+#: (instance, text) of the supervised call in progress in this context: what its ``instructions`` attribute adds.
+_added: contextvars.ContextVar[tuple[Any, str] | None] = contextvars.ContextVar("atlas_byoa_instructions", default=None)
+
+
+class _InstructionsAttribute:
+    """The class's ``instructions`` attribute, as it was (a value, a property, a slot), plus, while one of the
+    instance's supervised calls runs in this context, that call's lessons and guidance. Nothing is written to
+    the instance: overlapping calls each see their own, read-only and frozen agents work, and nothing stays."""
+
+    def __init__(self, original: Any) -> None:
+        self.original = original
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self.original if self.original is not None else self
+        base = self._base(instance, owner)
+        added = _added.get()
+        if added is not None and added[0] is instance and added[1] and isinstance(base, (str, type(None))):
+            return f"{base}\n\n{added[1]}" if base else added[1]
+        return base
+
+    def _base(self, instance: Any, owner: type | None) -> Any:
+        getter = getattr(type(self.original), "__get__", None)
+        if getter is not None and (hasattr(type(self.original), "__set__") or hasattr(type(self.original), "__delete__")):
+            return getter(self.original, instance, owner)  # a property or a slot
+        values = getattr(instance, "__dict__", None)
+        if values is not None and "instructions" in values:
+            return values["instructions"]
+        if self.original is not None:
+            return getter(self.original, instance, owner) if getter is not None else self.original
+        raise AttributeError(f"{type(instance).__name__!r} object has no attribute 'instructions'")
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        setter = getattr(type(self.original), "__set__", None)
+        if setter is not None:
+            setter(self.original, instance, value)
+        elif isinstance(self.original, property):
+            raise AttributeError(f"property 'instructions' of {type(instance).__name__!r} object has no setter")
+        else:
+            instance.__dict__["instructions"] = value
+
+    def __delete__(self, instance: Any) -> None:
+        deleter = getattr(type(self.original), "__delete__", None)
+        if deleter is not None:
+            deleter(self.original, instance)
+        else:
+            del instance.__dict__["instructions"]
+
+
+def _install_instructions(cls: type) -> None:
+    """Make ``instructions`` carry the call's lessons (once per class hierarchy; a method is left alone)."""
+    original = inspect.getattr_static(cls, "instructions", None)
+    if isinstance(original, _InstructionsAttribute) or inspect.isfunction(original) or isinstance(original, (staticmethod, classmethod)):
+        return
+    attribute = _InstructionsAttribute(original)
+    attribute.__set_name__(cls, "instructions")
+    type.__setattr__(cls, "instructions", attribute)
+
+
 class _EntrySpec:
     """How to call one decorated entry method under supervision."""
 
-    def __init__(self, cls: type, name: str, entry: Callable[..., Any], agent_name: str, learning_key: str | None, state: _ClassState) -> None:
-        self.cls, self.name, self.entry = cls, name, entry
-        self.agent_name, self.learning_key, self.state = agent_name, learning_key, state
-        parameters = inspect.signature(entry).parameters
-        self.takes_lessons = "lessons" in parameters
-        self.takes_guidance = "guidance" in parameters
+    def __init__(self, cls: type, name: str, entry: Callable[..., Any], kind: str, agent_name: str, learning_key: str | None,
+                 checks: list[Check], state: _ClassState) -> None:
+        self.cls, self.name, self.entry, self.kind = cls, name, entry, kind
+        self.agent_name, self.learning_key, self.checks, self.state = agent_name, learning_key, checks, state
+        self.signature = inspect.signature(entry)
+        parameters = list(self.signature.parameters.values())
+        bound_first = kind in ("instance", "class")  # self or cls comes first
+        candidates = [p for p in parameters[1 if bound_first else 0:]
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("lessons", "guidance")]
+        if not candidates:
+            raise TypeError(f"@atlas_agent: {cls.__name__}.{name}() takes no task parameter")
+        self.task_parameter = candidates[0].name
+        self.takes_lessons = "lessons" in self.signature.parameters
+        self.takes_guidance = "guidance" in self.signature.parameters
         try:
             self.returns_text = get_type_hints(entry).get("return") is str
         except Exception:  # noqa: BLE001 - unresolvable annotations: we simply do not know
@@ -217,174 +321,259 @@ class _EntrySpec:
         if self.is_async:
 
             @functools.wraps(self.entry)
-            async def supervised_async(instance: Any, task: Any, *args: Any, **kwargs: Any) -> Any:
-                run = await spec._abegin(task)
+            async def supervised_async(*args: Any, **kwargs: Any) -> Any:
+                call = spec._bind(args, kwargs)
+                if call is None:
+                    return await spec.entry(*args, **kwargs)
+                run = await spec._abegin(call.task)
                 if run is None:
-                    return await spec.entry(instance, task, *args, **kwargs)
-                return await spec._adrive(run, instance, task, args, kwargs)
+                    return await spec.entry(*args, **kwargs)
+                return await spec._adrive(run, call)
 
+            supervised_async.__atlas_entry__ = self.entry  # type: ignore[attr-defined]
             return supervised_async
 
         @functools.wraps(self.entry)
-        def supervised(instance: Any, task: Any, *args: Any, **kwargs: Any) -> Any:
-            run = spec._begin(task)
+        def supervised(*args: Any, **kwargs: Any) -> Any:
+            call = spec._bind(args, kwargs)
+            if call is None:
+                return spec.entry(*args, **kwargs)
+            run = spec._begin(call.task)
             if run is None:
-                return spec.entry(instance, task, *args, **kwargs)
-            return spec._drive(run, instance, task, args, kwargs)
+                return spec.entry(*args, **kwargs)
+            return spec._drive(run, call)
 
+        supervised.__atlas_entry__ = self.entry  # type: ignore[attr-defined]
         return supervised
+
+    def _bind(self, args: tuple, kwargs: dict) -> _Call | None:
+        """The call's arguments by the method's own signature; None to call straight through (arguments that do
+        not bind, so the method raises its own TypeError; or a nested call of an instance already supervised)."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError:
+            return None
+        instance = args[0] if self.kind == "instance" and args else None
+        current = _current.get()
+        if current is not None and instance is not None and current[1] is instance:
+            return None  # super().run() from a decorated subclass, or the agent calling itself: one session
+        arguments = dict(bound.arguments)
+        task = arguments.get(self.task_parameter, self.signature.parameters[self.task_parameter].default)
+        if task is inspect.Parameter.empty:
+            return None
+        return _Call(args, kwargs, instance, task)
 
     # ---------------------------------------------------------------------------------------------- sync
     def _begin(self, task: Any) -> SupervisedRun | None:
         try:
-            run = self.state.supervisor.begin(as_text(task), agent_name=self.agent_name, learning_key=self.learning_key)
+            run = self.state.supervisor.begin(as_text(task), agent_name=self.agent_name, learning_key=self.learning_key,
+                                              checks=self.checks)
         except Exception:  # noqa: BLE001 - Atlas failing must not stop the agent
             log.exception("atlas could not begin a session for %s; running unsupervised", self.agent_name)
             return None
-        self._note_supervision_level(run)
+        self._note_channel(run)
         return run
 
-    def _drive(self, run: SupervisedRun, instance: Any, task: Any, args: tuple, kwargs: dict) -> Any:
-        token = _current.set(run)
+    def _drive(self, run: SupervisedRun, call: _Call) -> Any:
+        token = _current.set((run, call.instance))
         try:
-            if run.lane == "escalate" and self.returns_text:
-                answer = _safely(run.escalate)
-                if answer is not None:
-                    return self._finish(run, instance, answer)
+            started = _safely(lambda: run.start(plans_later=self.has_plan_steps, can_take_answer=self.returns_text))
+            if started is not None and started.answer is not None:
+                return self._end(run, call, started.answer)
             while True:
                 try:
-                    result = self._call(run, instance, task, args, kwargs)
+                    result = self._call(run, call)
                 except Exception as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                    _safely(lambda message=error: run.finish(error=message))
+                    _safely(lambda error=exc: run.failed(error))
                     raise
-                if run.lane == "auto" or not self._rejected(_safely(lambda answer=result: run.validate_answer(answer))) or not run.can_retry:
-                    return self._finish(run, instance, result)
+                decision = _safely(lambda answer=result: run.final_answer(answer))
+                if decision is None or decision.action != "retry":
+                    return self._end(run, call, result)
         finally:
             _current.reset(token)
 
-    def _finish(self, run: SupervisedRun, instance: Any, result: Any) -> Any:
-        finished = _safely(lambda: run.finish(result))
-        if finished is not None:
-            self.state.remember(instance, finished)
+    def _end(self, run: SupervisedRun, call: _Call, result: Any) -> Any:
+        pending = _safely(lambda: run.end(result))
+        if pending is not None:
+            self.state.remember(call.instance, pending)
         return result
 
-    def _call(self, run: SupervisedRun, instance: Any, task: Any, args: tuple, kwargs: dict) -> Any:
-        call_kwargs, restore = self._inject(run, instance, kwargs)
+    def _call(self, run: SupervisedRun, call: _Call) -> Any:
+        kwargs = self._channel_kwargs(run, call.kwargs)
+        token = _added.set((call.instance, run.instructions)) if call.instance is not None and not self.takes_lessons else None
         try:
-            return self.entry(instance, task, *args, **call_kwargs)
+            return self.entry(*call.args, **kwargs)
         finally:
-            restore()
+            if token is not None:
+                _added.reset(token)
 
     # --------------------------------------------------------------------------------------------- async
     async def _abegin(self, task: Any) -> SupervisedRun | None:
         try:
-            run = await self.state.supervisor.abegin(as_text(task), agent_name=self.agent_name, learning_key=self.learning_key)
+            run = await self.state.supervisor.abegin(as_text(task), agent_name=self.agent_name, learning_key=self.learning_key,
+                                                     checks=self.checks)
         except Exception:  # noqa: BLE001
             log.exception("atlas could not begin a session for %s; running unsupervised", self.agent_name)
             return None
-        self._note_supervision_level(run)
+        self._note_channel(run)
         return run
 
-    async def _adrive(self, run: SupervisedRun, instance: Any, task: Any, args: tuple, kwargs: dict) -> Any:
-        token = _current.set(run)
+    async def _adrive(self, run: SupervisedRun, call: _Call) -> Any:
+        token = _current.set((run, call.instance))
         try:
-            if run.lane == "escalate" and self.returns_text:
-                answer = await _asafely(run.aescalate)
-                if answer is not None:
-                    return await self._afinish(run, instance, answer)
+            started = await _asafely(lambda: run.astart(plans_later=self.has_plan_steps, can_take_answer=self.returns_text))
+            if started is not None and started.answer is not None:
+                return await self._aend(run, call, started.answer)
             while True:
-                call_kwargs, restore = self._inject(run, instance, kwargs)
+                kwargs = self._channel_kwargs(run, call.kwargs)
+                added = _added.set((call.instance, run.instructions)) if call.instance is not None and not self.takes_lessons else None
                 try:
-                    result = await self.entry(instance, task, *args, **call_kwargs)
+                    result = await self.entry(*call.args, **kwargs)
+                except asyncio.CancelledError:
+                    await _asafely(run.acancelled)
+                    raise
                 except Exception as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                    await _asafely(lambda message=error: run.afinish(error=message))
+                    await _asafely(lambda error=exc: run.afailed(error))
                     raise
                 finally:
-                    restore()
-                if run.lane == "auto" or not self._rejected(await _asafely(lambda answer=result: run.avalidate_answer(answer))) or not run.can_retry:
-                    return await self._afinish(run, instance, result)
+                    if added is not None:
+                        _added.reset(added)
+                decision = await _asafely(lambda answer=result: run.afinal_answer(answer))
+                if decision is None or decision.action != "retry":
+                    return await self._aend(run, call, result)
         finally:
             _current.reset(token)
 
-    async def _afinish(self, run: SupervisedRun, instance: Any, result: Any) -> Any:
-        finished = await _asafely(lambda: run.afinish(result))
-        if finished is not None:
-            self.state.remember(instance, finished)
+    async def _aend(self, run: SupervisedRun, call: _Call, result: Any) -> Any:
+        pending = await _asafely(lambda: run.aend(result))
+        if pending is not None:
+            self.state.remember(call.instance, pending)
         return result
 
     # ------------------------------------------------------------------------------------------- shared
-    def _inject(self, run: SupervisedRun, instance: Any, kwargs: dict) -> tuple[dict, Callable[[], None]]:
-        """Hand lessons and guidance to the agent; returns the call's kwargs and how to undo an attribute change."""
+    def _channel_kwargs(self, run: SupervisedRun, kwargs: dict) -> dict:
+        """The call's keyword arguments plus ``lessons`` / ``guidance`` when the method takes them and the caller
+        did not pass them."""
         call_kwargs = dict(kwargs)
-        instructions = run.instructions
         if self.takes_lessons and "lessons" not in kwargs:
-            call_kwargs["lessons"] = instructions
+            call_kwargs["lessons"] = run.instructions
         if self.takes_guidance and "guidance" not in kwargs:
-            call_kwargs["guidance"] = "\n".join(run.pending_guidance) or None
-        if self.takes_lessons or not instructions or not isinstance(getattr(instance, "instructions", None), str):
-            return call_kwargs, lambda: None
-        original = instance.instructions
-        instance.instructions = f"{original}\n\n{instructions}" if original else instructions
+            call_kwargs["guidance"] = "\n".join(run.guidance) or None
+        return call_kwargs
 
-        def restore() -> None:
-            instance.instructions = original
-
-        return call_kwargs, restore
-
-    def _note_supervision_level(self, run: SupervisedRun) -> None:
-        if run.lane == "coach" and not self.has_plan_steps:
-            run.metadata["supervision_level"] = (f"answer level: {self.cls.__name__} has no plan() and execute_step(), "
-                                                 "so the teacher validates the answer, not each step")
-        elif run.lane == "escalate" and not self.returns_text:
-            run.metadata["supervision_level"] = (f"escalation needs {self.cls.__name__}.{self.name}() to return str; "
-                                                 "the agent ran under answer-level supervision instead")
+    def _note_channel(self, run: SupervisedRun) -> None:
+        """Record, for the reviewer, where the agent gets its instructions and why supervision is coarser."""
+        if not self.has_plan_steps:
+            run.metadata.setdefault("supervision_level", (f"answer level in coach: {self.cls.__name__} has no plan() and "
+                                                          "execute_step(), so the teacher validates the answer, not each step"))
+        if not self.returns_text:
+            run.metadata.setdefault("escalation", f"{self.cls.__name__}.{self.name}() does not return str: an escalated "
+                                                  "session runs the agent instead of taking the teacher's answer")
         if not (self.takes_lessons or self.takes_guidance):
             run.metadata.setdefault("instructions_channel", "the instance's instructions attribute, if it has one")
 
-    @staticmethod
-    def _rejected(verdict: Any) -> bool:
-        return verdict is not None and verdict.accepted is False
+
+@dataclass(frozen=True)
+class _Call:
+    """One call of the entry method: its arguments as given, the instance (None for static/class methods), the task."""
+
+    args: tuple
+    kwargs: dict
+    instance: Any
+    task: Any
 
 
 def _wrap_hook(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
-    """plan() and execute_step(): reviewed and validated in coach, recorded in every lane, as the agent calls them."""
+    """plan() and execute_step(): reviewed and validated (the core decides when), recorded in every lane, as the
+    agent calls them; async hooks are awaited."""
+    is_async = inspect.iscoroutinefunction(original)
     if name == "plan":
 
-        @functools.wraps(original)
-        def plan(instance: Any, task: Any, *args: Any, **kwargs: Any) -> Any:
-            steps = original(instance, task, *args, **kwargs)
-            run = _current.get()
-            if run is None or run.lane != "coach" or not isinstance(steps, (list, tuple)):
-                return steps
-            review = _safely(lambda: run.review_plan([as_text(s) for s in steps]))
-            if review is None or not all(isinstance(s, str) for s in steps):
+        def reviewed(run: SupervisedRun, steps: Any, review: Any) -> Any:
+            if review is None or not isinstance(steps, (list, tuple)) or not all(isinstance(s, str) for s in steps):
                 return steps  # objects we cannot rebuild: the review is recorded and shown through instructions
             return type(steps)(review.steps) if review.steps else steps
 
+        if is_async:
+
+            @functools.wraps(original)
+            async def aplan(instance: Any, *args: Any, **kwargs: Any) -> Any:
+                steps = await original(instance, *args, **kwargs)
+                current = _current.get()
+                if current is None or not isinstance(steps, (list, tuple)):
+                    return steps
+                run = current[0]
+                review = await _asafely(lambda: run.aplan_made([as_text(s) for s in steps]))
+                return reviewed(run, steps, review)
+
+            aplan.__atlas_entry__ = original  # type: ignore[attr-defined]
+            return aplan
+
+        @functools.wraps(original)
+        def plan(instance: Any, *args: Any, **kwargs: Any) -> Any:
+            steps = original(instance, *args, **kwargs)
+            current = _current.get()
+            if current is None or not isinstance(steps, (list, tuple)):
+                return steps
+            run = current[0]
+            review = _safely(lambda: run.plan_made([as_text(s) for s in steps]))
+            return reviewed(run, steps, review)
+
+        plan.__atlas_entry__ = original  # type: ignore[attr-defined]
         return plan
 
     takes_guidance = "guidance" in inspect.signature(original).parameters
 
+    def prepare(run: SupervisedRun, args: tuple, kwargs: dict) -> None:
+        if takes_guidance and "guidance" not in kwargs and len(args) < 2:
+            kwargs["guidance"] = "\n".join(run.guidance) or None
+
+    def record(run: SupervisedRun, step: Any, output: Any = None, error: str | None = None) -> str | None:
+        return _safely(lambda: run.record_step(kind="node", name="execute_step", description=as_text(step)[:500],
+                                               input=as_text(step), output=output, error=error))
+
+    if is_async:
+
+        @functools.wraps(original)
+        async def aexecute_step(instance: Any, *args: Any, **kwargs: Any) -> Any:
+            current = _current.get()
+            if current is None:
+                return await original(instance, *args, **kwargs)
+            run = current[0]
+            step = args[0] if args else next(iter(kwargs.values()), None)
+            prepare(run, args, kwargs)
+            try:
+                output = await original(instance, *args, **kwargs)
+            except Exception as exc:
+                record(run, step, error=f"{type(exc).__name__}: {exc}")
+                raise
+            step_id = record(run, step, output)
+            if step_id:
+                await _asafely(lambda: run.atool_call_done(step_id))
+            return output
+
+        aexecute_step.__atlas_entry__ = original  # type: ignore[attr-defined]
+        return aexecute_step
+
     @functools.wraps(original)
-    def execute_step(instance: Any, step: Any, *args: Any, **kwargs: Any) -> Any:
-        run = _current.get()
-        if run is None:
-            return original(instance, step, *args, **kwargs)
-        if takes_guidance and "guidance" not in kwargs and not args:
-            kwargs["guidance"] = "\n".join(run.take_guidance()) or None
+    def execute_step(instance: Any, *args: Any, **kwargs: Any) -> Any:
+        current = _current.get()
+        if current is None:
+            return original(instance, *args, **kwargs)
+        run = current[0]
+        step = args[0] if args else next(iter(kwargs.values()), None)
+        prepare(run, args, kwargs)
         try:
-            output = original(instance, step, *args, **kwargs)
+            output = original(instance, *args, **kwargs)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            _safely(lambda: run.record_step(kind="node", name="execute_step", input=as_text(step), error=error))
+            record(run, step, error=f"{type(exc).__name__}: {exc}")
             raise
-        step_id = _safely(lambda: run.record_step(kind="node", name="execute_step", description=as_text(step)[:500], input=as_text(step), output=output))
-        if step_id and run.lane == "coach":
-            _safely(lambda: run.validate_step(step_id))
+        step_id = record(run, step, output)
+        if step_id:
+            _safely(lambda: run.tool_call_done(step_id))
         return output
 
+    execute_step.__atlas_entry__ = original  # type: ignore[attr-defined]
     return execute_step
 
 

@@ -117,7 +117,9 @@ def test_coach_reviews_the_plan_and_validates_steps(make_supervisor) -> None:
     assert "count '-' lines" in run.instructions and "the file may not exist" in run.instructions
     verdict = run.validate_step(run.record_step(tool_name="read_file", tool_args={"path": "notes/todo.txt"}, output="- a"))
     assert verdict.accepted is False and "List the folder first." in run.instructions
-    assert run.take_guidance() == ["List the folder first."] and "List the folder first." not in run.instructions
+    assert run.guidance == ["List the folder first."] and "List the folder first." in run.instructions  # until the next step verdict
+    assert run.validate_step(run.record_step(tool_name="list_dir", tool_args={"path": "notes"}, output="todo.txt")).accepted is True
+    assert run.guidance == [] and "List the folder first." not in run.instructions
     result = run.finish("1 item")
     plans = supervisor.store.rows(PlanRecord, PlanRecord.session_id == result.session_id, order_by=PlanRecord.id)
     assert [p.kind for p in plans] == ["proposed", "reviewed"] and plans[1].concerns == ["the file may not exist"]

@@ -38,6 +38,7 @@ class BeginSpy:
         """(learning key, task family) of each session begun, in order; each checked against its stored row (the
         stored family too, once the store records one)."""
         found = []
+        self.supervisor.drain()  # sessions finish in the background
         for run in self.runs:
             stored = self.supervisor.store.get(SessionRecord, run.session_id)
             assert stored is not None and stored.learning_key == run.learning_key

@@ -17,6 +17,7 @@ ACCEPT = {"accepted": True, "guidance": "", "reason": "ok"}
 
 
 def steps_of(supervisor, session_id):
+    supervisor.drain()  # the session finishes in the background
     return supervisor.store.rows(StepRecord, StepRecord.session_id == session_id, order_by=StepRecord.step_index)
 
 
@@ -123,8 +124,10 @@ def test_dict_in_dict_out_and_pydantic_out(make_supervisor) -> None:
     assert Summer().solve({"numbers": [1, 2]}) == {"total": 3}
     typed = TypedSummer()({"numbers": [4, 5]})
     assert isinstance(typed, Total) and typed.total == 9
+    supervisor.drain()  # the session finishes in the background
     stored = supervisor.store.get(SessionRecord, atlas_result(TypedSummer).session_id)
     assert (stored.task, stored.final_answer) == ('{"numbers": [4, 5]}', '{"total":9}')
+    supervisor.drain()  # the session finishes in the background
     assert supervisor.store.get(SessionRecord, atlas_result(Summer).session_id).final_answer == '{"total": 3}'
 
 
@@ -141,6 +144,7 @@ def test_rejected_answer_is_retried_with_guidance_through_the_guidance_parameter
     assert Solver().run("What is 17 * 3?") == "17 * 3 = 51"
     assert seen == [None, "Show the arithmetic."]
     result = atlas_result(Solver)
+    supervisor.drain()  # the session finishes in the background
     attempts = supervisor.store.rows(AttemptRecord, AttemptRecord.session_id == result.session_id, order_by=AttemptRecord.attempt)
     assert [(a.answer, a.accepted) for a in attempts] == [("51", False), ("17 * 3 = 51", True)]
 
@@ -188,6 +192,7 @@ def test_plan_and_execute_step_are_reviewed_and_validated_in_coach(make_supervis
     assert answer == "done: find the numbers; done: add them; done: state the total"
     assert calls == [("find the numbers", None), ("add them", None), ("state the total", "Use integers, not words.")]
     result = atlas_result(Planner)
+    supervisor.drain()  # the session finishes in the background
     plans = supervisor.store.rows(PlanRecord, PlanRecord.session_id == result.session_id, order_by=PlanRecord.id)
     assert [p.kind for p in plans] == ["proposed", "reviewed"] and plans[0].steps[0]["description"] == "add them"
     assert [s.name for s in steps_of(supervisor, result.session_id)] == ["execute_step"] * 3
@@ -203,6 +208,7 @@ def test_coach_without_plan_steps_is_answer_level_and_says_why(make_supervisor) 
             return "ok"
 
     Plain().run("anything")
+    supervisor.drain()  # the session finishes in the background
     stored = supervisor.store.get(SessionRecord, atlas_result(Plain).session_id)
     assert "has no plan() and execute_step()" in stored.session_metadata["supervision_level"]
 
@@ -250,6 +256,7 @@ def test_agent_errors_end_the_session_and_propagate(make_supervisor) -> None:
 
     with pytest.raises(ValueError, match="bad input"):
         Broken().run("x")
+    supervisor.drain()  # the session finishes in the background
     stored = supervisor.store.list_sessions()[0]
     assert stored.status == "failed" and stored.session_metadata["error"] == "ValueError: bad input"
 
@@ -279,3 +286,241 @@ def test_bad_targets_are_clear_errors() -> None:
         atlas_agent(method="go")(type("NoGo", (), {}))
     with pytest.raises(TypeError, match="decorates a class"):
         atlas_agent(lambda task: task)
+
+
+# ------------------------------------------------------------------------ the core decides; common agent shapes
+LESSON = LessonChange(op="add", lesson="Always show the arithmetic behind a number.", applies_when="multiplying numbers")
+
+
+def test_the_call_returns_before_its_session_is_judged(make_supervisor) -> None:
+    import time
+
+    def slow_judgement(messages):
+        time.sleep(0.5)
+        return {"outcome": 0.9, "process": 0.9, "efficiency": 0.9, "confidence": 0.9, "rationale": "slow"}
+
+    supervisor = make_supervisor({"judge_small": {"SessionJudgement": slow_judgement}}, supervision={"lane": "auto"})
+
+    @atlas_agent(supervisor=supervisor)
+    class Quick:
+        def run(self, task: str) -> str:
+            return "done"
+
+    agent = Quick()
+    started = time.perf_counter()
+    assert agent.run("anything") == "done"
+    assert time.perf_counter() - started < 0.4  # the judge takes 0.5 s, in the background
+    pending = atlas_result(agent)
+    assert pending.final_answer == "done" and not pending.done()
+    assert pending.reward is not None and pending.done()  # reading a field waits for the finish
+
+
+def test_overlapping_calls_on_one_instance_each_see_their_own_lessons_and_leave_none(make_supervisor) -> None:
+    import threading
+
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    supervisor.playbook.apply("shared", [LESSON])
+    both_inside = threading.Barrier(2, timeout=5)
+    seen: dict[str, str] = {}
+
+    @atlas_agent(supervisor=supervisor, learning_key="shared")
+    class Agent:
+        instructions = "Base."
+
+        def run(self, task: str) -> str:
+            both_inside.wait()  # the two calls overlap here
+            seen[task] = self.instructions
+            return "ok"
+
+    agent = Agent()
+    threads = [threading.Thread(target=agent.run, args=(task,)) for task in ("Multiply the numbers 2 and 3.", "Say hello.")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert "Always show the arithmetic" in seen["Multiply the numbers 2 and 3."]
+    assert seen["Say hello."] == "Base."  # no lesson applies to it, and the other call's lesson is not there
+    assert agent.instructions == "Base." and "instructions" not in vars(agent)  # nothing written, nothing left
+
+
+@pytest.mark.parametrize("shape", ["property", "frozen_dataclass", "pydantic", "slots"])
+def test_read_only_or_frozen_instructions_still_get_the_lessons(make_supervisor, shape) -> None:
+    import dataclasses
+
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    supervisor.playbook.apply("shapes", [LESSON])
+    seen = []
+
+    def run(self, task: str) -> str:
+        seen.append(self.instructions)
+        return "6"
+
+    if shape == "property":
+        cls = type("PropertyAgent", (), {"instructions": property(lambda self: "Base."), "run": run})
+        make = cls
+    elif shape == "frozen_dataclass":
+        cls = dataclasses.make_dataclass("FrozenAgent", [("instructions", str, dataclasses.field(default="Base."))],
+                                         namespace={"run": run}, frozen=True)
+        make = cls
+    elif shape == "pydantic":
+        cls = type("PydanticAgent", (BaseModel,), {"__annotations__": {"instructions": str}, "instructions": "Base.", "run": run,
+                                                    "model_config": {"frozen": True}})
+        make = cls
+    else:
+        def init(self) -> None:
+            self.instructions = "Base."
+        cls = type("SlotsAgent", (), {"__slots__": ("instructions",), "__init__": init, "run": run})
+        make = cls
+    decorated = atlas_agent(supervisor=supervisor, learning_key="shapes")(cls)
+    agent = make()
+    assert agent.run("Multiply the numbers 2 and 3.") == "6"
+    assert seen[0].startswith("Base.") and "Always show the arithmetic" in seen[0]
+    assert agent.instructions == "Base."
+    assert atlas_result(decorated).result().lessons_used  # stored with the lesson it used
+
+
+def test_the_entry_methods_own_signature_is_honoured(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+
+    @atlas_agent(supervisor=supervisor)
+    class ByName:
+        def run(self, question: str = "What is 1 + 1?", *, verbose: bool = False) -> str:
+            return f"{question} -> 2{'!' if verbose else ''}"
+
+    agent = ByName()
+    assert agent.run(question="What is 2?", verbose=True) == "What is 2? -> 2!"
+    assert atlas_result(agent).result().final_answer == "What is 2? -> 2!"
+    assert agent.run() == "What is 1 + 1? -> 2"  # the defaulted task
+    supervisor.drain()
+    assert {s.task for s in supervisor.store.list_sessions()} == {"What is 2?", "What is 1 + 1?"}
+    with pytest.raises(TypeError):
+        agent.run("a", "b", "c")  # arguments that do not bind: the method's own TypeError, no session
+
+    @atlas_agent(supervisor=supervisor, learning_key="static")
+    class Static:
+        @staticmethod
+        def run(task: str) -> str:
+            return task.upper()
+
+        @classmethod
+        def other(cls, task: str) -> str:
+            return cls.__name__
+
+    assert Static.run("shout") == "SHOUT" and Static().run("again") == "AGAIN"
+    assert atlas_result(Static).result().final_answer == "AGAIN"
+
+    @atlas_agent(supervisor=supervisor, learning_key="classy", method="build")
+    class Classy:
+        @classmethod
+        def build(cls, task: str) -> str:
+            return f"{cls.__name__}: {task}"
+
+    assert Classy.build("x") == "Classy: x" and atlas_result(Classy).result().final_answer == "Classy: x"
+
+
+async def test_async_plan_and_execute_step_are_awaited_and_reviewed(make_supervisor) -> None:
+    review = {"approved": True, "steps": ["find the numbers", "add them"], "concerns": []}
+    supervisor = make_supervisor({"teacher": {"PlanReview": review}}, supervision={"lane": "coach"})
+
+    @atlas_agent(supervisor=supervisor)
+    class AsyncPlanner:
+        async def plan(self, task: str) -> list[str]:
+            return ["add them"]
+
+        async def execute_step(self, step: str, guidance: str | None = None) -> str:
+            return f"done: {step}"
+
+        async def run(self, task: str) -> str:
+            return "; ".join([await self.execute_step(step) for step in await self.plan(task)])
+
+    assert await AsyncPlanner().run("add 2 and 3") == "done: find the numbers; done: add them"
+    result = await atlas_result(AsyncPlanner)
+    plans = supervisor.store.rows(PlanRecord, PlanRecord.session_id == result.session_id, order_by=PlanRecord.id)
+    assert plans[0].steps == [{"step_id": 1, "description": "add them"}]  # the plan itself, not a coroutine
+    assert [s.output for s in steps_of(supervisor, result.session_id)] == ["done: find the numbers", "done: add them"]
+    assert len([v for v in result.verdicts if v.step_id]) == 2  # both steps validated in coach
+
+
+def test_generator_entries_are_refused_clearly() -> None:
+    class Streamer:
+        def run(self, task: str):
+            yield task
+
+    with pytest.raises(TypeError, match="is a generator"):
+        atlas_agent(Streamer)
+
+
+def test_atlas_context_reaches_threads_started_in_a_copy_of_the_context(make_supervisor) -> None:
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+
+    @atlas_agent(supervisor=supervisor)
+    class Fanout:
+        def run(self, task: str) -> str:
+            with ThreadPoolExecutor(2) as pool:
+                for n in (1, 2):
+                    pool.submit(contextvars.copy_context().run, lambda n=n: atlas_context().tool_call("fetch", {"n": n}, output=n)).result()
+                pool.submit(lambda: atlas_context().tool_call("lost")).result()  # no copy: not supervised, a no-op
+            return "fetched"
+
+    Fanout().run("fetch both")
+    steps = steps_of(supervisor, atlas_result(Fanout).session_id)
+    assert [s.tool_args for s in steps] == [{"n": 1}, {"n": 2}]
+
+
+def test_checks_are_honoured_with_a_given_supervisor(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto", "max_retries": 1})
+    answers = iter(["2", "3"])
+
+    @atlas_agent(supervisor=supervisor, checks=[lambda ctx: 1.0 if ctx.final_answer == "3" else 0.0])
+    class Checked:
+        def run(self, task: str) -> str:
+            return next(answers)
+
+    assert Checked().run("1 + 2") == "3"  # the check rejected "2" even in auto, and the retry passed
+    result = atlas_result(Checked).result()
+    assert result.attempts == 2 and result.checks_passed is True
+
+
+def test_a_decorated_subclass_of_a_decorated_class_is_supervised_once(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+
+    @atlas_agent(supervisor=supervisor)
+    class Base:
+        def run(self, task: str) -> str:
+            return "base"
+
+    @atlas_agent(supervisor=supervisor)
+    class Child(Base):
+        def run(self, task: str) -> str:
+            return "child+" + super().run(task)
+
+    @atlas_agent(supervisor=supervisor)
+    class Inherits(Base):
+        pass
+
+    assert Child().run("x") == "child+base"
+    assert Inherits().run("y") == "base"
+    supervisor.drain()
+    assert sorted(s.task for s in supervisor.store.list_sessions()) == ["x", "y"]
+
+
+@pytest.mark.parametrize("retry", ["guidance_only", "auto"])
+def test_retry_semantics_keep_side_effects_from_running_twice(make_supervisor, retry) -> None:
+    config = {"lane": "paired", "retry": retry, "side_effect_tools": ["refund"]}
+    supervisor = make_supervisor({"teacher": {"Verdict": [REJECT, ACCEPT]}}, supervision=config)
+    refunds = []
+
+    @atlas_agent(supervisor=supervisor)
+    class Refunder:
+        def run(self, task: str) -> str:
+            refunds.append(task)
+            atlas_context().tool_call("refund", {"order": 1234}, output="refunded")
+            return "Refunded order 1234."
+
+    assert Refunder().run("Refund order 1234") == "Refunded order 1234."
+    result = atlas_result(Refunder).result()
+    assert refunds == ["Refund order 1234"] and result.attempts == 1 and result.accepted is False
+    assert result.verdicts[0].guidance == "Show the arithmetic."  # the rejection and guidance are recorded
