@@ -193,8 +193,9 @@ class SupervisionConfig(_Section):
     #: rerun. A step recorded with ``metadata={"side_effects": True}`` counts too.
     side_effect_tools: list[str] = Field(default_factory=list)
     #: Seconds a session's begin waits, at most, for the background finishes of its family's sessions that ended
-    #: just before (back-to-back calls), so its lane is decided on their judged outcome; past it, their checks
-    #: stand in for it. 0: never wait.
+    #: just before (back-to-back calls) and that no check decided, so its lane is decided on their judged outcome.
+    #: Sessions a check decided are read at once (the check's result stands in for the reward); a lane forced by
+    #: ``lane`` never waits. 0: never wait.
     history_wait_s: float = Field(0.5, ge=0)
     #: Threads that finish sessions in the background (judging, learning, storing) after the user's call returned.
     finish_workers: int = Field(2, ge=1, le=32)

@@ -182,14 +182,16 @@ class PlaybookView:
         """The relevance to ``task`` (0..1) of the entries it matches at all, by entry id."""
         return {self.entries[i].id: score for i, score in self._matches(task).items()}
 
-    def candidates(self, task: str, family: str | None) -> tuple[list[PlaybookEntryRecord], dict[str, float]]:
-        """The live entries that may apply to ``task``: those it matches, and those scoped to its family; with
-        their relevance. What a session looks at, so its cost follows what matches, not the playbook's size."""
+    def candidates(self, task: str, family: str | None, *, threshold: float = 0.0) -> tuple[list[PlaybookEntryRecord], dict[str, float]]:
+        """The live entries that may apply to ``task``: those it matches at ``threshold`` or more, and those scoped
+        to its family (whatever their match); with their relevance. What a session looks at, so its cost follows
+        what matches, not the playbook's size."""
         matched = [(self.entries[i], score) for i, score in self._matches(task).items()]
         relevance = {entry.id: score for entry, score in matched}
         scoped = [self.entries[i] for i in self._by_family().get(family, ())] if family is not None else []
-        chosen = [entry for entry, _ in matched if entry.status in LIVE]
-        chosen += [e for e in scoped if e.id not in relevance and e.status in LIVE]
+        chosen = [entry for entry, score in matched if score >= threshold and entry.status in LIVE]
+        seen = {entry.id for entry in chosen}
+        chosen += [e for e in scoped if e.id not in seen and e.status in LIVE]
         return chosen, relevance
 
     def get(self, ids: Sequence[str]) -> list[PlaybookEntryRecord]:
@@ -265,15 +267,18 @@ def select_entries(entries: Iterable[PlaybookEntryRecord], relevance: Mapping[st
                     key=lambda e: (scores[e.id] + 0.5 * (_impact(e) or 0.0), e.status == "active", e.created_at), reverse=True)
     chosen: list[PlaybookEntryRecord] = []
     withheld: list[PlaybookEntryRecord] = []
+    length = 0  # of the rendered block so far, grown entry by entry (each block is its entries' pieces joined)
     for entry in ranked:
         if max_count is not None and len(chosen) >= max_count:
             break
-        if estimate_tokens(render([*chosen, entry])) > token_budget:
+        grown = len(render([entry])) if not chosen else length + len(render([chosen[0], entry])) - len(render([chosen[0]]))
+        if math.ceil(grown / 4) > token_budget:  # estimate_tokens of a text that long
             continue  # does not fit: neither with nor without, so the comparison stays fair
         if draw is not None and _withhold(entry, config, draw):
             withheld.append(entry)
         else:
             chosen.append(entry)
+            length = grown
     return Selection(chosen, withheld, {e.id: scores[e.id] for e in [*chosen, *withheld]})
 
 

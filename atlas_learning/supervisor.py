@@ -402,7 +402,8 @@ class Supervisor:
     def wait_settled(self, learning_key: str, task_family: str | None, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the unsettled sessions of a key's family to be stored; False when
         some were still finishing."""
-        ids = {row[0] for row in self.unsettled(learning_key, task_family)}
+        # Only sessions whose outcome is not known yet (no check decided it) are waited for.
+        ids = {row[0] for row in self.unsettled(learning_key, task_family) if row[1] is None}
         if not ids or timeout <= 0:
             return not ids
         with self._results_lock:
@@ -808,7 +809,8 @@ class SupervisedRun:
         if supervisor._store_usable():
             try:
                 self._resolve_family()
-                supervisor.wait_settled(self.learning_key, self.task_family, config.supervision.history_wait_s)
+                if config.supervision.lane is None:  # a forced lane needs no history to be decided
+                    supervisor.wait_settled(self.learning_key, self.task_family, config.supervision.history_wait_s)
                 self._history = load_history(supervisor.store, self.learning_key, config.supervision.history_window, self.task_family,
                                              supervisor.unsettled(self.learning_key, self.task_family))
                 view = supervisor.playbook.view(self.learning_key) if config.playbook.enabled else None
@@ -856,7 +858,7 @@ class SupervisedRun:
         """The entries that apply to this task; with ``explore``, minus those withheld at random (see
         :func:`select_entries`)."""
         config = self.config
-        candidates, relevance = view.candidates(self.task, self.task_family)
+        candidates, relevance = view.candidates(self.task, self.task_family, threshold=config.playbook.relevance_threshold)
         self._entries = candidates
         common: dict[str, Any] = {"family": self.task_family, "config": config.playbook,
                                   "draw": self.supervisor.draw if explore else None}

@@ -11,9 +11,15 @@ session the same reward, so lessons that show no effect get retired as the playb
 session (outside the timed span) the key is topped up to its size with new lessons, so each timed session begins
 with exactly that many live ones, whatever the retirement rules.
 
+Sessions report through the adapter protocol (start is not needed in auto; tool_call_done, final_answer, end);
+each is timed twice: on the caller's path (begin to end(), which returns before judging and learning) and in full
+(until its background finish is done: all the core's work for it). The next session starts after that, so the
+background work of one never overlaps the next one's timing.
+
 Printed per size: live lessons at the start, lessons proposed to seed it and to top it up during the run, median
-and p90 ms per session, the ratio of the median to the 0-lesson size's, and lessons injected per session on average.
-Target: 1,000 live lessons at most 1.3x none (median ms per session); PASS/FAIL is printed, never asserted.
+and p90 ms per session (caller's path and full), the ratios of the medians to the 0-lesson size's, and lessons
+injected per session on average. Target: 1,000 live lessons at most 1.3x none (median ms per session), printed for
+both; PASS/FAIL is printed, never asserted.
 Run: .venv/bin/python benchmarks/playbook_scaling.py [--rounds 20] [--sessions 5] [--sizes 0,10,100,1000]
 """
 
@@ -92,6 +98,7 @@ class Figures:
     seeded: int
     topped_up: int = 0
     ms: list[float] = field(default_factory=list)
+    full_ms: list[float] = field(default_factory=list)
     injected: list[int] = field(default_factory=list)
 
 
@@ -128,14 +135,19 @@ def activate_half(registry: PlaybookRegistry, key: str) -> None:
         connection.execute(update(entries).where(entries.c.id.in_(half)).values(status="active"))
 
 
-def session(supervisor: Supervisor, key: str, task: str) -> tuple[float, int]:
-    """One auto-lane session's core time in ms, and how many lessons it injected."""
+def session(supervisor: Supervisor, key: str, task: str) -> tuple[float, float, int]:
+    """One auto-lane session: ms on the caller's path (begin to end), ms until its background finish is done
+    (everything the core does for it), and how many lessons it injected."""
     started = time.perf_counter()
     run = supervisor.begin(task, agent_name="bench", learning_key=key)
     for i in range(STEPS):
-        run.record_step(tool_name="read_file", tool_args={"path": f"f{i}.txt"}, output=f"result {i}")
-    result = run.finish(f"done after {STEPS} steps")
-    return (time.perf_counter() - started) * 1000, len(result.lessons_used)
+        step = run.record_step(tool_name="read_file", tool_args={"path": f"f{i}.txt"}, output=f"result {i}")
+        run.tool_call_done(step)
+    run.final_answer(f"done after {STEPS} steps")
+    pending = run.end(f"done after {STEPS} steps")
+    caller = time.perf_counter() - started
+    result = pending.result()
+    return caller * 1000, (time.perf_counter() - started) * 1000, len(result.lessons_used)
 
 
 def config_for(workdir: Path, largest: int) -> AtlasConfig:
@@ -165,8 +177,9 @@ def measure(supervisor: Supervisor, sizes: list[int], rounds: int, sessions: int
         for size, task_index in runs:
             f = figures[size]
             f.topped_up += top_up(registry, f.key, size, f.lessons)
-            ms, injected = session(supervisor, f.key, tasks[task_index])
+            ms, full_ms, injected = session(supervisor, f.key, tasks[task_index])
             f.ms.append(ms)
+            f.full_ms.append(full_ms)
             f.injected.append(injected)
     return figures
 
@@ -177,19 +190,23 @@ def p90(samples: list[float]) -> float:
 
 def report(figures: dict[int, Figures]) -> None:
     baseline = statistics.median(figures[0].ms) if 0 in figures else None
-    print(f"{'lessons':>7} {'live':>5} {'seeded':>6} {'topped up':>9} {'median ms':>9} {'p90 ms':>7} {'vs 0':>6} "
-          f"{'injected':>8}")
+    full_baseline = statistics.median(figures[0].full_ms) if 0 in figures else None
+    print("caller = begin to end() on the user's path; full = until the background finish is done (all core work)")
+    print(f"{'lessons':>7} {'live':>5} {'seeded':>6} {'topped up':>9} {'caller ms':>9} {'p90':>6} {'vs 0':>6} "
+          f"{'full ms':>8} {'p90':>6} {'vs 0':>6} {'injected':>8}")
     for size, f in figures.items():
-        median = statistics.median(f.ms)
+        median, full = statistics.median(f.ms), statistics.median(f.full_ms)
         ratio = f"{median / baseline:.2f}x" if baseline else "-"
-        print(f"{size:>7} {f.live:>5} {f.seeded:>6} {f.topped_up:>9} {median:>9.2f} {p90(f.ms):>7.2f} {ratio:>6} "
-              f"{statistics.mean(f.injected):>8.1f}")
-    target = f"target: {TARGET_SIZE:,} live lessons at most {TARGET_RATIO}x none"
-    if baseline and TARGET_SIZE in figures:
-        ratio = statistics.median(figures[TARGET_SIZE].ms) / baseline
-        print(f"{target}: {'PASS' if ratio <= TARGET_RATIO else 'FAIL'} ({ratio:.2f}x)")
-    else:
-        print(f"{target}: not measured (needs sizes 0 and {TARGET_SIZE})")
+        full_ratio = f"{full / full_baseline:.2f}x" if full_baseline else "-"
+        print(f"{size:>7} {f.live:>5} {f.seeded:>6} {f.topped_up:>9} {median:>9.2f} {p90(f.ms):>6.2f} {ratio:>6} "
+              f"{full:>8.2f} {p90(f.full_ms):>6.2f} {full_ratio:>6} {statistics.mean(f.injected):>8.1f}")
+    for name, attribute, base in (("caller's path", "ms", baseline), ("full core time", "full_ms", full_baseline)):
+        target = f"target ({name}): {TARGET_SIZE:,} live lessons at most {TARGET_RATIO}x none"
+        if base and TARGET_SIZE in figures:
+            ratio = statistics.median(getattr(figures[TARGET_SIZE], attribute)) / base
+            print(f"{target}: {'PASS' if ratio <= TARGET_RATIO else 'FAIL'} ({ratio:.2f}x)")
+        else:
+            print(f"{target}: not measured (needs sizes 0 and {TARGET_SIZE})")
 
 
 def main() -> None:
