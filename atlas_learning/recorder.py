@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import os
-import queue
+import collections
 import threading
 import time
 import uuid
@@ -174,12 +174,21 @@ class Recorder:
 
     #: Seconds between attempts to reach a failed store.
     retry_interval_s = 1.0
+    #: Seconds the writer lets writes gather before committing them (a flush does not wait for it).
+    linger_s = 0.05
+    #: Queued writes that wake the writer at once.
+    wake_at = 500
 
     def __init__(self, store: Store, *, spool_dir: str | os.PathLike[str], redactor: Redactor | None = None) -> None:
         self.store = store
         self.spool_dir = Path(spool_dir)
         self.redactor = redactor or Redactor()
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: Writes waiting for the writer, in order. Only the first write of a burst wakes the writer (a thread
+        #: switch per row would cost the caller more than the row); it then lets the burst gather for ``linger_s``,
+        #: less when a flush, close or a long queue hurries it.
+        self._queue: collections.deque[Any] = collections.deque()
+        self._wake = threading.Event()
+        self._hurry = threading.Event()
         self._spool_path: Path | None = None
         self._spool_file: Any = None
         self._last_attempt = 0.0
@@ -226,7 +235,12 @@ class Recorder:
 
     def _submit(self, write: _Write) -> None:
         if not self._closed:
-            self._queue.put(write)
+            self._queue.append(write)
+            queued = len(self._queue)
+            if queued == 1:
+                self._wake.set()
+            elif queued >= self.wake_at:
+                self._hurry.set()
             return
         with self._closed_lock:  # the writer thread is gone: write (or spool) in the caller's thread
             log.warning("recorder used after close(); writing a %s row synchronously", write.spec.name)
@@ -237,7 +251,9 @@ class Recorder:
         if self._closed:
             return True
         done = threading.Event()
-        self._queue.put(done)
+        self._queue.append(done)
+        self._wake.set()
+        self._hurry.set()
         return done.wait(timeout)
 
     def close(self) -> None:
@@ -246,7 +262,9 @@ class Recorder:
             return
         self.flush()
         self._closed = True
-        self._queue.put(None)
+        self._queue.append(None)
+        self._wake.set()
+        self._hurry.set()
         self._thread.join(timeout=30)
         self._close_spool()
         atexit.unregister(self.close)
@@ -267,13 +285,18 @@ class Recorder:
     # ------------------------------------------------------------------------------------------- writer
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            batch = [item]
+            self._wake.wait()
+            self._wake.clear()
+            self._hurry.wait(self.linger_s)
+            self._hurry.clear()
+            batch = []
             while len(batch) < 1000:
                 try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
+                    batch.append(self._queue.popleft())
+                except IndexError:
                     break
+            if len(self._queue):
+                self._wake.set()  # more than one batch waiting: go on at once
             writes: list[_Write] = []
             for entry in batch:
                 if entry is None:
