@@ -52,6 +52,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from .background import PendingSession
     from .config import AtlasConfig, ModelSettings, StorageConfig
     from .context import session_options
     from .errors import (
@@ -69,7 +70,6 @@ if TYPE_CHECKING:
     from .judges import CheckContext, CheckResult
     from .models import ChatModel, ModelResponse, RoleModels, ScriptedModel, Usage, UsageLedger, create_model
     from .store import SessionFilter, Store
-    from .background import PendingSession
     from .supervisor import AnswerDecision, SessionResult, Start, StepDecision, SupervisedRun, Supervisor, VerdictResult
 
 

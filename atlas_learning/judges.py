@@ -146,7 +146,7 @@ def judge_session_flow(
     # The samples are independent: asked at once (the flow's driver makes them concurrently).
     answers = yield AskAll(tuple(Ask("judge_small", "judge_session", messages, SessionJudgement, temperature=t)
                                  for t in temperatures))
-    for temperature, answer in zip(temperatures, answers):
+    for temperature, answer in zip(temperatures, answers, strict=True):
         samples.append(_sample("small", temperature, answer.output, answer.error, answer.text))
         if answer.ok:
             valid.append(answer.output)

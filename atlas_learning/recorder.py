@@ -19,11 +19,11 @@ calls it, so a finished session is durable.
 from __future__ import annotations
 
 import atexit
+import collections
 import json
 import logging
 import math
 import os
-import collections
 import threading
 import time
 import uuid

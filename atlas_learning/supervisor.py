@@ -71,7 +71,6 @@ from .recorder import Recorder
 from .redact import Redactor
 from .rewards import expected_answer_check, expected_answer_of, mean_or_none, teaching_reward
 from .schemas import PlanReview, PlaybookChanges, Verdict
-from .student import render_instructions
 from .store import (
     AttemptRecord,
     GuidanceRecord,
@@ -86,6 +85,7 @@ from .store import (
     new_id,
     utcnow,
 )
+from .student import render_instructions
 
 __all__ = ["Supervisor", "SupervisedRun", "SessionResult", "PendingSession", "VerdictResult", "Start", "StepDecision",
            "AnswerDecision", "HumanCallback", "as_text"]
@@ -507,6 +507,9 @@ class SupervisedRun:
         self._supervision_s = 0.0
         self._validated_steps = 0
         self._call_counts: dict[str, int] = {}
+        #: Attempts whose rejection scheduled a retry (see :attr:`can_retry`).
+        self._retry_scheduled: set[int] = set()
+        self._stand_reason = ""
         self._history = KeyHistory()
         #: The key's live playbook entries that may apply to the task (matched, or scoped to its family).
         self._entries: list[Any] = []
@@ -539,11 +542,11 @@ class SupervisedRun:
 
     @property
     def can_retry(self) -> bool:
-        """True when the last answer was rejected, retries remain and ``supervision.retry`` lets the agent run
-        again (see :meth:`reruns_allowed`)."""
+        """True when the last answer was rejected and a retry was scheduled for it: retries remain,
+        ``supervision.retry`` lets the agent run again (see :meth:`reruns_allowed`) and the integration can."""
         last = self.verdicts[-1] if self.verdicts else None
         return last is not None and last.accepted is False and last.attempt is not None \
-            and last.attempt <= self.config.supervision.max_retries and self.reruns_allowed(last.attempt) is None
+            and last.attempt <= self.config.supervision.max_retries and last.attempt in self._retry_scheduled
 
     def reruns_allowed(self, attempt: int) -> str | None:
         """None when a rejected ``attempt`` may be rerun; else why its answer stands (``supervision.retry`` is
@@ -596,14 +599,15 @@ class SupervisedRun:
     async def atool_call_done(self, step_id: str) -> StepDecision:
         return await adrive(self._tool_done_flow(step_id), self._aperform)
 
-    def final_answer(self, answer: Any) -> AnswerDecision:
+    def final_answer(self, answer: Any, *, can_rerun: bool = True) -> AnswerDecision:
         """Report the agent's answer; returns ``accept``, ``retry`` (run the agent again: the guidance is in
-        :attr:`instructions`) or ``stand`` (rejected, but no retry is left or ``supervision.retry`` keeps the
-        answer). In every lane the verifiable checks run; in paired and coach the teacher validates too."""
-        return self._decide(drive(self._answer_flow(as_text(answer)), self._perform))
+        :attr:`instructions`) or ``stand`` (rejected, but no retry is left, ``supervision.retry`` keeps the
+        answer, or the integration cannot run this agent again: ``can_rerun=False``, as for a stream already
+        delivered). In every lane the verifiable checks run; in paired and coach the teacher validates too."""
+        return self._decide(drive(self._answer_flow(as_text(answer), can_rerun), self._perform))
 
-    async def afinal_answer(self, answer: Any) -> AnswerDecision:
-        return self._decide(await adrive(self._answer_flow(as_text(answer)), self._aperform))
+    async def afinal_answer(self, answer: Any, *, can_rerun: bool = True) -> AnswerDecision:
+        return self._decide(await adrive(self._answer_flow(as_text(answer), can_rerun), self._aperform))
 
     def failed(self, error: BaseException | str) -> PendingSession:
         """Report that the agent raised: the session ends as failed (in the background); the error is the
@@ -642,8 +646,7 @@ class SupervisedRun:
             return AnswerDecision("accept", verdict, "")
         if self.can_retry:
             return AnswerDecision("retry", verdict, self.instructions)
-        stands = self.reruns_allowed(verdict.attempt or 1)
-        return AnswerDecision("stand", verdict, "", stands or "no retries left (supervision.max_retries)")
+        return AnswerDecision("stand", verdict, "", self._stand_reason)
 
     # ------------------------------------------------------------------------------------------ records
     def record_event(self, event_type: EventType, payload: Mapping[str, Any]) -> None:
@@ -944,7 +947,7 @@ class SupervisedRun:
                 self._step_guidance = [verdict.guidance] if verdict.accepted is False and verdict.guidance else []
         return verdict
 
-    def _answer_flow(self, answer_text: str) -> Flow[VerdictResult]:
+    def _answer_flow(self, answer_text: str, can_rerun: bool = True) -> Flow[VerdictResult]:
         if self.lane == "auto" and not self.checks:
             return VerdictResult(None, reason="auto: no teacher and no verifiable check")
         number = len(self.attempts) + 1
@@ -970,11 +973,14 @@ class SupervisedRun:
             self.interventions += 1
             if verdict.guidance:
                 self._guidance(verdict.guidance, kind="answer", source="teacher" if answer.ok and self.lane != "auto" else "checks")
-            stands = self.reruns_allowed(number) if number <= self.config.supervision.max_retries else None
+            stands = (self.reruns_allowed(number) if can_rerun else "the integration cannot run the agent again "
+                      "(its answer was already delivered)") if number <= self.config.supervision.max_retries else None
+            self._stand_reason = stands or "no retries left (supervision.max_retries)"
             if stands is not None:
                 self._emit("retry_skipped", {"attempt": number, "reason": stands, "guidance": verdict.guidance})
             elif number <= self.config.supervision.max_retries:  # a retry follows; it will be validated too
                 self.retries += 1
+                self._retry_scheduled.add(number)
                 with self._lock:
                     self._answer_guidance = [verdict.guidance] if verdict.guidance else ["The teacher rejected the answer; try again."]
                     self._step_guidance = []
@@ -1145,7 +1151,7 @@ class SupervisedRun:
         return triggers
 
     def _learn_flow(self, answer_text: str, outcome: _Outcome) -> Flow[tuple[list[AppliedChange], str]]:
-        config, registry = self.config, self.supervisor.playbook
+        config = self.config
         if not config.playbook.enabled:
             return [], "learning disabled (playbook.enabled is false)"
         if self.supervisor.store_problem is not None or self._history.unavailable is not None or self.supervisor.recorder.degraded:

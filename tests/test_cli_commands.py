@@ -86,6 +86,7 @@ def world(make_supervisor, store_url: str, tmp_path: Path) -> dict[str, Any]:  #
     )
     for task in ("2 + 2", "3 * 3"):
         ids["math"].append(math.supervise(task, lambda instructions: "4", agent_name="math").session_id)
+    math.drain()  # supervise returns before its session is judged and stored
     config = write_config(tmp_path, store_url)
     return {"config": config, "ids": ids, "store_url": store_url}
 

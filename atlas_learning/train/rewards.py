@@ -22,7 +22,6 @@ from typing import Any
 from ..flows import Answer, Ask, AskHuman, drive
 from ..judges import judge_session_flow
 from ..prompts import execution_messages
-from ..student import render_guidance
 from ..rewards import (
     DEFAULT_EFFICIENCY_WEIGHT,
     DEFAULT_GUIDANCE_TOKEN_BUDGET,
@@ -31,6 +30,7 @@ from ..rewards import (
     teaching_reward,
     verdict_reward,
 )
+from ..student import render_guidance
 
 __all__ = [
     "REWARD_NAMES",

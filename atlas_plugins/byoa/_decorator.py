@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints, overload
 
+from atlas_learning.background import PendingSession
 from atlas_learning.config import AtlasConfig
 from atlas_learning.judges import Check
-from atlas_learning.background import PendingSession
 from atlas_learning.supervisor import SupervisedRun, Supervisor, as_text
 
 __all__ = ["atlas_agent", "atlas_context", "atlas_result", "AgentContext"]

@@ -5,33 +5,40 @@
 >>> atlas = AtlasMiddleware("atlas.yaml", agent_name="file-agent")
 >>> agent = create_agent(model, tools=[read_file], middleware=[atlas])
 >>> agent.invoke({"messages": [("user", "Count the items in notes/todo.txt")]})
->>> atlas.last_result.summary()
+>>> atlas.last_result.reward          # a PendingSession: reading a field waits for the background finish
 
-The middleware only translates the agent's events into :class:`~atlas_learning.supervisor.SupervisedRun` calls and
-applies what the core decided; it decides nothing itself. Per invocation:
+The middleware only translates the agent's events into the :class:`~atlas_learning.supervisor.SupervisedRun`
+protocol and applies what the core answers; it decides nothing itself. Per invocation:
 
-- ``before_agent``: begin the session (task: the last human message; the invocation's ``configurable`` may set
-  ``atlas_task_family``, ``atlas_learning_key``, ``atlas_metadata`` and ``atlas_checks``, as for ``with_atlas``).
-  Coach: the teacher reviews the (empty) plan so its plan and concerns reach the instructions. Escalate: the
-  teacher (or human) answers and the agent jumps to its end with that answer; if neither could answer, the student
-  works as usual.
-- ``wrap_model_call``: ``run.instructions`` (lessons, plan, concerns, guidance) is appended to the request's system
-  message (never written to state); the call is recorded as a student step.
-- ``wrap_tool_call``: the tool call is recorded as a step; in coach the teacher validates it (its guidance goes
-  into the next model call).
-- ``after_model``: in paired and coach a final answer (an AI message without tool calls) is validated; rejected with
-  retries left, the rejected answer is removed from the state and the agent jumps back to the model, whose next
-  request carries the guidance and the rejected answer in its system message.
-- ``after_agent``: finish the session with the final answer: :attr:`AtlasMiddleware.last_result`,
-  :meth:`AtlasMiddleware.result_for`.
+- ``before_agent``: :meth:`~atlas_learning.supervisor.Supervisor.begin` (task: the last human message; the
+  invocation's ``configurable`` may set ``atlas_task_family``, ``atlas_learning_key``, ``atlas_metadata`` and
+  ``atlas_checks``, as for ``with_atlas``), then :meth:`~atlas_learning.supervisor.SupervisedRun.start`. The
+  middleware can deliver text in place of the agent's answer: when the core hands back an answer (escalate: the
+  teacher's or a human's), it becomes the agent's AI message and the agent jumps to its end without calling the
+  model. A human answering through LangGraph's ``interrupt`` resumes the same session.
+- ``wrap_model_call``: ``run.instructions`` (lessons, plan, concerns, pending guidance) is appended to the
+  request's system message on every model call (never written to state); the call is recorded.
+- ``wrap_tool_call``: the tool call is recorded as a step and reported (``tool_call_done``); a rejected step's
+  guidance is in the instructions of the next model call.
+- ``after_model``: a final answer (an AI message without tool calls) is reported (``final_answer``, in every
+  lane). ``retry``: the draft is removed from the state and the agent jumps back to the model, whose request
+  carries the guidance in its system message. ``accept`` / ``stand``: the agent ends as it would.
+- ``after_agent``: an answer the model hook did not see (a structured response, a ``return_direct`` tool, another
+  middleware's jump to the end) is reported the same way (a retry jumps back to the model from here); then the
+  session ends (``end``: it returns at once, judging and learning run in the background).
+  :attr:`AtlasMiddleware.last_result` and :meth:`AtlasMiddleware.result_for` hold the PendingSession.
+- An exception that leaves a model or tool call (past every middleware listed after this one) ends the session as
+  failed and propagates unchanged; LangGraph's interrupts and commands pass through. List ``AtlasMiddleware``
+  first so that retry or fallback middleware sit inside it.
 
 Each invocation is keyed by its session id, kept in a private state field (``atlas_session``: out of the agent's
 input and output schemas) that every hook reads from the state it is given, so concurrent invocations on one
-middleware never mix sessions. An unexpected exception in Atlas code is logged and the agent goes on unsupervised.
+middleware never mix sessions. An unexpected exception in Atlas code is logged and the agent goes on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -54,11 +61,13 @@ from langchain_core.messages import AIMessage, RemoveMessage, SystemMessage, Too
 from langgraph.errors import GraphBubbleUp
 from typing_extensions import NotRequired
 
+from atlas_learning.background import PendingSession
 from atlas_learning.config import AtlasConfig
 from atlas_learning.judges import Check
 from atlas_learning.store import utcnow
-from atlas_learning.supervisor import SessionResult, SupervisedRun, Supervisor
+from atlas_learning.supervisor import AnswerDecision, Start, SupervisedRun, Supervisor, as_text
 
+from ._control_flow import is_control_flow, register_control_flow
 from ._messages import INSTRUCTIONS_ID, last_text, message_text, model_name_of, state_get, to_jsonable, usage_of
 from ._options import begin_options, current_configurable
 
@@ -70,7 +79,8 @@ log = logging.getLogger("atlas_plugins.langgraph.middleware")
 SESSION_KEY = "atlas_session"
 #: How many per-thread results :meth:`AtlasMiddleware.result_for` keeps (oldest dropped first).
 MAX_THREAD_RESULTS = 1024
-_VALIDATING_LANES = ("paired", "coach")
+#: How many sessions ended as failed are remembered, to warn once if their agent went on anyway.
+_MAX_FAILED = 1024
 
 
 class AtlasAgentState(AgentState[Any]):
@@ -85,8 +95,20 @@ class _Invocation:
 
     run: SupervisedRun
     thread_id: str | None
-    #: The answer the teacher rejected, shown to the model with the guidance on its next call.
-    rejected_answer: str | None = None
+    #: The answer delivered in place of the agent's (``Start.answer``); the session ends with it as it is.
+    delivered: str | None = None
+    #: The answer last reported to ``final_answer`` (its message id, else its text): reported once.
+    reported: str | None = None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """The agent's answer in a state: what identifies it (a message id, else the text) and its text."""
+
+    key: str
+    text: str
+    #: The id of the AI message that is the answer (removed from the state on a retry), or None.
+    draft_id: str | None = None
 
 
 class AtlasMiddleware(AgentMiddleware[AtlasAgentState, Any, Any]):
@@ -111,28 +133,33 @@ class AtlasMiddleware(AgentMiddleware[AtlasAgentState, Any, Any]):
         super().__init__()
         self.supervisor = supervisor if supervisor is not None else Supervisor(config, checks=checks)
         self._owns_supervisor = supervisor is None
+        register_control_flow(self.supervisor)
         # Checks given with a ready supervisor go to each session; otherwise the supervisor already has them.
         self._session_checks = tuple(checks) if supervisor is not None else ()
         self.learning_key = learning_key
         self.agent_name = agent_name
-        #: The result of the last invocation that finished (any thread).
-        self.last_result: SessionResult | None = None
+        #: The last invocation's session once it ended (any thread): a PendingSession, whose fields wait for the
+        #: background finish when read.
+        self.last_result: PendingSession | None = None
         self._lock = threading.Lock()
         self._runs: dict[str, _Invocation] = {}
-        self._by_thread: OrderedDict[str, SessionResult] = OrderedDict()
+        self._by_thread: OrderedDict[str, PendingSession] = OrderedDict()
         # Escalations interrupted (a LangGraph ``interrupt`` in the human callback), by thread, to resume.
         self._suspended: dict[str, SupervisedRun] = {}
+        # Sessions ended as failed by an error that left a model or tool call, to warn if the agent went on.
+        self._failed: OrderedDict[str, None] = OrderedDict()
 
     def close(self) -> None:
-        """Close the supervisor this middleware built (flush the recorder, release models); a supervisor that was
-        passed in is left to its owner."""
+        """Close the supervisor this middleware built (wait for pending finishes, flush the recorder, release
+        models); a supervisor that was passed in is left to its owner."""
         if self._owns_supervisor:
             self.supervisor.close()
 
     # ------------------------------------------------------------------------------------------ results
-    def result_for(self, config: Mapping[str, Any] | str) -> SessionResult | None:
-        """The last finished session of a thread: pass the invocation's config (``configurable.thread_id``) or
-        the thread id itself. None when that thread has no finished session here."""
+    def result_for(self, config: Mapping[str, Any] | str) -> PendingSession | None:
+        """The last ended session of a thread (a PendingSession: its fields wait for the background finish): pass
+        the invocation's config (``configurable.thread_id``) or the thread id itself. None when that thread has
+        no ended session here."""
         thread_id = config if isinstance(config, str) else (config.get("configurable") or {}).get("thread_id")
         if thread_id is None:
             return None
@@ -148,61 +175,60 @@ class AtlasMiddleware(AgentMiddleware[AtlasAgentState, Any, Any]):
     @hook_config(can_jump_to=["end"])
     def before_agent(self, state: AtlasAgentState, runtime: Any) -> dict[str, Any] | None:
         try:
-            run, thread_id, resumed = self._start(state, runtime)
+            run, thread_id, abandoned = self._resumed(state, runtime)
+            if abandoned is not None:
+                abandoned.cancelled()
             if run is None:
                 run = self.supervisor.begin(**self._begin_args(state, thread_id))
-            update: dict[str, Any] = {SESSION_KEY: run.session_id}
-            if not resumed and run.lane == "coach":
-                run.review_plan([])
-            if run.lane == "escalate":
-                try:
-                    answer = run.escalate()
-                except GraphBubbleUp:
-                    self._suspend(thread_id, run)
-                    raise
-                update.update(self._escalated(run, answer))
-            self._register(run, thread_id)
-            return update
         except GraphBubbleUp:
             raise
         except Exception:  # noqa: BLE001 - supervision must never fail the agent
             log.exception("Atlas could not begin a session; this invocation runs unsupervised")
             return {SESSION_KEY: None}
+        try:
+            started: Start | None = run.start(can_take_answer=True)
+        except GraphBubbleUp:  # a human answers through interrupt(): the same session resumes
+            self._suspend(thread_id, run)
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("Atlas could not start session %s; the agent runs", run.session_id)
+            started = None
+        return self._started(_Invocation(run, thread_id), started)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_agent(self, state: AtlasAgentState, runtime: Any) -> dict[str, Any] | None:
         try:
-            run, thread_id, resumed = self._start(state, runtime)
+            run, thread_id, abandoned = self._resumed(state, runtime)
+            if abandoned is not None:
+                await abandoned.acancelled()
             if run is None:
                 run = await self.supervisor.abegin(**self._begin_args(state, thread_id))
-            update: dict[str, Any] = {SESSION_KEY: run.session_id}
-            if not resumed and run.lane == "coach":
-                await run.areview_plan([])
-            if run.lane == "escalate":
-                try:
-                    answer = await run.aescalate()
-                except GraphBubbleUp:
-                    self._suspend(thread_id, run)
-                    raise
-                update.update(self._escalated(run, answer))
-            self._register(run, thread_id)
-            return update
         except GraphBubbleUp:
             raise
         except Exception:  # noqa: BLE001
             log.exception("Atlas could not begin a session; this invocation runs unsupervised")
             return {SESSION_KEY: None}
+        try:
+            started: Start | None = await run.astart(can_take_answer=True)
+        except GraphBubbleUp:
+            self._suspend(thread_id, run)
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("Atlas could not start session %s; the agent runs", run.session_id)
+            started = None
+        return self._started(_Invocation(run, thread_id), started)
 
-    def _start(self, state: Any, runtime: Any) -> tuple[SupervisedRun | None, str | None, bool]:
-        """(a suspended run of this thread to resume, the thread id, whether it was resumed)."""
+    def _resumed(self, state: Any, runtime: Any) -> tuple[SupervisedRun | None, str | None, SupervisedRun | None]:
+        """(the suspended run of this thread to resume, or None; the thread id; a suspended run this invocation
+        abandons, with another task: it ends as cancelled)."""
         thread_id = _thread_id(runtime)
         if thread_id is None:
-            return None, None, False
+            return None, None, None
         with self._lock:
             suspended = self._suspended.pop(thread_id, None)
         if suspended is not None and suspended.task == _task_of(state):
-            return suspended, thread_id, True
-        return None, thread_id, False
+            return suspended, thread_id, None
+        return None, thread_id, suspended
 
     def _begin_args(self, state: Any, thread_id: str | None) -> dict[str, Any]:
         """``Supervisor.begin``'s arguments: the middleware's own, with the invocation's per-call options
@@ -219,19 +245,18 @@ class AtlasMiddleware(AgentMiddleware[AtlasAgentState, Any, Any]):
             with self._lock:
                 self._suspended[thread_id] = run
 
-    @staticmethod
-    def _escalated(run: SupervisedRun, answer: str | None) -> dict[str, Any]:
-        """The escalation's answer ends the agent; without one the student works as usual."""
-        if answer is None:
-            log.warning("session %s: escalation produced no answer; the student works unsupervised by the teacher",
-                        run.session_id)
-            return {}
-        message = AIMessage(content=answer, response_metadata={"atlas": {"escalated": True, "session_id": run.session_id}})
-        return {"messages": [message], "jump_to": "end"}
-
-    def _register(self, run: SupervisedRun, thread_id: str | None) -> None:
+    def _started(self, invocation: _Invocation, started: Start | None) -> dict[str, Any]:
+        """Register the invocation; an answer the core hands over is delivered and ends the agent."""
+        run = invocation.run
         with self._lock:
-            self._runs[run.session_id] = _Invocation(run, thread_id)
+            self._runs[run.session_id] = invocation
+        update: dict[str, Any] = {SESSION_KEY: run.session_id}
+        if started is not None and started.answer is not None:
+            invocation.delivered = started.answer
+            message = AIMessage(content=started.answer,
+                                response_metadata={"atlas": {"escalated": True, "session_id": run.session_id}})
+            update.update({"messages": [message], "jump_to": "end"})
+        return update
 
     def _lookup(self, state: Any) -> _Invocation | None:
         try:
@@ -241,59 +266,62 @@ class AtlasMiddleware(AgentMiddleware[AtlasAgentState, Any, Any]):
         if not session_id:
             return None
         with self._lock:
-            return self._runs.get(session_id)
+            invocation = self._runs.get(session_id)
+            went_on = invocation is None and session_id in self._failed
+            if went_on:
+                del self._failed[session_id]  # warned once
+        if went_on:
+            log.warning("session %s ended as failed when an error left a model or tool call, but the agent went on "
+                        "(a middleware listed before AtlasMiddleware handled the error); the rest of this invocation "
+                        "is unsupervised: list AtlasMiddleware first", session_id)
+        return invocation
 
     # ------------------------------------------------------------------------------------ wrap_model_call
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> Any:
         invocation = self._lookup(request.state)
-        prepared, injected = self._prepare(invocation, request)
+        prepared = self._prepare(invocation, request)
         started = time.perf_counter()
         try:
             response = handler(prepared)
-        except Exception as exc:
-            self._model_failed(invocation, exc, started)
+        except BaseException as exc:
+            if self._ends_the_run(invocation, exc):
+                self._model_failed(invocation, exc, started)
+                self._abort(invocation, exc)
             raise
-        self._model_done(invocation, prepared, response, started, injected)
+        self._model_done(invocation, prepared, response, started)
         return response
 
     async def awrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> Any:
         invocation = self._lookup(request.state)
-        prepared, injected = self._prepare(invocation, request)
+        prepared = self._prepare(invocation, request)
         started = time.perf_counter()
         try:
             response = await handler(prepared)
-        except Exception as exc:
-            self._model_failed(invocation, exc, started)
+        except BaseException as exc:
+            if self._ends_the_run(invocation, exc):
+                self._model_failed(invocation, exc, started)
+                await self._aabort(invocation, exc)
             raise
-        self._model_done(invocation, prepared, response, started, injected)
+        self._model_done(invocation, prepared, response, started)
         return response
 
-    def _prepare(self, invocation: _Invocation | None, request: ModelRequest) -> tuple[ModelRequest, bool]:
-        """The request with the run's instructions appended to its system message; (request, injected)."""
+    def _prepare(self, invocation: _Invocation | None, request: ModelRequest) -> ModelRequest:
+        """The request with the run's instructions appended to its system message (the state is untouched)."""
         if invocation is None:
-            return request, False
+            return request
         try:
-            parts = []
-            if invocation.rejected_answer is not None:
-                parts.append("Your previous answer was rejected by the teacher:\n" + invocation.rejected_answer)
             instructions = invocation.run.instructions
-            if instructions:
-                parts.append(instructions)
-            if not parts:
-                return request, False
-            return request.override(system_message=_append_system(request.system_message, "\n\n".join(parts))), True
+            if not instructions:
+                return request
+            return request.override(system_message=_append_system(request.system_message, instructions))
         except Exception:  # noqa: BLE001
             log.exception("Atlas could not add its instructions to a model call")
-            return request, False
+            return request
 
-    def _model_done(self, invocation: _Invocation | None, request: ModelRequest, response: Any, started: float,
-                    injected: bool) -> None:
+    def _model_done(self, invocation: _Invocation | None, request: ModelRequest, response: Any, started: float) -> None:
         if invocation is None:
             return
         try:
-            if injected:  # what was shown is consumed only once the call succeeded
-                invocation.run.take_guidance()
-                invocation.rejected_answer = None
             message = _response_message(response)
             input_tokens, output_tokens = usage_of(message) if message is not None else (0, 0)
             provider, model = _model_identity(request.model, message)
@@ -303,9 +331,8 @@ class AtlasMiddleware(AgentMiddleware[AtlasAgentState, Any, Any]):
         except Exception:  # noqa: BLE001
             log.exception("Atlas could not record a model call")
 
-    def _model_failed(self, invocation: _Invocation | None, exc: Exception, started: float) -> None:
-        if invocation is None or isinstance(exc, GraphBubbleUp):
-            return
+    @staticmethod
+    def _model_failed(invocation: _Invocation, exc: BaseException, started: float) -> None:
         try:
             invocation.run.record_step(kind="model_call", name="model", error=f"{type(exc).__name__}: {exc}",
                                        metadata={"latency_ms": (time.perf_counter() - started) * 1000})
@@ -318,17 +345,19 @@ class AtlasMiddleware(AgentMiddleware[AtlasAgentState, Any, Any]):
         started = utcnow()
         try:
             result = handler(request)
-        except Exception as exc:
-            self._tool_failed(invocation, request, exc, started)
+        except BaseException as exc:
+            if self._ends_the_run(invocation, exc):
+                self._tool_failed(invocation, request, exc, started)
+                self._abort(invocation, exc)
             raise
         step_id = self._tool_done(invocation, request, result, started)
-        if step_id is not None and invocation is not None and invocation.run.lane == "coach":
+        if step_id is not None and invocation is not None:
             try:
-                invocation.run.validate_step(step_id)
+                invocation.run.tool_call_done(step_id)
             except GraphBubbleUp:
                 raise
             except Exception:  # noqa: BLE001
-                log.exception("Atlas could not validate a tool call")
+                log.exception("Atlas could not report a tool call")
         return result
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -336,20 +365,23 @@ class AtlasMiddleware(AgentMiddleware[AtlasAgentState, Any, Any]):
         started = utcnow()
         try:
             result = await handler(request)
-        except Exception as exc:
-            self._tool_failed(invocation, request, exc, started)
+        except BaseException as exc:
+            if self._ends_the_run(invocation, exc):
+                self._tool_failed(invocation, request, exc, started)
+                await self._aabort(invocation, exc)
             raise
         step_id = self._tool_done(invocation, request, result, started)
-        if step_id is not None and invocation is not None and invocation.run.lane == "coach":
+        if step_id is not None and invocation is not None:
             try:
-                await invocation.run.avalidate_step(step_id)
+                await invocation.run.atool_call_done(step_id)
             except GraphBubbleUp:
                 raise
             except Exception:  # noqa: BLE001
-                log.exception("Atlas could not validate a tool call")
+                log.exception("Atlas could not report a tool call")
         return result
 
-    def _tool_done(self, invocation: _Invocation | None, request: Any, result: Any, started: Any) -> str | None:
+    @staticmethod
+    def _tool_done(invocation: _Invocation | None, request: Any, result: Any, started: Any) -> str | None:
         if invocation is None:
             return None
         try:
@@ -362,9 +394,8 @@ class AtlasMiddleware(AgentMiddleware[AtlasAgentState, Any, Any]):
             log.exception("Atlas could not record a tool call")
             return None
 
-    def _tool_failed(self, invocation: _Invocation | None, request: Any, exc: Exception, started: Any) -> None:
-        if invocation is None or isinstance(exc, GraphBubbleUp):
-            return
+    @staticmethod
+    def _tool_failed(invocation: _Invocation, request: Any, exc: BaseException, started: Any) -> None:
         try:
             call = request.tool_call
             invocation.run.record_step(kind="tool_call", tool_name=call.get("name"), tool_args=call.get("args"),
@@ -373,103 +404,151 @@ class AtlasMiddleware(AgentMiddleware[AtlasAgentState, Any, Any]):
         except Exception:  # noqa: BLE001
             log.exception("Atlas could not record a failed tool call")
 
+    # ------------------------------------------------------------------------------------------ failures
+    def _ends_the_run(self, invocation: _Invocation | None, exc: BaseException) -> bool:
+        """Whether an exception leaving a model or tool call ends a supervised run: not the framework's control
+        flow (interrupts, commands), which the graph resumes from."""
+        return invocation is not None and not (is_control_flow(exc) or isinstance(exc, self.supervisor.control_flow))
+
+    def _release(self, invocation: _Invocation) -> bool:
+        """Take the invocation out of the runs in progress; False when it already was (it ends once)."""
+        session_id = invocation.run.session_id
+        with self._lock:
+            if self._runs.get(session_id) is not invocation:
+                return False
+            del self._runs[session_id]
+            return True
+
+    def _abort(self, invocation: _Invocation, exc: BaseException) -> None:
+        """The agent raised: the session ends as failed (cancelled for a cancellation); the error propagates."""
+        if not self._release(invocation):
+            return
+        try:
+            run = invocation.run
+            pending = run.cancelled() if isinstance(exc, asyncio.CancelledError) else run.failed(exc)
+            self._failed_session(invocation, pending)
+        except Exception:  # noqa: BLE001
+            log.exception("Atlas could not end session %s as failed", invocation.run.session_id)
+
+    async def _aabort(self, invocation: _Invocation, exc: BaseException) -> None:
+        if not self._release(invocation):
+            return
+        try:
+            run = invocation.run
+            pending = await (run.acancelled() if isinstance(exc, asyncio.CancelledError) else run.afailed(exc))
+            self._failed_session(invocation, pending)
+        except Exception:  # noqa: BLE001
+            log.exception("Atlas could not end session %s as failed", invocation.run.session_id)
+
+    def _failed_session(self, invocation: _Invocation, pending: PendingSession) -> None:
+        self._store_result(invocation, pending)
+        with self._lock:
+            self._failed[pending.session_id] = None
+            while len(self._failed) > _MAX_FAILED:
+                self._failed.popitem(last=False)
+
     # --------------------------------------------------------------------------------------- after_model
     @hook_config(can_jump_to=["model"])
     def after_model(self, state: AtlasAgentState, runtime: Any) -> dict[str, Any] | None:
+        invocation, answer = self._to_report(state, final_message_only=True)
+        if invocation is None or answer is None:
+            return None
         try:
-            invocation, answer = self._final_answer(state)
-            if invocation is None or answer is None:
-                return None
-            verdict = invocation.run.validate_answer(answer)
-            return self._apply_verdict(invocation, state, answer, verdict)
+            decision = invocation.run.final_answer(answer.text)
         except GraphBubbleUp:
             raise
         except Exception:  # noqa: BLE001
-            log.exception("Atlas could not validate the answer; it stands unverified")
+            log.exception("Atlas could not report the answer; it stands unverified")
             return None
+        return _applied(invocation, answer, decision)
 
     @hook_config(can_jump_to=["model"])
     async def aafter_model(self, state: AtlasAgentState, runtime: Any) -> dict[str, Any] | None:
+        invocation, answer = self._to_report(state, final_message_only=True)
+        if invocation is None or answer is None:
+            return None
         try:
-            invocation, answer = self._final_answer(state)
-            if invocation is None or answer is None:
-                return None
-            verdict = await invocation.run.avalidate_answer(answer)
-            return self._apply_verdict(invocation, state, answer, verdict)
+            decision = await invocation.run.afinal_answer(answer.text)
         except GraphBubbleUp:
             raise
         except Exception:  # noqa: BLE001
-            log.exception("Atlas could not validate the answer; it stands unverified")
+            log.exception("Atlas could not report the answer; it stands unverified")
             return None
+        return _applied(invocation, answer, decision)
 
-    def _final_answer(self, state: Any) -> tuple[_Invocation | None, str | None]:
-        """The invocation and the answer to validate: the last message, an AI message without tool calls, in a
-        lane where the teacher validates answers."""
+    def _to_report(self, state: Any, *, final_message_only: bool) -> tuple[_Invocation | None, _Answer | None]:
+        """The invocation and its answer in ``state`` when that answer is still to be reported (it is then marked
+        reported: an answer is reported once, even when reporting it fails). Nothing for an answer the core
+        delivered. ``final_message_only``: only an AI message without tool calls (the model hook's case)."""
         invocation = self._lookup(state)
-        if invocation is None or invocation.run.lane not in _VALIDATING_LANES:
-            return None, None
-        messages = state_get(state, "messages") or []
-        last = messages[-1] if messages else None
-        if not isinstance(last, AIMessage) or last.tool_calls:
-            return None, None
-        return invocation, message_text(last)
-
-    @staticmethod
-    def _apply_verdict(invocation: _Invocation, state: Any, answer: str, verdict: Any) -> dict[str, Any] | None:
-        run = invocation.run
-        if verdict.accepted is not False:
-            return None
-        if not run.can_retry:
-            log.info("session %s: answer rejected (%s); no retries left, it stands", run.session_id, verdict.reason)
-            return None
-        log.info("session %s: answer rejected (%s); back to the model with guidance", run.session_id, verdict.reason)
-        invocation.rejected_answer = answer
-        update: dict[str, Any] = {"jump_to": "model"}
-        last = (state_get(state, "messages") or [None])[-1]
-        if getattr(last, "id", None):
-            # The rejected draft leaves the conversation: the model retries from the same messages, with the
-            # draft and the guidance in its system message (a trailing AI message is refused by some providers).
-            update["messages"] = [RemoveMessage(id=last.id)]
-        return update
+        if invocation is None or invocation.delivered is not None:
+            return invocation, None
+        try:
+            answer = _answer_in(state, final_message_only=final_message_only)
+        except Exception:  # noqa: BLE001
+            log.exception("Atlas could not read the agent's answer")
+            return invocation, None
+        if answer is None or answer.key == invocation.reported:
+            return invocation, None
+        invocation.reported = answer.key
+        return invocation, answer
 
     # --------------------------------------------------------------------------------------- after_agent
+    @hook_config(can_jump_to=["model"])
     def after_agent(self, state: AtlasAgentState, runtime: Any) -> dict[str, Any] | None:
-        invocation = self._end(state)
+        invocation, answer = self._to_report(state, final_message_only=False)
         if invocation is None:
             return None
-        try:
-            self._store_result(invocation, invocation.run.finish(last_text(state_get(state, "messages") or [], "ai")))
-        except GraphBubbleUp:
-            raise
-        except Exception:  # noqa: BLE001
-            log.exception("Atlas could not finish session %s", invocation.run.session_id)
+        if answer is not None:
+            try:
+                update = _applied(invocation, answer, invocation.run.final_answer(answer.text))
+                if update is not None:
+                    return update
+            except GraphBubbleUp:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("Atlas could not report the answer; it stands unverified")
+        if self._release(invocation):
+            try:
+                self._store_result(invocation, invocation.run.end(self._final_text(invocation, state)))
+            except Exception:  # noqa: BLE001
+                log.exception("Atlas could not end session %s", invocation.run.session_id)
         return {SESSION_KEY: None}
 
+    @hook_config(can_jump_to=["model"])
     async def aafter_agent(self, state: AtlasAgentState, runtime: Any) -> dict[str, Any] | None:
-        invocation = self._end(state)
+        invocation, answer = self._to_report(state, final_message_only=False)
         if invocation is None:
             return None
-        try:
-            result = await invocation.run.afinish(last_text(state_get(state, "messages") or [], "ai"))
-            self._store_result(invocation, result)
-        except GraphBubbleUp:
-            raise
-        except Exception:  # noqa: BLE001
-            log.exception("Atlas could not finish session %s", invocation.run.session_id)
+        if answer is not None:
+            try:
+                update = _applied(invocation, answer, await invocation.run.afinal_answer(answer.text))
+                if update is not None:
+                    return update
+            except GraphBubbleUp:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("Atlas could not report the answer; it stands unverified")
+        if self._release(invocation):
+            try:
+                self._store_result(invocation, await invocation.run.aend(self._final_text(invocation, state)))
+            except Exception:  # noqa: BLE001
+                log.exception("Atlas could not end session %s", invocation.run.session_id)
         return {SESSION_KEY: None}
 
-    def _end(self, state: Any) -> _Invocation | None:
-        """The invocation, removed from the runs in progress."""
+    @staticmethod
+    def _final_text(invocation: _Invocation, state: Any) -> str | None:
+        """The answer the session ends with: the one delivered, else the agent's (None: the core's last attempt)."""
+        if invocation.delivered is not None:
+            return invocation.delivered
         try:
-            session_id = state_get(state, SESSION_KEY)
+            answer = _answer_in(state, final_message_only=False)
         except Exception:  # noqa: BLE001
+            log.exception("Atlas could not read the agent's answer")
             return None
-        if not session_id:
-            return None
-        with self._lock:
-            return self._runs.pop(session_id, None)
+        return answer.text if answer is not None else None
 
-    def _store_result(self, invocation: _Invocation, result: SessionResult) -> None:
+    def _store_result(self, invocation: _Invocation, result: PendingSession) -> None:
         with self._lock:
             self.last_result = result
             if invocation.thread_id is not None:
@@ -477,6 +556,46 @@ class AtlasMiddleware(AgentMiddleware[AtlasAgentState, Any, Any]):
                 self._by_thread.move_to_end(invocation.thread_id)
                 while len(self._by_thread) > MAX_THREAD_RESULTS:
                     self._by_thread.popitem(last=False)
+
+
+def _applied(invocation: _Invocation, answer: _Answer, decision: AnswerDecision) -> dict[str, Any] | None:
+    """The state update that applies the core's decision on an answer: ``retry`` goes back to the model (the
+    rejected draft leaves the conversation, the guidance is in the next call's instructions); otherwise none."""
+    run = invocation.run
+    if decision.action != "retry":
+        if decision.action == "stand":
+            log.info("session %s: the answer stands though rejected (%s)", run.session_id, decision.reason or decision.verdict.reason)
+        return None
+    log.info("session %s: answer rejected (%s); back to the model with guidance", run.session_id, decision.verdict.reason)
+    update: dict[str, Any] = {"jump_to": "model"}
+    if answer.draft_id:
+        # The model retries from the same messages, with the guidance in its system message (a trailing AI
+        # message is refused by some providers).
+        update["messages"] = [RemoveMessage(id=answer.draft_id)]
+    return update
+
+
+def _answer_in(state: Any, *, final_message_only: bool) -> _Answer | None:
+    """The agent's answer in a state: a last AI message without tool calls; otherwise (``final_message_only``
+    False) the structured response, a last tool message (``return_direct``), or the last AI text."""
+    messages = state_get(state, "messages") or []
+    last = messages[-1] if messages else None
+    if isinstance(last, AIMessage) and not last.tool_calls:
+        text = message_text(last)
+        return _Answer(last.id or text, text, last.id)
+    if final_message_only:
+        return None
+    key = getattr(last, "id", None)
+    structured = state_get(state, "structured_response")
+    if structured is not None:
+        text = as_text(structured)
+    elif isinstance(last, ToolMessage):
+        text = message_text(last)
+    elif messages:
+        text = last_text(messages, "ai")
+    else:
+        return None
+    return _Answer(key or text, text)
 
 
 # ------------------------------------------------------------------------------------------------ helpers

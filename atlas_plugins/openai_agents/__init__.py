@@ -2,7 +2,8 @@
 
 * ``with_atlas(agent)`` returns an :class:`AtlasRunner`: ``await runner.run(input)``, ``runner.run_sync(input)`` and
   ``runner.run_streamed(input)`` take ``agents.Runner``'s keyword arguments and return the SDK's own results;
-  ``runner.session_result()`` is the session Atlas recorded. For runs you start with ``Runner`` yourself:
+  ``runner.session_result()`` is the session Atlas recorded (a ``PendingSession``: the run returns before the
+  session is judged; reading a result field waits for it). For runs you start with ``Runner`` yourself:
   ``async with runner.supervised(input) as run`` plus ``runner.run_config(run)`` and ``runner.hooks(run)``.
 * :class:`AtlasModel`: an ``agents.Model`` backed by any Atlas ``ChatModel`` (the embedded local model, for
   instance), so an agent can run offline.

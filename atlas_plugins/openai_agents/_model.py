@@ -2,8 +2,9 @@
 
 * :class:`AtlasModel`: an ``agents.Model`` backed by any Atlas :class:`~atlas_learning.models.ChatModel` (the
   embedded local SmolLM2, a scripted model, or a cloud provider through Atlas's own client). Text in, text out.
-* ``AnswerModel`` (private): answers once with a fixed text; the escalate lane runs the agent on it so the caller
-  gets the SDK's own ``RunResult`` whose ``final_output`` is the teacher's (or the human's) answer.
+* ``AnswerModel`` (private): answers once with a fixed text; when the core's start hands back an answer (escalate),
+  the runner runs the agent on it so the caller gets the SDK's own ``RunResult`` whose ``final_output`` is the
+  teacher's (or the human's) answer.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class AtlasModel(Model):
 
 
 class AnswerModel(Model):
-    """Answers every call with one fixed text: the escalation's answer, as the agent's final output."""
+    """Answers every call with one fixed text: the core's start answer, as the agent's final output."""
 
     def __init__(self, text: str, source: str = "teacher") -> None:
         self.text = text

@@ -9,7 +9,7 @@ the processor stores it as a ``span`` event of that session (ids, type,
 timing, error, and the span's exported data clipped to a few kB; the recorder redacts secrets first). Spans of a
 trace the caller opened themselves (``with trace(...)`` around the run, so the run's metadata is not used) are
 matched through the run's context instead. Spans of unsupervised runs, and spans that end after their session
-finished, are ignored. The processor exports nothing anywhere and never raises.
+ended, are ignored. The processor exports nothing anywhere and never raises.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class AtlasTraceProcessor(TracingProcessor):
             self._runs[key] = run
 
     def forget(self, key: str) -> None:
-        """Stop storing spans for a run (its session finished)."""
+        """Stop storing spans for a run (its session ended)."""
         with self._lock:
             self._runs.pop(key, None)
             for trace_id in [t for t, k in self._traces.items() if k == key]:
@@ -90,7 +90,7 @@ class AtlasTraceProcessor(TracingProcessor):
     def on_span_end(self, span: Any) -> None:
         try:
             run = self._run_for(getattr(span, "trace_id", None), getattr(span, "trace_metadata", None))
-            if run is None or run.finished is not None:
+            if run is None or run.ended:
                 return
             data = span.span_data
             exported = data.export() if hasattr(data, "export") else {}

@@ -16,10 +16,19 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from atlas_learning import session_options
+from atlas_learning.background import PendingSession
 from atlas_learning.schemas import LessonChange
-from atlas_learning.store import AttemptRecord, ModelCallRecord, SessionRecord, StepRecord
+from atlas_learning.store import (
+    AttemptRecord,
+    GuidanceRecord,
+    ModelCallRecord,
+    SessionRecord,
+    StepRecord,
+    TrajectoryEventRecord,
+)
 from atlas_plugins.langgraph import AtlasGraph, with_atlas
 from atlas_plugins.langgraph._messages import INSTRUCTIONS_ID
+from tests.support import ACCEPT, GOOD_JUDGEMENT
 
 QUESTION = "How many items are in notes/todo.txt?"
 
@@ -70,6 +79,7 @@ def injected(request) -> str:
 
 
 def steps_of(supervisor, session_id):
+    assert supervisor.drain(10)  # sessions end in the background: what the store holds once they are finished
     return supervisor.store.rows(StepRecord, StepRecord.session_id == session_id, order_by=StepRecord.step_index)
 
 
@@ -83,6 +93,7 @@ def test_create_agent_is_a_drop_in_and_every_call_is_a_step(make_supervisor) -> 
     assert [(m.type, m.content) for m in wrapped["messages"]] == [(m.type, m.content) for m in bare["messages"]]
     result = app.session_result()
     assert (result.lane, result.final_answer) == ("auto", "There are 3 items.") and result.reward == pytest.approx(0.9)
+    assert isinstance(result, PendingSession)  # the call did not wait for the judges: the result is read later
     steps = steps_of(supervisor, result.session_id)
     assert [(s.kind, s.tool_name) for s in steps] == [("model_call", None), ("tool_call", "read_file"), ("model_call", None),
                                                       ("tool_call", "count_lines"), ("model_call", None)]
@@ -135,8 +146,10 @@ def test_paired_rejection_retries_with_guidance_and_keeps_only_the_accepted_atte
     out = app.invoke({"messages": [HumanMessage(QUESTION)]})
     assert [m.content for m in out["messages"] if m.type == "ai" and m.content] == ["3 items: milk, eggs, bread."]
     assert [m.type for m in out["messages"]].count("human") == 1
-    assert "Give the number and list the items." in injected(ToolCallingFake.seen[3])  # the retry's first model call
+    guidance = "Give the number and list the items."
+    assert [guidance in injected(request) for request in ToolCallingFake.seen] == [False] * 3 + [True] * 3  # the whole retry
     result = app.session_result()
+    assert supervisor.drain(10)
     attempts = supervisor.store.rows(AttemptRecord, AttemptRecord.session_id == result.session_id, order_by=AttemptRecord.attempt)
     assert [(a.answer, a.accepted) for a in attempts] == [("Some items.", False), ("3 items: milk, eggs, bread.", True)]
     assert {s.attempt for s in steps_of(supervisor, result.session_id)} == {1, 2}
@@ -169,6 +182,7 @@ def test_custom_graph_without_messages_keeps_its_keys_and_nodes_become_steps(mak
     result = app.session_result()
     assert [(s.kind, s.name) for s in steps_of(supervisor, result.session_id)] == [("node", "clean"), ("node", "add"), ("node", "report")]
     assert '"report": "2 numbers sum to 7"' in result.final_answer
+    assert supervisor.drain(10)
     assert supervisor.store.get(SessionRecord, result.session_id).task == '{"numbers": [3, -1, 4]}'
 
 
@@ -184,7 +198,9 @@ def test_stream_modes_and_subgraphs(make_supervisor) -> None:
     assert streamed and all(getattr(m, "id", None) != INSTRUCTIONS_ID for m in streamed)
     assert not any("judge" in str(m.content).lower() for m in streamed)  # no supervision call in the user's stream
     custom = [data for _, mode, data in chunks if mode == "custom"]
-    assert custom[-1]["atlas_session"]["lane"] == "auto"
+    announced = custom[-1]["atlas_session"]  # what is known when the session ends; the rest comes in the background
+    assert announced == {"session_id": app.session_result().session_id, "final_answer": "There are 3 items."}
+    assert app.session_result().lane == "auto"
     assert [data for ns, mode, data in chunks if mode == "values" and not ns][-1]["messages"][-1].content == "There are 3 items."
 
 
@@ -199,11 +215,13 @@ def test_checkpointer_threads_and_a_second_turn(make_supervisor) -> None:
     assert [m.content for m in out["messages"] if m.type == "human"] == [QUESTION, "Which items?"]
     assert app.get_state(config).values["messages"][-1].content == "Milk, eggs and bread."
     assert first.session_id != second.session_id and second.final_answer == "Milk, eggs and bread."
+    assert supervisor.drain(10)
     assert supervisor.store.get(SessionRecord, second.session_id).session_metadata["thread_id"] == "t1"
 
 
-def test_escalation_to_a_human_interrupts_and_resumes(make_supervisor) -> None:
+def test_escalation_to_a_human_interrupts_and_resumes(make_supervisor, spy_begin) -> None:
     supervisor = make_supervisor(supervision={"lane": "escalate", "escalation": "human"})
+    spy = spy_begin(supervisor)
     app = with_atlas(agent(), supervisor=supervisor, checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "h1"}}
     paused = app.invoke({"messages": [HumanMessage(QUESTION)]}, config)
@@ -214,6 +232,12 @@ def test_escalation_to_a_human_interrupts_and_resumes(make_supervisor) -> None:
     result = app.session_result(config)
     assert result.lane == "escalate" and result.final_answer == "Three: milk, eggs, bread."
     assert not ToolCallingFake.seen  # the student never ran
+    assert [run.session_id for run in spy.runs] == [result.session_id]  # the resumed call went on with its session
+    assert supervisor.drain(10)
+    session = supervisor.store.get(SessionRecord, result.session_id)
+    assert (session.status, session.final_answer) == ("completed", "Three: milk, eggs, bread.")
+    [guidance] = supervisor.store.rows(GuidanceRecord, GuidanceRecord.session_id == result.session_id)
+    assert (guidance.source, guidance.kind, guidance.content) == ("human", "escalation", "Three: milk, eggs, bread.")
 
 
 async def test_ainvoke_and_astream(make_supervisor) -> None:
@@ -255,6 +279,7 @@ def test_checks_and_metadata_reach_the_session_with_a_shared_supervisor(make_sup
                {"configurable": {"atlas_metadata": {"task_id": 7}, "atlas_checks": [per_call]}})
     result = app.session_result()
     assert result.reward_breakdown["checks"] == {"says_three": 1.0, "per_call": 0.5}
+    assert supervisor.drain(10)
     [session] = supervisor.store.rows(SessionRecord, SessionRecord.id == result.session_id)
     assert session.session_metadata["task_id"] == 7
     assert supervisor.checks == []  # the graph's checks stay with the graph, not the shared supervisor
@@ -271,6 +296,7 @@ def test_task_family_and_learning_key_per_invocation(make_supervisor, spy_begin)
     app.invoke(ask, {"configurable": {"atlas_task_family": "counting", "atlas_learning_key": "notes-desk"}})
     with session_options(task_family="auditing"):  # reaches the session through LangGraph's copied context
         app.invoke(ask)
+    assert supervisor.drain(10)
 
     assert spy.identities() == [("notes", "counting"), ("notes", "listing"), ("notes-desk", "counting"), ("notes", "auditing")]
     assert spy.metadata(1)["task_id"] == 7 and "task_id" not in spy.metadata(0)
@@ -291,6 +317,7 @@ def test_a_raising_agent_ends_its_session_as_failed_and_the_error_propagates(mak
         app.invoke({"messages": [HumanMessage("Read x")]})
     result = app.session_result()
     assert result is not None
+    assert supervisor.drain(10)
     [session] = supervisor.store.rows(SessionRecord, SessionRecord.id == result.session_id)
     assert session.status == "failed" and "disk on fire" in session.session_metadata["error"]
     assert app._atlas.sessions == {}  # nothing left running
@@ -310,3 +337,225 @@ def test_middleware_hooks_that_change_nothing_are_not_steps(make_supervisor) -> 
     app.invoke({"messages": [HumanMessage(QUESTION)]})
     steps = steps_of(supervisor, app.session_result().session_id)
     assert [s.kind for s in steps] == ["model_call", "tool_call", "model_call"]
+
+
+# ------------------------------------------------------------------------- the session protocol, end to end
+def attempts_of(supervisor, session_id):
+    assert supervisor.drain(10)
+    return supervisor.store.rows(AttemptRecord, AttemptRecord.session_id == session_id, order_by=AttemptRecord.attempt)
+
+
+def events_of(supervisor, session_id) -> list[str]:
+    assert supervisor.drain(10)
+    rows = supervisor.store.rows(TrajectoryEventRecord, TrajectoryEventRecord.session_id == session_id, order_by=TrajectoryEventRecord.seq)
+    return [row.event_type for row in rows]
+
+
+REJECT = {"accepted": False, "guidance": "List the items by name.", "reason": "vague"}
+
+
+def test_rejected_until_out_of_retries_the_last_answer_stands(make_supervisor) -> None:
+    supervisor = make_supervisor({"teacher": {"Verdict": REJECT}}, supervision={"lane": "paired", "max_retries": 1})
+    app = with_atlas(agent(AIMessage("Some items."), AIMessage("A few items.")), supervisor=supervisor)
+    out = app.invoke({"messages": [HumanMessage(QUESTION)]})
+    assert out["messages"][-1].content == "A few items."  # no third run: the answer stands
+    assert len(ToolCallingFake.seen) == 6
+    result = app.session_result()
+    assert (result.attempts, result.accepted, result.final_answer) == (2, False, "A few items.")
+    assert [(a.answer, a.accepted) for a in attempts_of(supervisor, result.session_id)] == [("Some items.", False), ("A few items.", False)]
+    assert supervisor.store.get(SessionRecord, result.session_id).status == "completed"
+
+
+def test_guidance_only_keeps_the_first_answer_and_records_the_rejection(make_supervisor) -> None:
+    supervisor = make_supervisor({"teacher": {"Verdict": REJECT}}, supervision={"lane": "paired", "retry": "guidance_only"})
+    app = with_atlas(agent(AIMessage("Some items."), AIMessage("never asked for")), supervisor=supervisor)
+    out = app.invoke({"messages": [HumanMessage(QUESTION)]})
+    assert out["messages"][-1].content == "Some items." and len(ToolCallingFake.seen) == 3  # one attempt
+    result = app.session_result()
+    [attempt] = attempts_of(supervisor, result.session_id)
+    assert (attempt.answer, attempt.accepted, attempt.guidance) == ("Some items.", False, "List the items by name.")
+    guidance = supervisor.store.rows(GuidanceRecord, GuidanceRecord.session_id == result.session_id)
+    assert [(g.kind, g.content) for g in guidance] == [("answer", "List the items by name.")]
+    assert "retry_skipped" in events_of(supervisor, result.session_id)
+    assert result.attempts == 1 and supervisor.store.get(SessionRecord, result.session_id).status == "completed"
+
+
+async def test_ainvoke_retries_a_rejected_answer_with_the_guidance(make_supervisor) -> None:
+    verdicts = [{"accepted": False, "guidance": "Give the number and list the items.", "reason": "vague"}, ACCEPT]
+    supervisor = make_supervisor({"teacher": {"Verdict": verdicts}}, supervision={"lane": "paired"})
+    app = with_atlas(agent(AIMessage("Some items."), AIMessage("3 items: milk, eggs, bread.")), supervisor=supervisor)
+    out = await app.ainvoke({"messages": [HumanMessage(QUESTION)]})
+    assert [m.content for m in out["messages"] if m.type == "ai" and m.content] == ["3 items: milk, eggs, bread."]
+    assert ["Give the number" in injected(request) for request in ToolCallingFake.seen] == [False] * 3 + [True] * 3
+    result = await app.session_result()
+    assert (result.attempts, result.accepted) == (2, True)
+
+
+async def test_ainvoke_coach_rejected_step_guidance_reaches_the_next_model_call(make_supervisor) -> None:
+    verdicts = [{"accepted": False, "guidance": "Count with count_lines instead of guessing.", "reason": "x"}, ACCEPT, ACCEPT]
+    supervisor = make_supervisor({"teacher": {"Verdict": verdicts}}, supervision={"lane": "coach"})
+    app = with_atlas(agent(), supervisor=supervisor)
+    await app.ainvoke({"messages": [HumanMessage(QUESTION)]})
+    assert ["Count with count_lines" in injected(request) for request in ToolCallingFake.seen] == [False, True, False]
+    result = app.session_result()
+    assert [v.accepted for v in result.verdicts] == [False, True, True]
+    assert result.verdicts[0].step_id == steps_of(supervisor, result.session_id)[1].id
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["invoke", "ainvoke"])
+async def test_every_tool_step_is_reported_in_every_lane(make_supervisor, monkeypatch, asynchronous) -> None:
+    from atlas_learning.supervisor import SupervisedRun
+
+    reported: list[str] = []
+    done, adone = SupervisedRun.tool_call_done, SupervisedRun.atool_call_done
+
+    def spy(self, step_id):
+        reported.append(step_id)
+        return done(self, step_id)
+
+    async def aspy(self, step_id):
+        reported.append(step_id)
+        return await adone(self, step_id)
+
+    monkeypatch.setattr(SupervisedRun, "tool_call_done", spy if not asynchronous else None)
+    monkeypatch.setattr(SupervisedRun, "atool_call_done", aspy if asynchronous else None)  # the other twin must not run
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    app = with_atlas(agent(), supervisor=supervisor)
+    ask = {"messages": [HumanMessage(QUESTION)]}
+    await app.ainvoke(ask) if asynchronous else app.invoke(ask)
+    tool_steps = [s.id for s in steps_of(supervisor, app.session_result().session_id) if s.kind == "tool_call"]
+    assert len(tool_steps) == 2 and reported == tool_steps
+
+
+async def test_ainvoke_a_raising_agent_ends_its_session_as_failed(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "paired"})
+
+    @tool
+    def explode(path: str) -> str:
+        """Always fails."""
+        raise RuntimeError("disk on fire")
+
+    fake = ToolCallingFake(messages=iter([AIMessage("", tool_calls=[{"name": "explode", "args": {"path": "x"}, "id": "e"}])]),
+                           disable_streaming=True)
+    app = with_atlas(create_agent(fake, tools=[explode]), supervisor=supervisor, agent_name="boom")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        await app.ainvoke({"messages": [HumanMessage("Read x")]})
+    result = app.session_result()
+    assert supervisor.drain(10)
+    session = supervisor.store.get(SessionRecord, result.session_id)
+    assert session.status == "failed" and "RuntimeError: disk on fire" in session.session_metadata["error"]
+    assert app._atlas.sessions == {}
+    assert [s.error for s in steps_of(supervisor, result.session_id) if s.kind == "tool_call"] == ["RuntimeError: disk on fire"]
+
+
+def slow_judgement(messages):
+    import time
+
+    time.sleep(0.5)
+    return GOOD_JUDGEMENT
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["invoke", "ainvoke"])
+async def test_the_call_does_not_wait_for_the_judges(make_supervisor, asynchronous) -> None:
+    import time
+
+    supervisor = make_supervisor({"judge_small": {"SessionJudgement": slow_judgement}, "judge_large": {"SessionJudgement": slow_judgement}},
+                                 supervision={"lane": "auto"})
+    app = with_atlas(numbers_graph(), supervisor=supervisor, agent_name="numbers")
+    app.invoke({"numbers": [1]})  # warm up: the first call compiles and connects
+    assert supervisor.drain(10)
+    started = time.perf_counter()
+    out = await app.ainvoke({"numbers": [3, -1, 4]}) if asynchronous else app.invoke({"numbers": [3, -1, 4]})
+    elapsed = time.perf_counter() - started
+    pending = app.session_result()
+    assert out["report"] == "2 numbers sum to 7"
+    assert elapsed < 0.3, f"the call took {elapsed:.2f}s: it waited for the judges"
+    assert isinstance(pending, PendingSession) and not pending.done()
+    assert '"report": "2 numbers sum to 7"' in pending.final_answer  # known at once
+    assert pending.reward == pytest.approx(0.9)  # reading the reward waits for the background finish
+    assert pending.done() and supervisor.session_result(pending.session_id).reward == pytest.approx(0.9)
+
+
+def test_escalation_to_the_teacher_answers_in_place_of_the_student(make_supervisor) -> None:
+    supervisor = make_supervisor({"teacher": {"text": "There are 3 items: milk, eggs, bread."}}, supervision={"lane": "escalate"})
+    app = with_atlas(agent(), supervisor=supervisor)
+    updates = [next(iter(u)) for u in app.stream({"messages": [HumanMessage(QUESTION)]}, stream_mode="updates")]
+    assert updates == ["atlas_probe", "atlas_escalate", "atlas_judge"] and not ToolCallingFake.seen
+    result = app.session_result()
+    assert (result.lane, result.final_answer, result.attempts) == ("escalate", "There are 3 items: milk, eggs, bread.", 0)
+
+
+def test_escalation_without_a_messages_key_lets_the_graph_run(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "escalate"})
+    app = with_atlas(numbers_graph(), supervisor=supervisor, agent_name="numbers")
+    assert app.invoke({"numbers": [3, -1, 4]})["report"] == "2 numbers sum to 7"  # it cannot take a text answer
+    result = app.session_result()
+    assert [s.kind for s in steps_of(supervisor, result.session_id)] == ["node", "node", "node"]
+    assert "supervision_level" in supervisor.store.get(SessionRecord, result.session_id).session_metadata
+
+
+async def test_async_escalation_to_a_human_interrupts_and_resumes(make_supervisor, spy_begin) -> None:
+    supervisor = make_supervisor(supervision={"lane": "escalate", "escalation": "human"})
+    spy = spy_begin(supervisor)
+    app = with_atlas(agent(), supervisor=supervisor, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "ah1"}}
+    paused = await app.ainvoke({"messages": [HumanMessage(QUESTION)]}, config)
+    assert paused["__interrupt__"][0].value["atlas_escalation"]["task"] == QUESTION
+    out = await app.ainvoke(Command(resume="Three."), config)
+    assert out["messages"][-1].content == "Three."
+    result = app.session_result(config)
+    assert (result.final_answer, len(spy.runs)) == ("Three.", 1) and not ToolCallingFake.seen
+
+
+def test_a_paused_run_that_is_never_resumed_ends_as_cancelled(make_supervisor, spy_begin) -> None:
+    supervisor = make_supervisor(supervision={"lane": "escalate", "escalation": "human"})
+    spy = spy_begin(supervisor)
+    app = with_atlas(agent(), supervisor=supervisor, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "h2"}}
+    app.invoke({"messages": [HumanMessage(QUESTION)]}, config)
+    app.invoke({"messages": [HumanMessage("Which items?")]}, config)  # new input, not a resume: a new session
+    out = app.invoke(Command(resume="Milk, eggs, bread."), config)
+    assert out["messages"][-1].content == "Milk, eggs, bread."
+    first, second = spy.runs
+    assert supervisor.drain(10)
+    abandoned = supervisor.store.get(SessionRecord, first.session_id)
+    assert (abandoned.status, abandoned.session_metadata["error"]) == ("failed", "cancelled")
+    assert app.session_result(config).session_id == second.session_id
+    assert supervisor.store.get(SessionRecord, second.session_id).task == "Which items?"
+
+
+def test_a_stream_closed_early_ends_its_session_as_cancelled(make_supervisor, spy_begin) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    spy = spy_begin(supervisor)
+    app = with_atlas(agent(), supervisor=supervisor)
+    stream = app.stream({"messages": [HumanMessage(QUESTION)]}, stream_mode="updates")
+    assert next(iter(next(stream))) == "atlas_probe"
+    stream.close()
+    [run] = spy.runs
+    assert run.ended and app._atlas.sessions == {}
+    assert supervisor.drain(10)
+    assert supervisor.store.get(SessionRecord, run.session_id).status == "failed"
+
+
+async def test_an_async_stream_closed_early_ends_its_session_as_cancelled(make_supervisor, spy_begin) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    spy = spy_begin(supervisor)
+    app = with_atlas(agent(), supervisor=supervisor)
+    stream = app.astream({"messages": [HumanMessage(QUESTION)]}, stream_mode="updates")
+    assert next(iter(await stream.__anext__())) == "atlas_probe"
+    await stream.aclose()
+    [run] = spy.runs
+    assert run.ended and app._atlas.sessions == {}
+    assert supervisor.drain(10)
+    stored = supervisor.store.get(SessionRecord, run.session_id)
+    assert (stored.status, stored.session_metadata["error"]) == ("failed", "cancelled")
+
+
+def test_langgraph_control_flow_is_registered_once_per_supervisor(make_supervisor) -> None:
+    from langgraph.errors import GraphInterrupt, ParentCommand
+
+    supervisor = make_supervisor()
+    with_atlas(agent(), supervisor=supervisor)
+    with_atlas(numbers_graph(), supervisor=supervisor)
+    assert GraphInterrupt in supervisor.control_flow and ParentCommand in supervisor.control_flow
+    assert len(supervisor.control_flow) == len(set(supervisor.control_flow))

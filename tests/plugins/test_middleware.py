@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
+import pytest
 from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, SystemMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.errors import GraphBubbleUp
 from langgraph.types import Command, interrupt
 
 from atlas_learning import session_options
+from atlas_learning.background import PendingSession
 from atlas_learning.schemas import LessonChange
 from atlas_learning.store import (
     AttemptRecord,
@@ -107,8 +111,10 @@ def test_session_records_each_model_and_tool_call(make_supervisor) -> None:
 
     assert output["messages"][-1].text == "There are 3 items."
     result = atlas.last_result
-    assert result is not None and atlas.result_for(config) is result and atlas.result_for("thread-1") is result
-    assert result.lane == "auto" and result.reward is not None
+    assert isinstance(result, PendingSession) and result.final_answer == "There are 3 items."
+    assert atlas.result_for(config) is result and atlas.result_for("thread-1") is result
+    assert result.lane == "auto" and result.reward is not None  # reading a field waits for the background finish
+    supervisor.drain()
     session = supervisor.store.get(SessionRecord, result.session_id)
     assert (session.task, session.agent_name, session.learning_key) == (TASK, "files", "files")
     assert (session.lane, session.status, session.final_answer) == ("auto", "completed", "There are 3 items.")
@@ -156,6 +162,7 @@ def test_coach_reviews_the_plan_validates_tool_calls_and_guidance_reaches_the_ne
 
     result = atlas.last_result
     assert result.lane == "coach" and result.accepted is True
+    supervisor.drain()
     first, second, third = (system_text(sent) for sent in model.seen)
     assert "count the dashes" in first and "Ignore blank lines." in first and REJECT_STEP["guidance"] not in first
     assert REJECT_STEP["guidance"] in second  # the rejected step's guidance goes into the next model call
@@ -184,10 +191,12 @@ def test_paired_rejection_jumps_back_to_the_model_and_the_retry_is_validated(mak
     assert_no_atlas_messages(output, "There are 2 items.", REJECT["guidance"])  # the rejected draft left the state
     assert len(model.seen) == 3
     retry = model.seen[2]
-    assert REJECT["guidance"] in system_text(retry) and "There are 2 items." in system_text(retry)
+    assert REJECT["guidance"] in system_text(retry) and REJECT["guidance"] not in system_text(model.seen[1])
     assert retry[-1].type == "tool"  # the retry starts from the same conversation, not after the rejected draft
+    assert all("There are 2 items." not in m.text for m in retry)  # the draft left; the guidance says what to fix
     result = atlas.last_result
     assert (result.lane, result.attempts, result.accepted, result.final_answer) == ("paired", 2, True, "There are 3 items.")
+    supervisor.drain()
     attempts = supervisor.store.rows(AttemptRecord, AttemptRecord.session_id == result.session_id, order_by=AttemptRecord.attempt)
     assert [(a.attempt, a.answer, a.accepted) for a in attempts] == [
         (1, "There are 2 items.", False), (2, "There are 3 items.", True)]
@@ -222,6 +231,7 @@ async def test_ainvoke_supervises_with_the_async_hooks(make_supervisor) -> None:
     assert REJECT_STEP["guidance"] in system_text(model.seen[1]) and REJECT["guidance"] in system_text(model.seen[2])
     result = atlas.result_for("async-thread")
     assert result is atlas.last_result and (result.lane, result.attempts, result.accepted) == ("coach", 2, True)
+    supervisor.drain()
     session = supervisor.store.get(SessionRecord, result.session_id)
     assert session.status == "completed" and session.reward is not None
     assert_no_atlas_messages(output, LESSON, REJECT["guidance"])
@@ -293,8 +303,27 @@ def test_human_escalation_through_interrupt_resumes_the_same_session(make_superv
     assert output["messages"][-1].text == "Three items, says the human." and model.seen == []
     result = atlas.result_for(config)
     assert result.final_answer == "Three items, says the human."
+    assert (result.lane, result.attempts) == ("escalate", 0)  # the delivered answer is not reported as an attempt
+    supervisor.drain()
     assert [s.id for s in supervisor.store.rows(SessionRecord)] == [result.session_id]  # one session, resumed
 
+
+def test_an_escalation_left_for_another_task_ends_cancelled(make_supervisor) -> None:
+    def human(task, context):
+        return interrupt({"task": task})
+
+    supervisor = make_supervisor(human=human, supervision={"lane": "escalate", "escalation": "human"})
+    atlas = AtlasMiddleware(supervisor=supervisor)
+    agent, _ = build(atlas, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "moves-on"}}
+
+    assert "__interrupt__" in agent.invoke(ask(), config)
+    assert "__interrupt__" in agent.invoke(ask("Another question"), config)  # the first one is left
+
+    supervisor.drain()
+    sessions = {s.task: s for s in supervisor.store.rows(SessionRecord)}
+    assert (sessions[TASK].status, sessions[TASK].session_metadata["error"]) == ("failed", "cancelled")
+    assert sessions["Another question"].status == "running"  # still waiting for its human
 
 def test_concurrent_invocations_keep_their_own_sessions(make_supervisor) -> None:
     supervisor = make_supervisor({"teacher": {"Verdict": ACCEPT}}, supervision={"lane": "coach"})
@@ -312,6 +341,7 @@ def test_concurrent_invocations_keep_their_own_sessions(make_supervisor) -> None
     for thread in threads:
         thread.join()
 
+    supervisor.drain()
     for session in supervisor.store.rows(SessionRecord):
         results[session.task] = session
     assert sorted(results) == sorted(f"Summarize {p}" for p in paths)
@@ -331,6 +361,7 @@ async def test_concurrent_async_invocations_keep_their_own_sessions(make_supervi
 
     await asyncio.gather(*(a.ainvoke(ask(f"Summarize {p}")) for a, p in zip(agents, paths, strict=True)))
 
+    supervisor.drain()
     sessions = {s.task: s for s in supervisor.store.rows(SessionRecord)}
     for path in paths:
         session = sessions[f"Summarize {path}"]
@@ -348,6 +379,7 @@ def test_a_tool_error_is_recorded_as_a_failed_step(make_supervisor) -> None:
     output = agent.invoke(ask())
 
     assert output["messages"][-1].text == "could not count"
+    supervisor.drain()
     steps = supervisor.store.rows(StepRecord, StepRecord.session_id == atlas.last_result.session_id, StepRecord.kind == "tool_call")
     assert len(steps) == 1 and steps[0].status == "error" and steps[0].error
 
@@ -381,8 +413,8 @@ async def test_failures_inside_a_session_are_logged_and_the_agent_goes_on(make_s
     def explode(*args, **kwargs):
         raise RuntimeError("atlas bug")
 
-    for name in ("record_step", "record_model_call", "validate_step", "avalidate_step", "validate_answer",
-                 "avalidate_answer"):
+    for name in ("record_step", "record_model_call", "start", "astart", "tool_call_done", "atool_call_done",
+                 "final_answer", "afinal_answer"):
         monkeypatch.setattr(SupervisedRun, name, explode)
     monkeypatch.setattr(SupervisedRun, "instructions", property(explode))
 
@@ -393,7 +425,9 @@ async def test_failures_inside_a_session_are_logged_and_the_agent_goes_on(make_s
     assert system_text(model.seen[0]) == BASE_PROMPT
     assert "atlas bug" in caplog.text
     # the sessions still finished, with what could be recorded
-    assert atlas.last_result is not None and len(supervisor.store.rows(SessionRecord, SessionRecord.status == "completed")) == 2
+    supervisor.drain()
+    sessions = supervisor.store.rows(SessionRecord, SessionRecord.status == "completed")
+    assert atlas.last_result is not None and [s.final_answer for s in sessions] == ["3", "3"]
     assert atlas._runs == {}
 
 
@@ -419,3 +453,254 @@ def test_instructions_append_to_a_system_message_made_of_blocks() -> None:
     assert merged.id == "base" and merged.content[0] == blocks.content[0] and merged.text.endswith(LESSON)
     assert blocks.text == BASE_PROMPT  # the original is untouched
     assert _append_system(SystemMessage(BASE_PROMPT), LESSON).text == f"{BASE_PROMPT}\n\n{LESSON}"
+
+
+# ------------------------------------------------------------------------------- the protocol, lane by lane
+def test_rejected_until_out_of_retries_the_last_answer_stands(make_supervisor) -> None:
+    supervisor = make_supervisor({"teacher": {"Verdict": REJECT}}, supervision={"lane": "paired", "max_retries": 2})
+    atlas = AtlasMiddleware(supervisor=supervisor)
+    agent, model = build(atlas, answer("1 item"), answer("2 items"), answer("4 items"))
+
+    output = agent.invoke(ask())
+
+    assert output["messages"][-1].text == "4 items" and len(model.seen) == 3
+    assert REJECT["guidance"] not in system_text(model.seen[0])
+    assert all(REJECT["guidance"] in system_text(sent) for sent in model.seen[1:])  # for the whole retry
+    result = atlas.last_result
+    assert (result.attempts, result.accepted, result.final_answer) == (3, False, "4 items")
+    supervisor.drain()
+    session = supervisor.store.get(SessionRecord, result.session_id)
+    assert (session.status, session.retries, session.final_answer) == ("completed", 2, "4 items")
+    attempts = supervisor.store.rows(AttemptRecord, AttemptRecord.session_id == result.session_id, order_by=AttemptRecord.attempt)
+    assert [(a.answer, a.accepted) for a in attempts] == [("1 item", False), ("2 items", False), ("4 items", False)]
+    assert_no_atlas_messages(output, "1 item", "2 items", REJECT["guidance"])
+
+
+def test_guidance_only_records_the_rejection_and_runs_once(make_supervisor) -> None:
+    supervisor = make_supervisor({"teacher": {"Verdict": REJECT}}, supervision={"lane": "paired", "retry": "guidance_only"})
+    atlas = AtlasMiddleware(supervisor=supervisor)
+    agent, model = build(atlas, read(), answer("There are 2 items."), answer("never asked"))
+
+    output = agent.invoke(ask())
+
+    assert output["messages"][-1].text == "There are 2 items." and len(model.seen) == 2
+    result = atlas.last_result
+    assert (result.attempts, result.accepted) == (1, False)
+    supervisor.drain()
+    session = supervisor.store.get(SessionRecord, result.session_id)
+    assert (session.status, session.retries, session.final_answer) == ("completed", 0, "There are 2 items.")
+    attempts = supervisor.store.rows(AttemptRecord, AttemptRecord.session_id == result.session_id)
+    assert [(a.accepted, a.guidance) for a in attempts] == [(False, REJECT["guidance"])]
+    guidance = supervisor.store.rows(GuidanceRecord, GuidanceRecord.session_id == result.session_id, GuidanceRecord.kind == "answer")
+    assert [g.content for g in guidance] == [REJECT["guidance"]]
+
+
+def test_a_side_effecting_attempt_is_not_rerun(make_supervisor) -> None:
+    supervisor = make_supervisor({"teacher": {"Verdict": REJECT}},
+                                 supervision={"lane": "paired", "side_effect_tools": ["read_file"]})
+    atlas = AtlasMiddleware(supervisor=supervisor)
+    agent, model = build(atlas, read(), answer("There are 2 items."), answer("never asked"))
+
+    output = agent.invoke(ask())
+
+    assert output["messages"][-1].text == "There are 2 items." and len(model.seen) == 2
+    assert (atlas.last_result.attempts, atlas.last_result.accepted) == (1, False)
+
+
+def test_auto_lane_checks_the_answer_and_a_failed_check_retries(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    atlas = AtlasMiddleware(supervisor=supervisor, agent_name="files")
+    agent, model = build(atlas, read(), answer("There are 2 items."), answer("There are 3 items."))
+
+    def counts_three(context) -> tuple[float, str]:
+        return (1.0, "three") if "3" in context.final_answer else (0.0, "the file lists three items")
+
+    output = agent.invoke(ask(), {"configurable": {"atlas_checks": [counts_three]}})
+
+    assert output["messages"][-1].text == "There are 3 items." and len(model.seen) == 3
+    assert "the file lists three items" in system_text(model.seen[2])  # the check's guidance reached the retry
+    result = atlas.last_result
+    assert (result.lane, result.attempts, result.accepted, result.checks_passed) == ("auto", 2, True, True)
+    supervisor.drain()
+    attempts = supervisor.store.rows(AttemptRecord, AttemptRecord.session_id == result.session_id, order_by=AttemptRecord.attempt)
+    assert [(a.answer, a.accepted) for a in attempts] == [("There are 2 items.", False), ("There are 3 items.", True)]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_an_answer_from_a_return_direct_tool_is_reported_and_retried(make_supervisor, asynchronous) -> None:
+    @tool(return_direct=True)
+    def lookup(path: str) -> str:
+        """Look the answer up."""
+        return "2 items"
+
+    supervisor = make_supervisor({"teacher": {"Verdict": [REJECT, ACCEPT]}}, supervision={"lane": "paired"})
+    atlas = AtlasMiddleware(supervisor=supervisor)
+    call = AIMessage("", tool_calls=[{"name": "lookup", "args": {"path": "notes/todo.txt"}, "id": "l1"}])
+    model = ToolCallingFake(messages=iter([call, answer("There are 3 items.")]), seen=[])
+    agent = create_agent(model, tools=[lookup], system_prompt=BASE_PROMPT, middleware=[atlas])
+
+    output = asyncio.run(agent.ainvoke(ask())) if asynchronous else agent.invoke(ask())
+
+    assert output["messages"][-1].text == "There are 3 items." and len(model.seen) == 2
+    assert REJECT["guidance"] in system_text(model.seen[1])
+    result = atlas.last_result
+    assert (result.attempts, result.accepted, result.final_answer) == (2, True, "There are 3 items.")
+    supervisor.drain()
+    attempts = supervisor.store.rows(AttemptRecord, AttemptRecord.session_id == result.session_id, order_by=AttemptRecord.attempt)
+    assert [(a.answer, a.accepted) for a in attempts] == [("2 items", False), ("There are 3 items.", True)]
+
+
+@pytest.mark.parametrize("lane", ["auto", "paired", "coach"])
+def test_bare_and_supervised_agents_give_the_same_messages_when_accepted(make_supervisor, lane) -> None:
+    turns = (read(), read("notes/done.txt", "r2"), answer("3 items to do, 1 done."))
+    bare_model = ToolCallingFake(messages=iter(turns), seen=[])
+    bare = create_agent(bare_model, tools=[read_file, count_lines], system_prompt=BASE_PROMPT).invoke(ask())
+    supervisor = make_supervisor(supervision={"lane": lane})
+    atlas = AtlasMiddleware(supervisor=supervisor)
+    agent, model = build(atlas, *turns)
+
+    wrapped = agent.invoke(ask())
+
+    def shape(messages):
+        return [(m.type, m.text, [c["name"] for c in getattr(m, "tool_calls", None) or []]) for m in messages]
+
+    assert shape(wrapped["messages"]) == shape(bare["messages"])
+    assert [shape(sent) for sent in model.seen] == [shape(sent) for sent in bare_model.seen]
+    assert set(wrapped) == set(bare)
+    assert atlas.last_result.final_answer == "3 items to do, 1 done."
+
+
+# ------------------------------------------------------------------------------- failures and the background
+class FailingModel(ToolCallingFake):
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        self.seen.append(list(messages))
+        raise RuntimeError("model is down")
+
+    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
+        self.seen.append(list(messages))
+        raise RuntimeError("model is down")
+
+
+@tool
+def explode(path: str) -> str:
+    """A tool that fails."""
+    raise RuntimeError("disk on fire")
+
+
+def test_an_agent_that_raises_ends_its_session_failed_and_the_error_propagates(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "coach"})
+    atlas = AtlasMiddleware(supervisor=supervisor)
+    call = AIMessage("", tool_calls=[{"name": "explode", "args": {"path": "x"}, "id": "e1"}])
+    model = ToolCallingFake(messages=iter([call]), seen=[])
+    agent = create_agent(model, tools=[explode], middleware=[atlas])
+    config = {"configurable": {"thread_id": "fails"}}
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        agent.invoke(ask(), config)
+
+    result = atlas.result_for(config)
+    assert result is atlas.last_result and atlas._runs == {}
+    supervisor.drain()
+    session = supervisor.store.get(SessionRecord, result.session_id)
+    assert session.status == "failed" and "disk on fire" in session.session_metadata["error"]
+    steps = supervisor.store.rows(StepRecord, StepRecord.session_id == result.session_id, StepRecord.kind == "tool_call")
+    assert [(s.tool_name, s.status) for s in steps] == [("explode", "error")]
+
+
+async def test_an_async_agent_whose_model_raises_ends_its_session_failed(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "paired"})
+    atlas = AtlasMiddleware(supervisor=supervisor)
+    agent = create_agent(FailingModel(messages=iter([]), seen=[]), tools=[read_file], middleware=[atlas])
+
+    with pytest.raises(RuntimeError, match="model is down"):
+        await agent.ainvoke(ask())
+
+    result = await atlas.last_result
+    assert result.reward is not None and atlas._runs == {}
+    supervisor.drain()
+    session = supervisor.store.get(SessionRecord, result.session_id)
+    assert session.status == "failed" and "model is down" in session.session_metadata["error"]
+
+
+class HangingModel(ToolCallingFake):
+    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
+        self.seen.append(list(messages))
+        await asyncio.sleep(30)
+        raise AssertionError("not cancelled")
+
+
+async def test_a_cancelled_async_agent_ends_its_session_cancelled(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    atlas = AtlasMiddleware(supervisor=supervisor)
+    model = HangingModel(messages=iter([]), seen=[])
+    agent = create_agent(model, tools=[read_file], middleware=[atlas])
+
+    task = asyncio.ensure_future(agent.ainvoke(ask()))
+    for _ in range(200):
+        if model.seen:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert atlas.last_result is not None and atlas._runs == {}
+    supervisor.drain()
+    session = supervisor.store.get(SessionRecord, atlas.last_result.session_id)
+    assert (session.status, session.session_metadata["error"]) == ("failed", "cancelled")
+
+
+def slow_judgement(messages):
+    time.sleep(0.5)
+    return GOOD_JUDGEMENT
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_the_agent_call_does_not_wait_for_judging(make_supervisor, asynchronous) -> None:
+    supervisor = make_supervisor({"judge_small": {"SessionJudgement": slow_judgement},
+                                  "judge_large": {"SessionJudgement": slow_judgement}}, supervision={"lane": "paired"})
+    atlas = AtlasMiddleware(supervisor=supervisor)
+    agent, _ = build(atlas, read(), answer("There are 3 items."))
+
+    started = time.perf_counter()
+    output = asyncio.run(agent.ainvoke(ask())) if asynchronous else agent.invoke(ask())
+    elapsed = time.perf_counter() - started
+
+    assert output["messages"][-1].text == "There are 3 items."
+    assert elapsed < 0.4, f"the agent's call took {elapsed:.2f}s: it waited for the judges"
+    pending = atlas.last_result
+    assert isinstance(pending, PendingSession) and not pending.done()
+    assert pending.final_answer == "There are 3 items."
+    assert pending.result(timeout=30).reward is not None and pending.done()
+
+
+def test_the_middleware_lets_langgraph_control_flow_through(make_supervisor) -> None:
+    supervisor = make_supervisor()
+    AtlasMiddleware(supervisor=supervisor)
+    AtlasMiddleware(supervisor=supervisor)
+    assert supervisor.control_flow.count(GraphBubbleUp) == 1  # added once
+
+
+def test_a_structured_response_is_the_answer_reported(make_supervisor) -> None:
+    from langchain.agents.structured_output import ToolStrategy
+    from pydantic import BaseModel
+
+    class Count(BaseModel):
+        items: int
+
+    supervisor = make_supervisor({"teacher": {"Verdict": [REJECT, ACCEPT]}}, supervision={"lane": "paired"})
+    atlas = AtlasMiddleware(supervisor=supervisor)
+    turns = [AIMessage("", tool_calls=[{"name": "Count", "args": {"items": n}, "id": f"s{n}"}]) for n in (2, 3)]
+    model = ToolCallingFake(messages=iter(turns), seen=[])
+    agent = create_agent(model, tools=[read_file], system_prompt=BASE_PROMPT, middleware=[atlas],
+                         response_format=ToolStrategy(Count))
+
+    output = agent.invoke(ask())
+
+    assert output["structured_response"] == Count(items=3) and len(model.seen) == 2
+    assert REJECT["guidance"] in system_text(model.seen[1])
+    result = atlas.last_result
+    assert (result.attempts, result.accepted, result.final_answer) == (2, True, '{"items":3}')
+    supervisor.drain()
+    attempts = supervisor.store.rows(AttemptRecord, AttemptRecord.session_id == result.session_id, order_by=AttemptRecord.attempt)
+    assert [(a.answer, a.accepted) for a in attempts] == [('{"items":2}', False), ('{"items":3}', True)]

@@ -13,7 +13,22 @@ from typing import Any
 
 import pytest
 import vcr
-from agents import Agent, Model, ModelResponse, RunConfig, RunHooks, Runner, Usage, function_tool
+from agents import (
+    Agent,
+    GuardrailFunctionOutput,
+    InputGuardrailTripwireTriggered,
+    MaxTurnsExceeded,
+    Model,
+    ModelResponse,
+    OutputGuardrailTripwireTriggered,
+    RunConfig,
+    RunHooks,
+    Runner,
+    Usage,
+    function_tool,
+    input_guardrail,
+    output_guardrail,
+)
 from agents.run_config import ModelInputData
 from agents.tracing import get_trace_provider, set_trace_processors, set_tracing_disabled
 from openai.types.responses import (
@@ -24,11 +39,20 @@ from openai.types.responses import (
     ResponseOutputText,
     ResponseUsage,
 )
+from pydantic import BaseModel
 from vcr.request import Request
 
 from atlas_learning import session_options
+from atlas_learning.background import PendingSession
 from atlas_learning.schemas import LessonChange
-from atlas_learning.store import AttemptRecord, ModelCallRecord, SessionRecord, StepRecord, TrajectoryEventRecord
+from atlas_learning.store import (
+    AttemptRecord,
+    GuidanceRecord,
+    ModelCallRecord,
+    SessionRecord,
+    StepRecord,
+    TrajectoryEventRecord,
+)
 from atlas_learning.supervisor import SupervisedRun, Supervisor
 from atlas_plugins.openai_agents import AtlasRunner, with_atlas
 from tests.support import GOOD_JUDGEMENT
@@ -131,6 +155,8 @@ async def test_every_model_call_tool_call_and_handoff_is_a_step_of_the_session(m
     assert result.final_output == ANSWER and result.last_agent.name == "writer"
     session = runner.session_result()
     assert session is result.atlas_session is runner.session_result(result)
+    assert isinstance(session, PendingSession) and session.final_answer == ANSWER
+    supervisor.drain()
     assert (session.lane, session.final_answer, session.reward) == ("auto", ANSWER, pytest.approx(0.9))
     steps = steps_of(supervisor, session.session_id)
     assert [(s.kind, s.name) for s in steps] == [("model_call", "triage"), ("tool_call", "lookup_order"), ("model_call", "triage"),
@@ -163,6 +189,7 @@ async def test_spans_of_a_trace_the_caller_opened_are_stored_too(make_supervisor
     runner = with_atlas(team()[0], supervisor=supervisor)
     with trace("my workflow", metadata={"team": "support"}):
         result = await runner.run(QUESTION)
+    supervisor.drain()
     spans = supervisor.store.rows(TrajectoryEventRecord, TrajectoryEventRecord.session_id == runner.session_result(result).session_id,
                                   TrajectoryEventRecord.event_type == "span")
     assert {"agent", "function", "handoff"} <= {e.payload["type"] for e in spans}
@@ -185,11 +212,13 @@ async def test_lessons_plan_and_step_guidance_reach_the_instructions_never_the_i
     assert "Always look the order up before answering." in first["instructions"] and "1. look the order up" in first["instructions"]
     assert "Quote the shipping date exactly." not in first["instructions"]
     assert first["input"] == [{"content": QUESTION, "role": "user"}]  # the user's input items are untouched
-    # coach: the tool call was validated as it ended; its guidance reached the next model call, once
+    # coach: the tool call was validated as it ended; its guidance reached the next model call and, by the core's
+    # rule, stays in the instructions until the next step verdict (there is none here: the handoff is no tool step)
     assert "Quote the shipping date exactly." in triage_model.calls[1]["instructions"]
-    assert "Quote the shipping date exactly." not in writer_model.calls[0]["instructions"]
+    assert "Quote the shipping date exactly." in writer_model.calls[0]["instructions"]
     assert writer_model.calls[0]["instructions"].startswith("You write the reply to the customer.")
     session = runner.session_result(result)
+    supervisor.drain()
     assert session.lessons_used and [v.accepted for v in session.verdicts] == [False, True]
     assert session.verdicts[0].step_id == steps_of(supervisor, session.session_id)[1].id
 
@@ -207,9 +236,10 @@ async def test_a_paired_rejection_reruns_the_agent_with_guidance_and_the_retry_i
     assert len(triage_model.calls) == 4 and len(writer_model.calls) == 2
     assert all("Give the shipping date." not in c["instructions"] for c in [*triage_model.calls[:2], writer_model.calls[0]])
     for retried in (triage_model.calls[2], triage_model.calls[3], writer_model.calls[1]):  # every call of the retry
-        assert "Give the shipping date." in retried["instructions"] and "It shipped." in retried["instructions"]
+        assert "Teacher guidance:\n- Give the shipping date." in retried["instructions"]  # the core's rendering
     assert triage_model.calls[2]["input"] == [{"content": QUESTION, "role": "user"}]  # the retry starts from the input
     session = runner.session_result()
+    supervisor.drain()
     attempts = supervisor.store.rows(AttemptRecord, AttemptRecord.session_id == session.session_id, order_by=AttemptRecord.attempt)
     assert [(a.answer, a.accepted) for a in attempts] == [("It shipped.", False), (ANSWER, True)]
     assert (session.attempts, session.accepted, session.final_answer) == (2, True, ANSWER)
@@ -219,12 +249,18 @@ async def test_a_paired_rejection_reruns_the_agent_with_guidance_and_the_retry_i
 
 async def test_a_rejection_without_retries_left_stands(make_supervisor) -> None:
     supervisor = make_supervisor({"teacher": {"Verdict": {"accepted": False, "guidance": "No.", "reason": "wrong"}}},
-                                 supervision={"lane": "paired", "max_retries": 1})
-    triage, _, _ = team("One.", "Two.")
+                                 supervision={"lane": "paired", "max_retries": 2})
+    triage, _, writer_model = team("One.", "Two.", "Three.")
     runner = with_atlas(triage, supervisor=supervisor)
     result = await runner.run(QUESTION)
-    assert result.final_output == "Two."
-    assert (runner.session_result().attempts, runner.session_result().accepted) == (2, False)
+    assert result.final_output == "Three." and len(writer_model.calls) == 3
+    session = runner.session_result()
+    assert (session.attempts, session.accepted, session.final_answer) == (3, False, "Three.")  # max_retries + 1
+    supervisor.drain()
+    stored = supervisor.store.get(SessionRecord, session.session_id)
+    assert (stored.status, stored.retries, stored.final_answer) == ("completed", 2, "Three.")
+    attempts = supervisor.store.rows(AttemptRecord, AttemptRecord.session_id == session.session_id, order_by=AttemptRecord.attempt)
+    assert [(a.answer, a.accepted) for a in attempts] == [("One.", False), ("Two.", False), ("Three.", False)]
 
 
 def test_run_sync(make_supervisor) -> None:
@@ -235,6 +271,7 @@ def test_run_sync(make_supervisor) -> None:
     assert result.final_output == ANSWER
     session = runner.session_result(result)
     assert (session.lane, session.accepted) == ("paired", True)
+    supervisor.drain()
     assert len(steps_of(supervisor, session.session_id)) == 5
 
 
@@ -251,6 +288,7 @@ async def test_run_streamed_is_supervised_and_finished_when_the_stream_ends(make
     assert "Always look the order up before answering." in triage_model.calls[0]["instructions"]
     session = runner.session_result(streamed)
     assert session is not None and (session.lane, session.accepted, session.final_answer) == ("paired", True, ANSWER)
+    supervisor.drain()
     steps = steps_of(supervisor, session.session_id)
     assert [s.kind for s in steps] == ["model_call", "tool_call", "model_call", "handoff", "model_call"]
     spans = supervisor.store.rows(TrajectoryEventRecord, TrajectoryEventRecord.session_id == session.session_id,
@@ -282,7 +320,9 @@ async def test_escalation_the_teacher_answers_as_the_final_output(make_superviso
     assert triage_model.calls == [] and writer_model.calls == []
     session = runner.session_result(result)
     assert (session.lane, session.final_answer) == ("escalate", "teacher's answer")
+    supervisor.drain()
     assert steps_of(supervisor, session.session_id) == []
+    assert supervisor.store.get(SessionRecord, session.session_id).status == "completed"
 
 
 async def test_escalation_to_a_human(make_supervisor) -> None:
@@ -327,6 +367,7 @@ async def test_the_callers_hooks_and_run_config_are_kept(make_supervisor) -> Non
     instructions = triage_model.calls[0]["instructions"]
     assert instructions.startswith("You look orders up. [mine]\n\n") and "Always look the order up" in instructions
     assert config.call_model_input_filter is my_filter and config.trace_metadata == {"team": "support"}  # not mutated
+    supervisor.drain()
     assert len(steps_of(supervisor, runner.session_result().session_id)) == 5
 
 
@@ -337,6 +378,7 @@ async def test_an_agent_error_finishes_the_session_and_is_raised_unchanged(make_
     with pytest.raises(RuntimeError, match="model down"):
         await runner.run(QUESTION)
     session = runner.session_result()
+    supervisor.drain()
     stored = supervisor.store.get(SessionRecord, session.session_id)
     assert stored.status == "failed" and "model down" in stored.session_metadata["error"]
 
@@ -356,7 +398,9 @@ async def test_a_streamed_run_that_fails_finishes_its_session_with_the_error(mak
     assert [s.kind for s in steps_of(supervisor, session.session_id)] == ["model_call", "tool_call", "model_call", "handoff"]
 
 
-async def test_a_streamed_escalation_shows_the_teachers_answer_to_the_student(make_supervisor) -> None:
+async def test_a_streamed_escalation_runs_the_agent_and_validates_its_answer(make_supervisor) -> None:
+    # A streamed run's session begins inside the SDK's run loop: too late to answer in the agent's place, so the
+    # runner reports can_take_answer=False and the agent runs, supervised like a paired session.
     supervisor = make_supervisor(supervision={"lane": "escalate"})
     triage, triage_model, writer_model = team()
     runner = with_atlas(triage, supervisor=supervisor)
@@ -364,9 +408,12 @@ async def test_a_streamed_escalation_shows_the_teachers_answer_to_the_student(ma
     async for _ in streamed.stream_events():
         pass
     assert streamed.final_output == ANSWER
-    assert "teacher's answer" in triage_model.calls[0]["instructions"] and "teacher's answer" in writer_model.calls[0]["instructions"]
+    assert all("teacher's answer" not in c["instructions"] for c in [*triage_model.calls, *writer_model.calls])
     session = runner.session_result(streamed)
-    assert (session.lane, session.attempts, session.accepted) == ("escalate", 1, True)
+    assert (session.lane, session.attempts, session.accepted, session.final_answer) == ("escalate", 1, True, ANSWER)
+    supervisor.drain()
+    stored = supervisor.store.get(SessionRecord, session.session_id)
+    assert stored.status == "completed" and "can return text" in stored.session_metadata["supervision_level"]
 
 
 class EchoModel(Model):
@@ -391,6 +438,7 @@ async def test_concurrent_runs_keep_their_own_sessions(make_supervisor) -> None:
     questions = [f"question {n}" for n in range(4)]
     results = await asyncio.gather(*(runner.run(q) for q in questions))
     assert [r.final_output for r in results] == [f"echo: {q}" for q in questions]
+    supervisor.drain()
     for question, result in zip(questions, results, strict=True):
         session = runner.session_result(result)
         stored = supervisor.store.get(SessionRecord, session.session_id)
@@ -430,7 +478,7 @@ async def test_failures_inside_a_session_are_logged_and_the_run_goes_on(make_sup
     def explode(*args, **kwargs):
         raise RuntimeError("atlas bug")
 
-    for name in ("record_step", "record_model_call", "avalidate_step", "avalidate_answer"):
+    for name in ("record_step", "record_model_call", "astart", "atool_call_done", "afinal_answer"):
         monkeypatch.setattr(SupervisedRun, name, explode)
     monkeypatch.setattr(SupervisedRun, "instructions", property(explode))
     triage, _, _ = team()
@@ -439,7 +487,8 @@ async def test_failures_inside_a_session_are_logged_and_the_run_goes_on(make_sup
     result = await runner.run(QUESTION)
 
     assert result.final_output == ANSWER and "atlas bug" in caplog.text
-    assert runner.session_result(result) is not None  # the session still finished with what could be recorded
+    assert runner.session_result(result) is not None  # the session still ended with what could be recorded
+    supervisor.drain()
     assert supervisor.store.get(SessionRecord, runner.session_result().session_id).status == "completed"
 
 
@@ -456,6 +505,7 @@ async def test_runs_started_with_runner_itself(make_supervisor) -> None:
     assert "Always look the order up" in triage_model.calls[0]["instructions"]
     session = runner.session_result()
     assert session.session_id == run.session_id and session.final_answer == ANSWER
+    supervisor.drain()
     assert len(steps_of(supervisor, run.session_id)) == 5
     assert runner.run_config().call_model_input_filter is None  # outside a block: nothing supervised
 
@@ -466,9 +516,10 @@ def test_explicit_begin_and_finish_around_runner_run_sync(make_supervisor) -> No
     runner = with_atlas(triage, supervisor=supervisor)
     run = runner.begin(QUESTION)
     result = Runner.run_sync(triage, QUESTION, run_config=runner.run_config(run), hooks=runner.hooks(run))
-    assert run.validate_answer(result.final_output).accepted is True
+    assert run.final_answer(result.final_output).action == "accept"
     session = runner.finish(run, result)
     assert session is result.atlas_session and (session.final_answer, session.accepted) == (ANSWER, True)
+    supervisor.drain()
     assert len(steps_of(supervisor, run.session_id)) == 5
 
 
@@ -490,6 +541,7 @@ async def test_task_family_and_learning_key_per_run(make_supervisor, spy_begin) 
     async with runner.supervised(QUESTION, task_family="returns") as run:
         await Runner.run(support, QUESTION, run_config=runner.run_config(run), hooks=runner.hooks(run))
 
+    supervisor.drain()
     assert spy.identities() == [("orders", "shipping"), ("orders", "refunds"), ("orders-desk", "shipping"),
                                 ("orders", "billing"), ("orders", "returns")]
     assert (spy.metadata(1)["ticket"], spy.metadata(1)["framework"]) == (7, "openai-agents")
@@ -506,6 +558,7 @@ def test_task_family_with_run_sync_and_explicit_begin(make_supervisor, spy_begin
     run = runner.begin(QUESTION, task_family="refunds", learning_key="orders-desk")
     runner.finish(run, Runner.run_sync(support, QUESTION, run_config=runner.run_config(run), hooks=runner.hooks(run)))
 
+    supervisor.drain()
     assert spy.identities() == [("support", "shipping"), ("orders-desk", "refunds")]
 
 
@@ -519,6 +572,7 @@ async def test_agent_hooks_passed_as_run_hooks_are_refused_by_the_sdk_as_usual(m
 
 
 def supervisor_status(runner: AtlasRunner) -> str:
+    runner.supervisor.drain()
     return runner.supervisor.store.get(SessionRecord, runner.session_result().session_id).status
 
 
@@ -534,12 +588,256 @@ async def test_atlas_model_runs_an_agent_on_an_atlas_chat_model(make_supervisor)
     async for _ in streamed.stream_events():
         pass
     assert streamed.final_output == "Mars."
+    runner.supervisor.drain()
     assert chat.requests[0][0] == [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Capital of France?"}]
     steps = steps_of(runner.supervisor, runner.session_result(streamed).session_id)
     assert [(s.kind, s.name, s.step_metadata["provider"], s.step_metadata["model"]) for s in steps] == [
         ("model_call", "quiz", "scripted", "scripted")]
     assert steps[0].input_tokens == 4 and steps[0].output_tokens == 1
     assert runner.supervisor.store.get(SessionRecord, runner.session_result(streamed).session_id).task == "Red planet?"
+
+
+# ------------------------------------------------------------------------------ the protocol, answer by answer
+async def test_retry_guidance_only_keeps_the_answer_and_records_the_rejection(make_supervisor) -> None:
+    supervisor = make_supervisor({"teacher": {"Verdict": {"accepted": False, "guidance": "Give the date.", "reason": "vague"}}},
+                                 supervision={"lane": "paired", "retry": "guidance_only"})
+    triage, triage_model, writer_model = team("It shipped.")
+    runner = with_atlas(triage, supervisor=supervisor)
+
+    result = await runner.run(QUESTION)
+
+    assert result.final_output == "It shipped." and (len(triage_model.calls), len(writer_model.calls)) == (2, 1)
+    session = runner.session_result(result)
+    assert (session.attempts, session.accepted, session.final_answer) == (1, False, "It shipped.")
+    supervisor.drain()
+    stored = supervisor.store.get(SessionRecord, session.session_id)
+    assert (stored.status, stored.retries) == ("completed", 0)
+    attempts = supervisor.store.rows(AttemptRecord, AttemptRecord.session_id == session.session_id)
+    assert [(a.answer, a.accepted, a.guidance) for a in attempts] == [("It shipped.", False, "Give the date.")]
+    guidance = supervisor.store.rows(GuidanceRecord, GuidanceRecord.session_id == session.session_id)
+    assert [(g.kind, g.content) for g in guidance] == [("answer", "Give the date.")]
+    skipped = supervisor.store.rows(TrajectoryEventRecord, TrajectoryEventRecord.session_id == session.session_id,
+                                    TrajectoryEventRecord.event_type == "retry_skipped")
+    assert len(skipped) == 1 and "guidance_only" in skipped[0].payload["reason"]
+
+
+def slow_judgement(messages: Any) -> dict[str, Any]:
+    time.sleep(0.5)
+    return GOOD_JUDGEMENT
+
+
+async def test_the_users_call_does_not_wait_for_judging(make_supervisor) -> None:
+    supervisor = make_supervisor({"judge_small": {"SessionJudgement": slow_judgement}}, supervision={"lane": "auto"})
+    triage, _, _ = team(ANSWER, ANSWER)
+    runner = with_atlas(triage, supervisor=supervisor)
+
+    started = time.perf_counter()
+    result = await runner.run(QUESTION)
+    took = time.perf_counter() - started
+    pending = result.atlas_session
+    assert took < 0.3 and isinstance(pending, PendingSession) and not pending.done()
+    assert pending.final_answer == ANSWER  # known at once
+    assert (await pending).reward == pytest.approx(0.9)  # the judge's, once the background finish is done
+
+    started = time.perf_counter()
+    streamed = runner.run_streamed(QUESTION)
+    async for _ in streamed.stream_events():
+        pass
+    took = time.perf_counter() - started
+    assert took < 0.3 and not streamed.atlas_session.done()
+    assert streamed.atlas_session.reward == pytest.approx(0.9)  # reading a field waits
+
+
+class Cancelled(Model):
+    """Signals its first call, then never answers."""
+
+    model = "stuck"
+
+    def __init__(self) -> None:
+        self.called = asyncio.Event()
+
+    async def get_response(self, *args, **kwargs) -> ModelResponse:
+        self.called.set()
+        await asyncio.sleep(30)
+        raise AssertionError("not cancelled")
+
+    def stream_response(self, *args, **kwargs):
+        raise NotImplementedError
+
+
+async def test_a_cancelled_run_ends_its_session_as_cancelled(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "paired"})
+    model = Cancelled()
+    runner = with_atlas(Agent(name="stuck", instructions="Wait.", model=model), supervisor=supervisor)
+    task = asyncio.create_task(runner.run(QUESTION))
+    await asyncio.wait_for(model.called.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    session = runner.session_result()
+    supervisor.drain()
+    stored = supervisor.store.get(SessionRecord, session.session_id)
+    assert stored.status == "failed" and stored.session_metadata["error"] == "cancelled"
+
+
+# ---------------------------------------------------------------------------------------------- guardrails
+@output_guardrail
+async def no_shipping_news(ctx: Any, agent: Any, output: Any) -> GuardrailFunctionOutput:
+    return GuardrailFunctionOutput(output_info={"checked": str(output)}, tripwire_triggered="shipped" in str(output))
+
+
+@input_guardrail
+async def no_questions(ctx: Any, agent: Any, input: Any) -> GuardrailFunctionOutput:
+    return GuardrailFunctionOutput(output_info=None, tripwire_triggered=True)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["run", "streamed"])
+async def test_an_output_guardrail_tripwire_fails_the_session_streamed_or_not(make_supervisor, streamed: bool) -> None:
+    supervisor = make_supervisor(supervision={"lane": "paired"})
+    triage, _, _ = team()
+    writer = triage.handoffs[0]
+    writer.output_guardrails = [no_shipping_news]  # the writer's answer is the final output
+    runner = with_atlas(triage, supervisor=supervisor)
+
+    with pytest.raises(OutputGuardrailTripwireTriggered):
+        if streamed:
+            result = runner.run_streamed(QUESTION)
+            async for _ in result.stream_events():
+                pass
+        else:
+            await runner.run(QUESTION)
+
+    session = runner.session_result()
+    if streamed:
+        assert session is result.atlas_session  # set by the time the caller's loop is over
+    supervisor.drain()
+    stored = supervisor.store.get(SessionRecord, session.session_id)
+    assert stored.status == "failed" and "OutputGuardrailTripwireTriggered" in stored.session_metadata["error"]
+
+
+async def test_a_streamed_run_past_max_turns_fails_the_session(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "paired"})
+    runner = with_atlas(team()[0], supervisor=supervisor)
+    streamed = runner.run_streamed(QUESTION, max_turns=1)  # the triage agent needs two turns before the handoff
+    with pytest.raises(MaxTurnsExceeded):
+        async for _ in streamed.stream_events():
+            pass
+    session = streamed.atlas_session
+    assert session.attempts == 0  # no answer was reported
+    supervisor.drain()
+    stored = supervisor.store.get(SessionRecord, session.session_id)
+    assert stored.status == "failed" and "MaxTurnsExceeded" in stored.session_metadata["error"]
+
+
+async def test_a_streamed_input_guardrail_tripwire_fails_the_session(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    model = ScriptModel("fake-support", [ANSWER])
+    runner = with_atlas(Agent(name="support", instructions="Help.", model=model, input_guardrails=[no_questions]),
+                        supervisor=supervisor)
+    streamed = runner.run_streamed(QUESTION)
+    with pytest.raises(InputGuardrailTripwireTriggered):
+        async for _ in streamed.stream_events():
+            pass
+    await runner.wait_finished()  # the sessions of ended streams are finished (and stored) after this
+    stored = supervisor.store.get(SessionRecord, runner.session_result(streamed).session_id)
+    assert stored.status == "failed" and "InputGuardrailTripwireTriggered" in stored.session_metadata["error"]
+
+
+async def test_escalation_a_tripwire_on_the_teachers_answer_is_raised_and_fails_the_session(make_supervisor) -> None:
+    @output_guardrail
+    async def no_teacher(ctx: Any, agent: Any, output: Any) -> GuardrailFunctionOutput:
+        return GuardrailFunctionOutput(output_info=None, tripwire_triggered="teacher" in str(output))
+
+    supervisor = make_supervisor(supervision={"lane": "escalate"})
+    triage, triage_model, writer_model = team()
+    triage.output_guardrails = [no_teacher]
+    runner = with_atlas(triage, supervisor=supervisor)
+
+    with pytest.raises(OutputGuardrailTripwireTriggered):
+        await runner.run(QUESTION)
+
+    assert triage_model.calls == [] and writer_model.calls == []  # raised, as the SDK does: no student run instead
+    session = runner.session_result()
+    supervisor.drain()
+    stored = supervisor.store.get(SessionRecord, session.session_id)
+    assert (stored.lane, stored.status) == ("escalate", "failed")
+    assert "OutputGuardrailTripwireTriggered" in stored.session_metadata["error"]
+
+
+class Reply(BaseModel):
+    text: str
+
+
+async def test_escalation_an_answer_that_is_not_the_output_type_lets_the_student_work(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "escalate"})  # the teacher answers "teacher's answer": not JSON
+    model = ScriptModel("fake-support", ['{"text": "May 2"}'])
+    runner = with_atlas(Agent(name="support", instructions="Help.", model=model, output_type=Reply), supervisor=supervisor)
+
+    result = await runner.run(QUESTION)
+
+    assert result.final_output == Reply(text="May 2") and len(model.calls) == 1
+    session = runner.session_result(result)
+    assert (session.lane, session.attempts, session.accepted) == ("escalate", 1, True)  # the teacher validated it
+    assert json.loads(session.final_answer) == {"text": "May 2"}
+
+
+# ------------------------------------------------------------------------------------- agents used as tools
+@pytest.mark.parametrize("streamed", [False, True], ids=["run", "streamed"])
+async def test_an_agent_used_as_a_tool_gets_no_lessons_and_its_model_calls_are_nested_steps(make_supervisor, streamed: bool) -> None:
+    supervisor = make_supervisor(supervision={"lane": "coach"})
+    supervisor.playbook.apply("orders", [LessonChange(op="add", lesson="Always look the order up before answering.", applies_when="where is my order")])
+    seen: list[str] = []
+
+    class Mine(RunHooks):
+        async def on_llm_end(self, context, agent, response):
+            seen.append(f"llm:{agent.name}")
+
+    researcher_model = ScriptModel("fake-researcher", [call("lookup_order", {"order_id": "A1"}, "inner1"), "A1 shipped on May 2."])
+    researcher = Agent(name="researcher", instructions="You research orders.", model=researcher_model, tools=[lookup_order])
+    lead_model = ScriptModel("fake-lead", [call("research", {"input": "order A1"}, "outer1"), ANSWER])
+    lead = Agent(name="lead", instructions="You answer customers.", model=lead_model,
+                 tools=[researcher.as_tool("research", "Research an order.", hooks=Mine())])
+    runner = with_atlas(lead, supervisor=supervisor, learning_key="orders")
+
+    if streamed:
+        result = runner.run_streamed(QUESTION)
+        async for _ in result.stream_events():
+            pass
+    else:
+        result = await runner.run(QUESTION)
+
+    assert result.final_output == ANSWER
+    assert all("Always look the order up before answering." in c["instructions"] for c in lead_model.calls)
+    assert [c["instructions"] for c in researcher_model.calls] == ["You research orders."] * 2  # nothing of the lead's
+    assert seen == ["llm:researcher", "llm:researcher"]  # the hooks given to as_tool still run
+    session = runner.session_result(result)
+    supervisor.drain()
+    steps = steps_of(supervisor, session.session_id)
+    assert [(s.kind, s.name) for s in steps] == [("model_call", "lead"), ("model_call", "researcher"), ("model_call", "researcher"),
+                                                 ("tool_call", "research"), ("model_call", "lead")]
+    for nested in steps[1:3]:
+        assert nested.step_metadata["nested"] is True and nested.step_metadata["agent"] == "researcher"
+        assert (nested.step_metadata["parent_agent"], nested.step_metadata["tool_name"], nested.step_metadata["tool_call_id"]) == (
+            "lead", "research", "outer1")
+        assert nested.step_metadata["model"] == "fake-researcher"
+    assert "nested" not in steps[0].step_metadata and "nested" not in steps[4].step_metadata
+    assert json.loads(steps[1].output)["tool_calls"] == [{"name": "lookup_order", "arguments": {"order_id": "A1"}}]
+    assert steps[2].output == "A1 shipped on May 2." and steps[3].output == "A1 shipped on May 2."
+    calls = supervisor.store.rows(ModelCallRecord, ModelCallRecord.session_id == session.session_id, ModelCallRecord.role == "student")
+    assert sorted(c.model for c in calls) == ["fake-lead", "fake-lead", "fake-researcher", "fake-researcher"]
+    # coach: the lead's tool step was reported and validated; nested model calls are no tool steps
+    verdicts = [v for v in session.verdicts if v.step_id is not None]
+    assert [v.step_id for v in verdicts] == [steps[3].id]
+
+
+async def test_a_run_of_the_sub_agent_outside_a_supervised_run_is_left_alone(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    runner = with_atlas(team()[0], supervisor=supervisor)
+    await runner.run(QUESTION)  # the SDK's default runner is wrapped from now on
+    model = ScriptModel("fake-plain", [ANSWER])
+    plain = await Runner.run(Agent(name="plain", instructions="Help.", model=model), QUESTION)
+    assert plain.final_output == ANSWER and model.calls[0]["instructions"] == "Help."
+    assert getattr(plain, "atlas_session", None) is None
 
 
 # ------------------------------------------------------------------------ the SDK's own OpenAI Responses model
@@ -577,6 +875,7 @@ async def test_openai_responses_model_replayed_from_a_cassette(make_supervisor, 
     assert played.all_played and played.play_count == 2
     assert result.final_output == ANSWER
     session = runner.session_result(result)
+    supervisor.drain()
     steps = steps_of(supervisor, session.session_id)
     assert [(s.kind, s.name) for s in steps] == [("model_call", "orders"), ("tool_call", "lookup_order"), ("model_call", "orders")]
     assert [(s.input_tokens, s.output_tokens) for s in steps if s.kind == "model_call"] == [(71, 17), (104, 12)]
