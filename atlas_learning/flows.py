@@ -91,9 +91,27 @@ async def adrive(flow: Flow[T], perform: Callable[[Ask | AskHuman], Awaitable[An
 
 
 def _perform_all(asks: tuple[Ask, ...], perform: Callable[[Ask | AskHuman], Answer]) -> list[Answer]:
-    if len(asks) < 2:
-        return [perform(ask) for ask in asks]
-    from concurrent.futures import ThreadPoolExecutor
+    """Each ask but the first in a thread of its own, the first in this one. Plain threads, not an executor: a
+    session finishing during interpreter exit may still start them (an executor refuses new work then)."""
+    import contextvars
+    import threading
 
-    with ThreadPoolExecutor(max_workers=len(asks), thread_name_prefix="atlas-ask") as pool:
-        return list(pool.map(perform, asks))
+    answers: list[Any] = [None] * len(asks)
+
+    def answer(index: int) -> None:
+        answers[index] = perform(asks[index])
+
+    threads = []
+    for index in range(1, len(asks)):
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(answer, index), name="atlas-ask", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no new threads (the interpreter is finalizing): ask in turn
+            answer(index)
+            continue
+        threads.append(thread)
+    if asks:
+        answer(0)
+    for thread in threads:
+        thread.join()
+    return answers

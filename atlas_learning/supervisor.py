@@ -429,11 +429,16 @@ class Supervisor:
                 self._results.popitem(last=False)
 
     def _run_with_deadline(self, seconds: float, call: Callable[..., Any], *args: Any) -> Any:
-        """``call(*args)`` in a helper thread, waited for at most ``seconds`` (TimeoutError; the call goes on there)."""
+        """``call(*args)`` in a helper thread, waited for at most ``seconds`` (TimeoutError; the call goes on there).
+        During interpreter exit, when no executor takes work, it runs in the caller's thread."""
         with self._random_lock:
             if self._call_pool is None:
                 self._call_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="atlas-call")
-        return self._call_pool.submit(call, *args).result(timeout=seconds)
+        try:
+            future = self._call_pool.submit(call, *args)
+        except RuntimeError:
+            return call(*args)
+        return future.result(timeout=seconds)
 
     def close(self) -> None:
         """Wait for pending finishes (up to ``supervision.drain_timeout_s``), flush and stop the recorder, release
@@ -799,6 +804,14 @@ class SupervisedRun:
         def job() -> SessionResult:
             try:
                 return drive(self._finish_flow(pending.final_answer, error), self._perform)
+            except BaseException as exc:
+                # The session still ends in the store, with why it was not judged or learned from.
+                reason = f"{type(exc).__name__}: {exc}"
+                supervisor.recorder.update(SessionRecord, self.session_id, status="failed" if error else "completed",
+                                           finished_at=utcnow(), session_metadata=self._session_metadata(
+                                               finish_error=reason, **({"error": error} if error else {})))
+                supervisor.recorder.flush()
+                raise
             finally:
                 supervisor._settle(self, None)  # noqa: SLF001 - stored now (or failed): the store's row is the truth
 

@@ -1,0 +1,250 @@
+"""Off the caller's path: the background finish, non-blocking async, concurrent judge samples, budgets, retry
+semantics and the protocol's decisions; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from atlas_learning.store import SessionRecord, TrajectoryEventRecord
+
+from .conftest import ACCEPT, GOOD_JUDGEMENT
+
+TASK = "Read notes/todo.txt and report how many items it lists"
+REJECT = {"accepted": False, "guidance": "Count again.", "reason": "wrong"}
+
+
+def slow(answer, seconds):
+    def respond(messages):
+        time.sleep(seconds)
+        return answer
+    return respond
+
+
+def protocol_session(supervisor, answers, **begin):
+    """An agent driven through the adapter protocol: start, tool steps reported, answers reported until the core
+    stops asking for retries, end. ``answers`` gives one answer per attempt."""
+    run = supervisor.begin(TASK, agent_name="files", **begin)
+    started = run.start()
+    if started.answer is not None:
+        return run, run.end(started.answer)
+    for answer in answers:
+        run.tool_call_done(run.record_step(tool_name="read_file", tool_args={"path": "notes/todo.txt"}, output="- a\n- b"))
+        if run.final_answer(answer).action != "retry":
+            break
+    return run, run.end(answer)
+
+
+# ------------------------------------------------------------------------------------------ background finish
+def test_end_returns_before_judging_and_the_result_arrives(make_supervisor) -> None:
+    supervisor = make_supervisor({"judge_small": {"SessionJudgement": slow(GOOD_JUDGEMENT, 0.4)}}, supervision={"lane": "auto"})
+    started = time.perf_counter()
+    run, pending = protocol_session(supervisor, ["2 items"])
+    assert time.perf_counter() - started < 0.3 and not pending.done() and run.ended and run.finished is None
+    assert pending.session_id == run.session_id and pending.final_answer == "2 items"
+    result = supervisor.session_result(run.session_id)
+    assert result.reward == pytest.approx(0.9) and pending.done() and run.finished is result
+    assert pending.reward == result.reward and pending.result() is result
+    assert supervisor.store.get(SessionRecord, run.session_id).status == "completed"
+    with pytest.raises(KeyError, match="no recent session"):
+        supervisor.session_result("nope")
+
+
+async def test_async_sessions_never_block_the_event_loop(make_supervisor) -> None:
+    supervisor = make_supervisor({"judge_small": {"SessionJudgement": slow(GOOD_JUDGEMENT, 0.3)}}, supervision={"lane": "auto"})
+    original_read = supervisor.store.read
+
+    def slow_read(statement):
+        time.sleep(0.3)  # a slow store: abegin must read it in a thread
+        return original_read(statement)
+
+    supervisor.store.read = slow_read
+    lags: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - before - 0.01)
+
+    ticking = asyncio.create_task(ticker())
+    run = await supervisor.abegin(TASK, agent_name="files")
+    await run.astart()
+    decision = await run.afinal_answer("2 items")
+    pending = await run.aend("2 items")
+    result = await pending
+    ticking.cancel()
+    assert decision.action == "accept" and result.reward == pytest.approx(0.9)
+    assert max(lags) < 0.15  # the 0.3 s store read and the 0.3 s judge never held the loop
+
+
+def test_judge_samples_run_concurrently(make_supervisor) -> None:
+    supervisor = make_supervisor({"judge_small": {"SessionJudgement": slow(GOOD_JUDGEMENT, 0.3)}},
+                                 supervision={"lane": "auto"}, judges={"temperatures": [0.0, 0.4, 0.8], "judge_steps": False})
+    run, pending = protocol_session(supervisor, ["2 items"])
+    started = time.perf_counter()
+    result = pending.result()
+    assert len(result.reward_breakdown) >= 3 and time.perf_counter() - started < 0.75  # three 0.3 s samples at once
+
+
+def test_a_full_finish_queue_makes_the_next_end_wait_and_loses_nothing(make_supervisor) -> None:
+    supervisor = make_supervisor({"judge_small": {"SessionJudgement": slow(GOOD_JUDGEMENT, 0.2)}},
+                                 supervision={"lane": "auto", "finish_workers": 1, "max_pending_finishes": 1})
+    pendings = [protocol_session(supervisor, ["2 items"])[1] for _ in range(4)]
+    assert supervisor.drain(10)
+    assert all(p.done() and p.reward == pytest.approx(0.9) for p in pendings)
+    assert len(supervisor.store.list_sessions()) == 4
+
+
+def test_pending_finishes_are_completed_at_interpreter_exit(store_url, tmp_path) -> None:
+    script = textwrap.dedent(f"""
+        import time
+        from atlas_learning import AtlasConfig, Supervisor
+        from tests.support import ScriptedRoles, default_answers, GOOD_JUDGEMENT
+
+        def slow(messages):
+            time.sleep(0.5)
+            return GOOD_JUDGEMENT
+
+        config = AtlasConfig.load({{"storage": {{"url": {store_url!r}, "spool_dir": {str(tmp_path / 'spool')!r}}},
+                                   "supervision": {{"lane": "auto"}}}}, environ={{}})
+        answers = default_answers()
+        answers["judge_small"]["SessionJudgement"] = slow
+        supervisor = Supervisor(config, models=ScriptedRoles(config, answers))
+        run = supervisor.begin("exit early", agent_name="exiting")
+        print(run.end("done").session_id)
+    """)
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=str(_repo_root()))
+    assert finished.returncode == 0, finished.stderr
+    session_id = finished.stdout.strip().splitlines()[-1]
+    from atlas_learning.store import Store
+
+    with Store(store_url) as store:
+        stored = store.get(SessionRecord, session_id)
+    assert stored is not None and stored.status == "completed" and stored.reward == pytest.approx(0.9)
+
+
+def _repo_root():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2]
+
+
+# -------------------------------------------------------------------------------- the next session's history
+def test_a_session_that_failed_its_checks_steers_the_next_lane_before_it_is_stored(make_supervisor) -> None:
+    supervisor = make_supervisor({"judge_small": {"SessionJudgement": slow(GOOD_JUDGEMENT, 0.5)}},
+                                 supervision={"warmup_sessions": 0, "llm_probe": False, "history_wait_s": 0, "max_retries": 0})
+    for _ in range(3):  # three good sessions earn auto
+        protocol_session(supervisor, ["2 items"], task_family="count")[1].result()
+    run, pending = protocol_session(supervisor, ["3 items"], task_family="count", metadata={"expected_answer": "2 items"})
+    assert run.lane == "auto" and not pending.done()
+    following = supervisor.begin(TASK, agent_name="files", task_family="count")
+    assert following.lane != "auto", following.decision.reason  # its judges are still running; its check decided
+    following.end("2 items")
+    supervisor.drain()
+
+
+# ------------------------------------------------------------------------------------------------- budgets
+def test_the_wall_time_budget_abandons_a_hung_teacher_and_stops_supervision(make_supervisor) -> None:
+    supervisor = make_supervisor({"teacher": {"Verdict": slow(REJECT, 1.0)}},
+                                 supervision={"lane": "paired", "max_supervision_seconds": 0.3})
+    run = supervisor.begin(TASK, agent_name="files")
+    started = time.perf_counter()
+    decision = run.final_answer("2 items")
+    assert time.perf_counter() - started < 0.8
+    assert decision.action == "accept" and decision.verdict.accepted is None  # fails open: the answer stands unverified
+    assert "wall-time budget" in run.supervision_stopped
+    started = time.perf_counter()
+    assert run.validate_answer("2 items").accepted is None and time.perf_counter() - started < 0.1  # refused at once
+    result = run.finish("2 items")
+    stored = supervisor.store.get(SessionRecord, result.session_id)
+    assert "max_supervision_seconds" in stored.session_metadata["supervision_stopped"] and stored.status == "completed"
+
+
+def test_repeated_identical_calls_and_the_step_cap_end_step_validation(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "coach", "max_identical_calls": 3})
+    run = supervisor.begin(TASK, agent_name="files")
+    verdicts = [run.tool_call_done(run.record_step(tool_name="read_file", tool_args={"path": "a"}, output="x")) for _ in range(4)]
+    assert [v.accepted for v in verdicts] == [True, True, None, None]
+    assert "read_file was called 3 times with the same arguments" in run.supervision_stopped
+    run.finish("done")
+    events = [e.event_type for e in supervisor.store.rows(TrajectoryEventRecord, TrajectoryEventRecord.session_id == run.session_id)]
+    assert events.count("supervision_stopped") == 1
+
+    capped = make_supervisor(supervision={"lane": "coach", "max_validated_steps": 2})
+    run = capped.begin(TASK, agent_name="files")
+    verdicts = [run.tool_call_done(run.record_step(tool_name="read_file", tool_args={"path": str(i)}, output="x")) for i in range(3)]
+    assert [v.accepted for v in verdicts] == [True, True, None] and "max_validated_steps" in run.supervision_stopped
+
+
+# ------------------------------------------------------------------------------------------ retry semantics
+@pytest.mark.parametrize(("retry", "side_effect", "attempts"), [
+    ("rerun", True, 2),          # the user chose reruns: the refund runs again
+    ("auto", True, 1),           # a side-effecting tool ran: the answer stands
+    ("auto", False, 2),          # nothing with side effects: rerun
+    ("guidance_only", False, 1),  # never rerun
+])
+def test_retry_semantics(make_supervisor, retry, side_effect, attempts) -> None:
+    supervisor = make_supervisor({"teacher": {"Verdict": [REJECT, ACCEPT]}},
+                                 supervision={"lane": "paired", "retry": retry, "side_effect_tools": ["refund"]})
+    run = supervisor.begin("Refund order 1234", agent_name="refunds")
+    decisions = []
+    for attempt in range(3):
+        run.record_step(tool_name="refund" if side_effect else "lookup", tool_args={"order": 1234}, output="ok")
+        decisions.append(run.final_answer(f"answer {attempt}"))
+        if decisions[-1].action != "retry":
+            break
+    result = run.finish()
+    assert result.attempts == attempts and result.verdicts[0].guidance == "Count again."
+    if attempts == 1:
+        assert decisions[0].action == "stand" and decisions[0].reason and not run.can_retry
+        assert result.final_answer == "answer 0"
+    else:
+        assert [d.action for d in decisions] == ["retry", "accept"] and "Count again." in decisions[0].instructions
+
+
+def test_an_integration_that_cannot_rerun_gets_stand(make_supervisor) -> None:
+    supervisor = make_supervisor({"teacher": {"Verdict": REJECT}}, supervision={"lane": "paired"})
+    run = supervisor.begin(TASK, agent_name="files")
+    decision = run.final_answer("2 items", can_rerun=False)
+    assert decision.action == "stand" and "cannot run the agent again" in decision.reason
+    assert run.retries == 0 and run.guidance == [] and not run.can_retry
+    run.finish()
+
+
+# --------------------------------------------------------------------------------------- the protocol itself
+def test_start_reviews_an_empty_plan_in_coach_and_answers_in_escalate(make_supervisor) -> None:
+    review = {"approved": True, "steps": [], "concerns": ["the file may not exist"]}
+    coach = make_supervisor({"teacher": {"PlanReview": review}}, supervision={"lane": "coach"})
+    run = coach.begin(TASK, agent_name="files")
+    assert run.start().answer is None and "the file may not exist" in run.instructions
+    assert run.plan_made(["read it"]) is not None  # coach: the agent's own plan is reviewed too
+    run.finish("3")
+
+    paired = make_supervisor(supervision={"lane": "paired"})
+    run = paired.begin(TASK, agent_name="files")
+    assert run.start().answer is None and run.plan_made(["read it"]) is None  # recorded, not reviewed
+    run.finish("3")
+
+    escalate = make_supervisor(supervision={"lane": "escalate"})
+    run = escalate.begin(TASK, agent_name="files")
+    assert run.start().answer == "teacher's answer"
+    run.finish("teacher's answer")
+    run = escalate.begin(TASK, agent_name="files")
+    assert run.start(can_take_answer=False).answer is None and "supervision_level" in run.metadata
+    run.finish("3")
+
+
+def test_guidance_holds_for_the_whole_retry_and_clears_on_the_next_verdict(make_supervisor) -> None:
+    supervisor = make_supervisor({"teacher": {"Verdict": [REJECT, ACCEPT]}}, supervision={"lane": "paired"})
+    run = supervisor.begin(TASK, agent_name="files")
+    assert run.final_answer("2 items").action == "retry"
+    first_call, second_call = run.instructions, run.instructions  # every model call of the retry sees it
+    assert "Count again." in first_call and first_call == second_call and run.guidance == ["Count again."]
+    assert run.final_answer("3 items").action == "accept" and run.guidance == [] and "Count again." not in run.instructions
+    run.finish()
