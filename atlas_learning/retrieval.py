@@ -8,6 +8,7 @@ fixed threshold. Words keep their digits ("sha256", "q3", "404"): in tasks they 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -39,13 +40,21 @@ def tokens(text: str) -> list[str]:
     """The content words of a text in order: lower-cased, stemmed, without stopwords; words of one or two letters
     are dropped unless they hold a digit ("q3" stays, "to" goes). A dash between letters and digits is dropped, so
     "SHA-256" and "sha256", "CRC-32" and "CRC32" are one word."""
-    return [_stem(w) for w in _TOKEN.findall(_LETTERS_DASH_DIGITS.sub("", text.lower()))
-            if w not in _STOPWORDS and (len(w) > 2 or (len(w) == 2 and any(ch.isdigit() for ch in w)))]
+    return list(_tokens(text))
 
 
-def terms(text: str) -> set[str]:
+@functools.lru_cache(maxsize=8192)
+def _tokens(text: str) -> tuple[str, ...]:
+    # Remembered: a session tokenizes its task several times (family, retrieval, coverage) and every session the
+    # lessons it is given.
+    return tuple(_stem(w) for w in _TOKEN.findall(_LETTERS_DASH_DIGITS.sub("", text.lower()))
+                 if w not in _STOPWORDS and (len(w) > 2 or (len(w) == 2 and any(ch.isdigit() for ch in w))))
+
+
+@functools.lru_cache(maxsize=8192)
+def terms(text: str) -> frozenset[str]:
     """The set of :func:`tokens` of a text."""
-    return set(tokens(text))
+    return frozenset(_tokens(text))
 
 
 class RelevanceIndex:

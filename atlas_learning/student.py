@@ -21,12 +21,13 @@ def render_guidance(notes: Sequence[str]) -> str:
 
 
 def render_instructions(entries: Sequence[Any] = (), plan: Sequence[str] = (), concerns: Sequence[str] = (),
-                        guidance: Sequence[str] = ()) -> str:
+                        guidance: Sequence[str] = (), *, playbook_text: str | None = None) -> str:
     """What is added to the student's instructions: the playbook block (lessons, then worked examples), the plan to
-    follow, what to watch out for, the teacher's guidance; '' when there is nothing."""
+    follow, what to watch out for, the teacher's guidance; '' when there is nothing. ``playbook_text`` is the
+    entries' block already rendered (by ``render_playbook``), for a caller that renders it once."""
     from .playbook import render_playbook
 
-    parts = [render_playbook(list(entries))]
+    parts = [playbook_text if playbook_text is not None else render_playbook(list(entries))]
     if plan:
         parts.append("Plan to follow:\n" + "\n".join(f"{i + 1}. {s}" for i, s in enumerate(plan)))
     if concerns:

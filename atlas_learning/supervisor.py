@@ -485,6 +485,7 @@ class SupervisedRun:
         self.lessons: list[Any] = []
         self.teacher_lessons: list[Any] = []
         self.examples: list[Any] = []
+        self._playbook_text: str | None = None
         #: Entries that applied to the task but were withheld at random, for the impact comparison.
         self.withheld: list[Any] = []
         #: The verifiable checks' results on each validated attempt, by attempt number.
@@ -532,7 +533,9 @@ class SupervisedRun:
         """What to add to every student model call now: lessons and worked examples, the reviewed plan and
         concerns, and the pending :attr:`guidance` (rendered by :func:`~atlas_learning.student.render_instructions`,
         the one renderer the export and the trainer use too)."""
-        return render_instructions([*self.lessons, *self.examples], self.plan, self.concerns, self.guidance)
+        if self._playbook_text is None:  # the entries are fixed once the session began: rendered once
+            self._playbook_text = render_playbook([*self.lessons, *self.examples])
+        return render_instructions(plan=self.plan, concerns=self.concerns, guidance=self.guidance, playbook_text=self._playbook_text)
 
     @property
     def guidance(self) -> list[str]:
@@ -890,6 +893,7 @@ class SupervisedRun:
                                    max_count=config.examples.max_injected, **common)
                     if config.examples.enabled and room > 0 else Selection([], [], {}))
         self.lessons, self.teacher_lessons, self.examples = student.chosen, teacher.chosen, examples.chosen
+        self._playbook_text = None
         self.withheld = [*student.withheld, *teacher.withheld, *examples.withheld]
 
     @property

@@ -926,7 +926,7 @@ def _stream_outcome(result: Any, task: asyncio.Task[Any], has_output: bool) -> t
         for guardrail in tripped or []:
             if getattr(getattr(guardrail, "output", None), "tripwire_triggered", False):
                 return kind(guardrail), False
-    if getattr(result, "_cancel_mode", None) and not has_output:
+    if getattr(result, "_cancel_mode", "none") not in (None, "none") and not has_output:  # "none": never cancelled
         return None, True
     return None, False
 

@@ -884,3 +884,22 @@ async def test_openai_responses_model_replayed_from_a_cassette(make_supervisor, 
     assert session.usage_by_role["student"]["input_tokens"] == 175 and session.accepted is True
     sent = json.loads(played.requests[1].body)
     assert sent["input"][-1] == {"call_id": "call_lookup_1", "output": "shipped on May 2", "type": "function_call_output"}
+
+
+async def test_a_streamed_run_paused_for_a_tool_approval_is_not_stored_as_cancelled(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+
+    @function_tool(needs_approval=True)
+    def refund(order_id: str) -> str:
+        """Refund an order."""
+        return "refunded"
+
+    model = ScriptModel("fake-refunds", [call("refund", {"order_id": "A1"}, "r1")])
+    runner = with_atlas(Agent(name="refunds", instructions="Refund orders.", model=model, tools=[refund]), supervisor=supervisor)
+    streamed = runner.run_streamed("Refund order A1")
+    [event async for event in streamed.stream_events()]
+    assert streamed.interruptions  # the SDK paused for the approval
+    await runner.wait_finished()
+    supervisor.drain()
+    stored = supervisor.store.list_sessions()[0]
+    assert stored.status == "completed" and (stored.session_metadata or {}).get("error") != "cancelled"
