@@ -120,7 +120,10 @@ def top_up(registry: PlaybookRegistry, key: str, size: int, rng: random.Random) 
     """Add lessons in batches until ``key`` holds ``size`` live ones; returns how many were proposed (those beyond
     the missing ones merged into near-duplicates)."""
     proposed = 0
-    while (missing := size - len(registry.live_entries(key))) > 0:
+    # The cached view's entries are the live ones (re-read only when the registry version moved): counting them
+    # costs nothing, where reading every live row before each timed session would itself slow the session
+    # (by about 0.9 ms at 1,000 lessons: the next reads run on caches it evicted).
+    while (missing := size - len(registry.view(key).entries)) > 0:
         batch = [lesson_change(rng) for _ in range(min(SEED_BATCH, missing))]
         registry.apply(key, batch)
         proposed += len(batch)
