@@ -90,28 +90,31 @@ async def adrive(flow: Flow[T], perform: Callable[[Ask | AskHuman], Awaitable[An
         return done.value
 
 
+_pool: Any = None
+_pool_lock = __import__("threading").Lock()
+
+
 def _perform_all(asks: tuple[Ask, ...], perform: Callable[[Ask | AskHuman], Answer]) -> list[Answer]:
-    """Each ask but the first in a thread of its own, the first in this one. Plain threads, not an executor: a
-    session finishing during interpreter exit may still start them (an executor refuses new work then)."""
+    """The asks at once: all but the first on a shared thread pool (threads are started once, not per ask), the
+    first in this thread. When the pool takes no work (the interpreter is exiting), they are asked in turn."""
     import contextvars
-    import threading
 
-    answers: list[Any] = [None] * len(asks)
+    global _pool
+    if len(asks) < 2:
+        return [perform(ask) for ask in asks]
+    with _pool_lock:
+        if _pool is None:
+            try:
+                from concurrent.futures import ThreadPoolExecutor
 
-    def answer(index: int) -> None:
-        answers[index] = perform(asks[index])
-
-    threads = []
-    for index in range(1, len(asks)):
-        thread = threading.Thread(target=contextvars.copy_context().run, args=(answer, index), name="atlas-ask", daemon=True)
+                _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="atlas-ask")
+            except RuntimeError:  # first needed during interpreter exit: no new executors then
+                return [perform(ask) for ask in asks]
+    futures: list[Any] = []
+    for ask in asks[1:]:
         try:
-            thread.start()
-        except RuntimeError:  # no new threads (the interpreter is finalizing): ask in turn
-            answer(index)
-            continue
-        threads.append(thread)
-    if asks:
-        answer(0)
-    for thread in threads:
-        thread.join()
-    return answers
+            futures.append(_pool.submit(contextvars.copy_context().run, perform, ask))
+        except RuntimeError:  # shut down at interpreter exit
+            futures.append(None)
+    first = perform(asks[0])
+    return [first, *(f.result() if f is not None else perform(ask) for f, ask in zip(futures, asks[1:], strict=True))]

@@ -9,6 +9,8 @@ nonsense fails open to ``paired``, and the decision records why. A lane forced i
 from __future__ import annotations
 
 import statistics
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +23,7 @@ from .prompts import probe_messages
 from .schemas import ProbeAnswer
 from .store import SessionRecord, Store
 
-__all__ = ["KeyHistory", "LaneDecision", "load_history", "prior_decision", "probe_flow"]
+__all__ = ["HistoryCache", "KeyHistory", "LaneDecision", "load_history", "prior_decision", "probe_flow"]
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,51 @@ class LaneDecision:
 HistoryRow = tuple[str, "float | None", str, int, str, "bool | None", bool]
 
 
+class HistoryCache:
+    """The stored history rows of (key, family, window), reused for ``ttl_s`` seconds: begin reads them on every
+    session. This process drops a key's rows when it stores one of its sessions (:meth:`invalidate`), so its own
+    sessions show at once; another process's sessions show within ``ttl_s``. ``ttl_s`` 0 reads every time."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._rows: dict[tuple[str, str | None, int], tuple[float, list[Any]]] = {}
+        self._lock = threading.Lock()
+
+    def rows(self, store: Store, learning_key: str, window: int, task_family: str | None) -> list[Any]:
+        slot = (learning_key, task_family, window)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._rows.get(slot)
+        if cached is not None and now - cached[0] < self.ttl_s:
+            return cached[1]
+        rows = _read_history(store, learning_key, window, task_family)
+        if self.ttl_s > 0:
+            with self._lock:
+                self._rows[slot] = (now, rows)
+        return rows
+
+    def invalidate(self, learning_key: str) -> None:
+        """Forget a key's rows (every family's): one of its sessions was just stored."""
+        with self._lock:
+            for slot in [slot for slot in self._rows if slot[0] == learning_key]:
+                del self._rows[slot]
+
+
+def _read_history(store: Store, learning_key: str, window: int, task_family: str | None) -> list[Any]:
+    statement = (
+        select(SessionRecord.id, SessionRecord.reward, SessionRecord.lane, SessionRecord.interventions, SessionRecord.status, SessionRecord.checks_passed,
+               SessionRecord.explored)
+        .where(SessionRecord.learning_key == learning_key, col(SessionRecord.status).in_(("completed", "failed")))
+        .order_by(col(SessionRecord.started_at).desc())
+        .limit(window)
+    )
+    if task_family is not None:
+        statement = statement.where(SessionRecord.task_family == task_family)
+    return store.read(statement)
+
+
 def load_history(store: Store, learning_key: str, window: int, task_family: str | None = None,
-                 unsettled: Sequence[HistoryRow] = ()) -> KeyHistory:
+                 unsettled: Sequence[HistoryRow] = (), cache: HistoryCache | None = None) -> KeyHistory:
     """The last ``window`` finished sessions of a key's task family (of the whole key when ``task_family`` is
     None), most recent first. ``unsettled`` are sessions that ended but whose background finish has not stored
     them yet (most recent first; their reward is what their checks said, else None): they come first, so a
@@ -68,18 +113,9 @@ def load_history(store: Store, learning_key: str, window: int, task_family: str 
     in which a check rejected an attempt (its retry may have passed, but the student needed the check). A session
     that went without a lesson that was helping (withheld for the impact comparison: ``explored``) and needed the
     teacher is left out: the experiment explains the failure (it counts towards the warm-up only). A failure breaks a streak. A completed session no judge or check
-    could score is left out of the rewards but counts towards the warm-up.
+    could score is left out of the rewards but counts towards the warm-up. ``cache`` reuses recent reads.
     """
-    statement = (
-        select(SessionRecord.id, SessionRecord.reward, SessionRecord.lane, SessionRecord.interventions, SessionRecord.status, SessionRecord.checks_passed,
-               SessionRecord.explored)
-        .where(SessionRecord.learning_key == learning_key, col(SessionRecord.status).in_(("completed", "failed")))
-        .order_by(col(SessionRecord.started_at).desc())
-        .limit(window)
-    )
-    if task_family is not None:
-        statement = statement.where(SessionRecord.task_family == task_family)
-    stored = store.read(statement)
+    stored = cache.rows(store, learning_key, window, task_family) if cache is not None else _read_history(store, learning_key, window, task_family)
     stored_ids = {r[0] for r in stored}
     rows = [r[1:] for r in [*(u for u in unsettled if u[0] not in stored_ids), *stored]][:window]
     kept = [(0.0 if r[0] is None or _failed_checks(r) else float(r[0]), r[1] or "", int(r[2] or 0) + (1 if r[4] is False else 0))

@@ -57,7 +57,7 @@ from .playbook import (
     select_entries,
     similarity,
 )
-from .probe import HistoryRow, KeyHistory, LaneDecision, load_history, prior_decision, probe_flow
+from .probe import HistoryCache, HistoryRow, KeyHistory, LaneDecision, load_history, prior_decision, probe_flow
 from .prompts import (
     answer_validation_messages,
     execution_messages,
@@ -265,6 +265,7 @@ class Supervisor:
         self._call_pool: concurrent.futures.ThreadPoolExecutor | None = None
         #: (key, family) -> sessions ended but not stored yet by their background finish, newest last.
         self._unsettled: defaultdict[tuple[str, str | None], OrderedDict[str, HistoryRow]] = defaultdict(OrderedDict)
+        self.history_cache = HistoryCache(supervision.history_cache_s)
         self._closed = False
         # Registered after the recorder's own close: exit runs this first, so finished sessions reach the store.
         atexit.register(_drain_at_exit, weakref.ref(self))
@@ -421,6 +422,8 @@ class Supervisor:
                 self._unsettled[slot].pop(run.session_id, None)
                 if not self._unsettled[slot]:
                     del self._unsettled[slot]
+        if row is None:
+            self.history_cache.invalidate(run.learning_key)
 
     def _remember(self, pending: PendingSession) -> None:
         with self._results_lock:
@@ -431,12 +434,12 @@ class Supervisor:
     def _run_with_deadline(self, seconds: float, call: Callable[..., Any], *args: Any) -> Any:
         """``call(*args)`` in a helper thread, waited for at most ``seconds`` (TimeoutError; the call goes on there).
         During interpreter exit, when no executor takes work, it runs in the caller's thread."""
-        with self._random_lock:
-            if self._call_pool is None:
-                self._call_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="atlas-call")
         try:
+            with self._random_lock:
+                if self._call_pool is None:
+                    self._call_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="atlas-call")
             future = self._call_pool.submit(call, *args)
-        except RuntimeError:
+        except RuntimeError:  # the interpreter is exiting: no executor takes work
             return call(*args)
         return future.result(timeout=seconds)
 
@@ -831,7 +834,7 @@ class SupervisedRun:
                 if config.supervision.lane is None:  # a forced lane needs no history to be decided
                     supervisor.wait_settled(self.learning_key, self.task_family, config.supervision.history_wait_s)
                 self._history = load_history(supervisor.store, self.learning_key, config.supervision.history_window, self.task_family,
-                                             supervisor.unsettled(self.learning_key, self.task_family))
+                                             supervisor.unsettled(self.learning_key, self.task_family), supervisor.history_cache)
                 view = supervisor.playbook.view(self.learning_key) if config.playbook.enabled else None
             except StoreError as exc:
                 self._history = KeyHistory(unavailable=str(exc))
