@@ -39,6 +39,10 @@ class PendingSession:
         self.session_id = session_id
         self.final_answer = final_answer
         self._future = future
+        #: The result as soon as the finish has built it (its last events are still being published then).
+        self._ready: SessionResult | None = None
+        #: The thread running this session's finish: an event subscriber there must not wait for it.
+        self._finishing: int | None = None
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -52,7 +56,15 @@ class PendingSession:
     def result(self, timeout: float | None = None) -> SessionResult:
         """The finished session; waits up to ``timeout`` seconds (None: as long as it takes).
 
-        Raises ``TimeoutError`` when it is not ready in time (the finish goes on)."""
+        Raises ``TimeoutError`` when it is not ready in time (the finish goes on), and ``RuntimeError`` when
+        called from the session's own finish before its result exists (an event subscriber of its ``reward``
+        or ``lesson_*`` events: use the event's payload; from ``session_finished`` on, the result is there)."""
+        in_finish = self._finishing is not None and self._finishing == threading.get_ident()
+        if in_finish and self._ready is not None:
+            return self._ready  # elsewhere the future is waited for: once it is set, the session is stored
+        if in_finish and not self._future.done():
+            raise RuntimeError(f"session {self.session_id} is still finishing in this thread: its result does not exist "
+                               "yet (read the event's payload, or wait for session_finished)")
         return self._future.result(timeout)
 
     async def aresult(self) -> SessionResult:
@@ -99,11 +111,13 @@ class BackgroundFinisher:
         """Queue ``job`` (its result goes to ``future``, a new one by default); waits for room when ``max_pending``
         jobs are already waiting. After :meth:`close` the job runs in the caller's thread (nothing is dropped)."""
         future = future if future is not None else Future()
-        if self._closed:
+        with self._idle:  # the closed check and the count are one step with close()'s: nothing lands after the stop
+            closed = self._closed
+            if not closed:
+                self._pending += 1
+        if closed:
             _run(job, future)
             return future
-        with self._idle:
-            self._pending += 1
         try:
             self._queue.put_nowait((job, future))
         except queue.Full:
@@ -122,10 +136,15 @@ class BackgroundFinisher:
     def close(self, timeout: float | None = None) -> bool:
         """Drain (up to ``timeout``), then stop the threads. Safe to call twice."""
         drained = self.drain(timeout)
-        if not self._closed:
+        with self._idle:
+            if self._closed:
+                return drained
             self._closed = True
-            for _ in self._threads:
-                self._queue.put(None)
+            pending = self._pending
+        if pending:  # handed off between the drain and the flag: let them run before the stop
+            self.drain(timeout)
+        for _ in self._threads:
+            self._queue.put(None)
         return drained
 
     def _work(self) -> None:

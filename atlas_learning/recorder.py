@@ -189,6 +189,7 @@ class Recorder:
         self._queue: collections.deque[Any] = collections.deque()
         self._wake = threading.Event()
         self._hurry = threading.Event()
+        self._queue_lock = threading.Lock()
         self._spool_path: Path | None = None
         self._spool_file: Any = None
         self._last_attempt = 0.0
@@ -234,26 +235,28 @@ class Recorder:
             self._submit(_Increment(spec, keys, {name: float(delta) for name, delta in deltas.items()}))
 
     def _submit(self, write: _Write) -> None:
-        if not self._closed:
-            self._queue.append(write)
-            queued = len(self._queue)
-            if queued == 1:
-                self._wake.set()
-            elif queued >= self.wake_at:
-                self._hurry.set()
-            return
+        with self._queue_lock:  # the closed check, the append and the wake-up are one step: none is lost
+            if not self._closed:
+                self._queue.append(write)
+                queued = len(self._queue)
+                if queued == 1 or queued >= self.wake_at:
+                    self._wake.set()
+                if queued >= self.wake_at:
+                    self._hurry.set()
+                return
         with self._closed_lock:  # the writer thread is gone: write (or spool) in the caller's thread
             log.warning("recorder used after close(); writing a %s row synchronously", write.spec.name)
             self._write([write])
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until everything enqueued before this call is committed or spooled. False on timeout."""
-        if self._closed:
-            return True
         done = threading.Event()
-        self._queue.append(done)
-        self._wake.set()
-        self._hurry.set()
+        with self._queue_lock:
+            if self._closed:
+                return True
+            self._queue.append(done)
+            self._wake.set()
+            self._hurry.set()
         return done.wait(timeout)
 
     def close(self) -> None:
@@ -261,10 +264,11 @@ class Recorder:
         if self._closed:
             return
         self.flush()
-        self._closed = True
-        self._queue.append(None)
-        self._wake.set()
-        self._hurry.set()
+        with self._queue_lock:  # nothing is queued after the stop: later writes go the synchronous way
+            self._closed = True
+            self._queue.append(None)
+            self._wake.set()
+            self._hurry.set()
         self._thread.join(timeout=30)
         self._close_spool()
         atexit.unregister(self.close)
@@ -286,17 +290,12 @@ class Recorder:
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            self._wake.clear()
             self._hurry.wait(self.linger_s)
             self._hurry.clear()
-            batch = []
-            while len(batch) < 1000:
-                try:
-                    batch.append(self._queue.popleft())
-                except IndexError:
-                    break
-            if len(self._queue):
-                self._wake.set()  # more than one batch waiting: go on at once
+            with self._queue_lock:
+                batch = [self._queue.popleft() for _ in range(min(1000, len(self._queue)))]
+                if not self._queue:
+                    self._wake.clear()  # the next write wakes the writer again (under this lock: never lost)
             writes: list[_Write] = []
             for entry in batch:
                 if entry is None:

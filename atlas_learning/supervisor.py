@@ -262,7 +262,6 @@ class Supervisor:
         self._results_lock = threading.Lock()
         #: One learning step at a time per key: impact counts, examples and synthesis read what the last one wrote.
         self._learn_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-        self._call_pool: concurrent.futures.ThreadPoolExecutor | None = None
         #: (key, family) -> sessions ended but not stored yet by their background finish, newest last.
         self._unsettled: defaultdict[tuple[str, str | None], OrderedDict[str, HistoryRow]] = defaultdict(OrderedDict)
         self.history_cache = HistoryCache(supervision.history_cache_s)
@@ -428,20 +427,34 @@ class Supervisor:
     def _remember(self, pending: PendingSession) -> None:
         with self._results_lock:
             self._results[pending.session_id] = pending
-            while len(self._results) > _RECENT_RESULTS:
-                self._results.popitem(last=False)
+            if len(self._results) > _RECENT_RESULTS:  # the oldest finished ones go; pending ones stay
+                for session_id in [sid for sid, p in self._results.items() if p.done()][: len(self._results) - _RECENT_RESULTS]:
+                    del self._results[session_id]
 
     def _run_with_deadline(self, seconds: float, call: Callable[..., Any], *args: Any) -> Any:
-        """``call(*args)`` in a helper thread, waited for at most ``seconds`` (TimeoutError; the call goes on there).
-        During interpreter exit, when no executor takes work, it runs in the caller's thread."""
+        """``call(*args)`` in a daemon thread of its own, waited for at most ``seconds`` from when it starts
+        (TimeoutError; the abandoned call finishes there and holds no shared worker). When no thread can start
+        (interpreter exit), it runs in the caller's thread."""
+        outcome: list[Any] = []
+
+        def target() -> None:
+            try:
+                outcome.append((True, call(*args)))
+            except BaseException as exc:  # noqa: BLE001 - handed back to the waiting caller
+                outcome.append((False, exc))
+
+        thread = threading.Thread(target=target, name="atlas-call", daemon=True)
         try:
-            with self._random_lock:
-                if self._call_pool is None:
-                    self._call_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="atlas-call")
-            future = self._call_pool.submit(call, *args)
-        except RuntimeError:  # the interpreter is exiting: no executor takes work
+            thread.start()
+        except RuntimeError:
             return call(*args)
-        return future.result(timeout=seconds)
+        thread.join(seconds)
+        if not outcome:
+            raise _DeadlinePassed(f"no answer within {seconds:.1f}s")
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
 
     def close(self) -> None:
         """Wait for pending finishes (up to ``supervision.drain_timeout_s``), flush and stop the recorder, release
@@ -452,8 +465,6 @@ class Supervisor:
         if not self.finisher.close(self.config.supervision.drain_timeout_s):
             log.warning("%d session finishes did not end within %ss; their rows so far are stored",
                         self.finisher.pending, self.config.supervision.drain_timeout_s)
-        if self._call_pool is not None:
-            self._call_pool.shutdown(wait=False, cancel_futures=True)
         self.recorder.close()
         self.models.close()
         self.store.close()
@@ -543,7 +554,9 @@ class SupervisedRun:
     @property
     def guidance(self) -> list[str]:
         """The teacher's pending guidance. After a rejected answer it holds for the whole retry, until the next
-        answer verdict; after a rejected step it holds until the next step verdict (or answer verdict)."""
+        answer verdict. After a rejected step it holds until a student model call has seen it (the next one
+        recorded with :meth:`record_model_call`) or the next answer verdict; rejections of several steps of one
+        turn (parallel tool calls) all reach that model call."""
         with self._lock:
             return [*self._answer_guidance, *self._step_guidance]
 
@@ -712,6 +725,9 @@ class SupervisedRun:
         """Record a model call the agent made (tokens, cost by role); a student call also becomes a step."""
         input_tokens, output_tokens = int(input_tokens or 0), int(output_tokens or 0)
         self.usage.record(role, Usage(input_tokens, output_tokens, cost_usd, 1))
+        if role == "student":
+            with self._lock:  # this call was made with the step guidance: it has been shown
+                self._step_guidance = []
         self.supervisor.recorder.insert(
             ModelCallRecord, session_id=self.session_id, role=role, purpose="agent", provider=provider, model=model,
             input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd, latency_ms=latency_ms,
@@ -808,6 +824,7 @@ class SupervisedRun:
         supervisor._settle(self, self._provisional_row(error))  # noqa: SLF001
 
         def job() -> SessionResult:
+            pending._finishing = threading.get_ident()  # noqa: SLF001
             try:
                 return drive(self._finish_flow(pending.final_answer, error), self._perform)
             except BaseException as exc:
@@ -962,9 +979,9 @@ class SupervisedRun:
             self.interventions += 1
             if verdict.guidance:
                 self._guidance(verdict.guidance, kind="step", step_id=step_id)
-        if verdict.accepted is not None:  # a new step verdict replaces the last step's guidance
+        if verdict.accepted is False and verdict.guidance:  # kept until a student model call has seen it
             with self._lock:
-                self._step_guidance = [verdict.guidance] if verdict.accepted is False and verdict.guidance else []
+                self._step_guidance.append(verdict.guidance)
         return verdict
 
     def _answer_flow(self, answer_text: str, can_rerun: bool = True) -> Flow[VerdictResult]:
@@ -1094,6 +1111,8 @@ class SupervisedRun:
             task_family=self.task_family, task_family_source=self.task_family_source, checks_passed=checks_passed,
             unaided_score=unaided, lessons_withheld=[e.id for e in self.withheld],
         )
+        if self._pending is not None:
+            self._pending._ready = self.finished  # noqa: SLF001 - subscribers of session_finished may read it
         self._emit("session_finished", self.finished.summary())
         if not recorder.flush():
             log.warning("session %s: the store writer did not finish in time; rows stay queued", self.session_id)
@@ -1150,9 +1169,10 @@ class SupervisedRun:
         if config.playbook.synthesize == "always":
             return ["playbook.synthesize is always"]
         triggers = []
-        # A session that went without a lesson that helps is expected to do worse: its failures say nothing new,
-        # and the comparison itself is recorded as impact.
-        explained = self._withheld_a_helping_lesson()
+        # A session that went without a lesson that helps, or without one under trial, is an experiment's "without"
+        # arm: its failures say nothing new (the comparison itself is recorded as impact). The synthesizer learns
+        # from the sessions that had the lessons: one that had a lesson under trial and still failed asks it.
+        explained = self._withheld_a_helping_lesson() or any(e.kind == "lesson" and e.status == "provisional" for e in self.withheld)
         if any(v.accepted is False for v in self.verdicts) and not explained:
             triggers.append("the teacher or a check rejected work")
         failed_checks = outcome.checks_passed is False or any(c.score is not None and c.score < 0.5
@@ -1335,7 +1355,7 @@ class SupervisedRun:
             else:
                 try:
                     response = self.supervisor._run_with_deadline(deadline, contextvars.copy_context().run, call)  # noqa: SLF001
-                except TimeoutError:
+                except _DeadlinePassed:
                     return self._past_deadline(request, started, model)
         except Exception as exc:  # noqa: BLE001 - supervision must never break the user's run
             return self._failed_call(request, exc, started, model)
@@ -1357,10 +1377,12 @@ class SupervisedRun:
             if deadline is None:
                 response = await call
             else:
-                try:
-                    response = await asyncio.wait_for(call, deadline)
-                except TimeoutError:
+                task = asyncio.ensure_future(call)
+                done, _ = await asyncio.wait({task}, timeout=deadline)
+                if not done:  # the model's own TimeoutError, raised by the task, is a failed call, not this
+                    task.cancel()
                     return self._past_deadline(request, started, model)
+                response = task.result()
         except Exception as exc:  # noqa: BLE001
             return self._failed_call(request, exc, started, model)
         self._call_record(request, response.usage, time.perf_counter() - started, response.attempts, None, model)
@@ -1425,6 +1447,10 @@ class SupervisedRun:
             if isinstance(exc, self.supervisor.control_flow):
                 raise
             return Answer(error=f"human callback failed: {type(exc).__name__}: {exc}")
+
+
+class _DeadlinePassed(Exception):
+    """A supervision call was abandoned at ``supervision.max_supervision_seconds``."""
 
 
 def _error_text(error: BaseException | str) -> str:

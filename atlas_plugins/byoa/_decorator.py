@@ -263,6 +263,9 @@ class _InstructionsAttribute:
             return values["instructions"]
         if self.original is not None:
             return getter(self.original, instance, owner) if getter is not None else self.original
+        fallback = getattr(type(instance), "__getattr__", None)
+        if fallback is not None:  # a class that serves its attributes itself
+            return fallback(instance, "instructions")
         raise AttributeError(f"{type(instance).__name__!r} object has no attribute 'instructions'")
 
     def __set__(self, instance: Any, value: Any) -> None:
@@ -302,11 +305,16 @@ class _EntrySpec:
         self.signature = inspect.signature(entry)
         parameters = list(self.signature.parameters.values())
         bound_first = kind in ("instance", "class")  # self or cls comes first
-        candidates = [p for p in parameters[1 if bound_first else 0:]
-                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("lessons", "guidance")]
+        own = parameters[1 if bound_first else 0:]
+        candidates = [p for p in own if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.VAR_POSITIONAL)
+                      and p.name not in ("lessons", "guidance")]
         if not candidates:
             raise TypeError(f"@atlas_agent: {cls.__name__}.{name}() takes no task parameter")
+        #: The task's parameter; for ``*args`` the task is its first value.
         self.task_parameter = candidates[0].name
+        self.task_is_star = candidates[0].kind == candidates[0].VAR_POSITIONAL
+        #: ``lessons`` / ``guidance`` parameters that can only be passed by position (their index), else None.
+        self.positional_only = {p.name: i for i, p in enumerate(parameters) if p.kind == p.POSITIONAL_ONLY}
         self.takes_lessons = "lessons" in self.signature.parameters
         self.takes_guidance = "guidance" in self.signature.parameters
         try:
@@ -358,10 +366,17 @@ class _EntrySpec:
         if current is not None and instance is not None and current[1] is instance:
             return None  # super().run() from a decorated subclass, or the agent calling itself: one session
         arguments = dict(bound.arguments)
-        task = arguments.get(self.task_parameter, self.signature.parameters[self.task_parameter].default)
+        if self.task_is_star:
+            values = arguments.get(self.task_parameter) or ()
+            if not values:
+                return None
+            task = values[0]
+        else:
+            task = arguments.get(self.task_parameter, self.signature.parameters[self.task_parameter].default)
         if task is inspect.Parameter.empty:
             return None
-        return _Call(args, kwargs, instance, task)
+        given = {name for name in ("lessons", "guidance") if name in arguments}  # by the caller, by name or position
+        return _Call(args, kwargs, instance, task, frozenset(given))
 
     # ---------------------------------------------------------------------------------------------- sync
     def _begin(self, task: Any) -> SupervisedRun | None:
@@ -383,7 +398,7 @@ class _EntrySpec:
             while True:
                 try:
                     result = self._call(run, call)
-                except Exception as exc:
+                except BaseException as exc:  # KeyboardInterrupt and SystemExit end the session too
                     _safely(lambda error=exc: run.failed(error))
                     raise
                 decision = _safely(lambda answer=result: run.final_answer(answer))
@@ -399,10 +414,10 @@ class _EntrySpec:
         return result
 
     def _call(self, run: SupervisedRun, call: _Call) -> Any:
-        kwargs = self._channel_kwargs(run, call.kwargs)
-        token = _added.set((call.instance, run.instructions)) if call.instance is not None and not self.takes_lessons else None
+        args, kwargs = self._channel_args(run, call)
+        token = self._add_instructions(run, call)
         try:
-            return self.entry(*call.args, **kwargs)
+            return self.entry(*args, **kwargs)
         finally:
             if token is not None:
                 _added.reset(token)
@@ -425,14 +440,14 @@ class _EntrySpec:
             if started is not None and started.answer is not None:
                 return await self._aend(run, call, started.answer)
             while True:
-                kwargs = self._channel_kwargs(run, call.kwargs)
-                added = _added.set((call.instance, run.instructions)) if call.instance is not None and not self.takes_lessons else None
+                args, kwargs = self._channel_args(run, call)
+                added = self._add_instructions(run, call)
                 try:
-                    result = await self.entry(*call.args, **kwargs)
+                    result = await self.entry(*args, **kwargs)
                 except asyncio.CancelledError:
                     await _asafely(run.acancelled)
                     raise
-                except Exception as exc:
+                except BaseException as exc:
                     await _asafely(lambda error=exc: run.afailed(error))
                     raise
                 finally:
@@ -451,15 +466,28 @@ class _EntrySpec:
         return result
 
     # ------------------------------------------------------------------------------------------- shared
-    def _channel_kwargs(self, run: SupervisedRun, kwargs: dict) -> dict:
-        """The call's keyword arguments plus ``lessons`` / ``guidance`` when the method takes them and the caller
-        did not pass them."""
-        call_kwargs = dict(kwargs)
-        if self.takes_lessons and "lessons" not in kwargs:
-            call_kwargs["lessons"] = run.instructions
-        if self.takes_guidance and "guidance" not in kwargs:
-            call_kwargs["guidance"] = "\n".join(run.guidance) or None
-        return call_kwargs
+    def _channel_args(self, run: SupervisedRun, call: _Call) -> tuple[tuple, dict]:
+        """The call's arguments plus ``lessons`` / ``guidance`` when the method takes them and the caller did not
+        pass them (by name or position); a positional-only one goes in by position."""
+        args, kwargs = list(call.args), dict(call.kwargs)
+        values = {"lessons": run.instructions, "guidance": "\n".join(run.guidance) or None}
+        for name, takes in (("lessons", self.takes_lessons), ("guidance", self.takes_guidance)):
+            if not takes or name in call.given:
+                continue
+            index = self.positional_only.get(name)
+            if index is None:
+                kwargs[name] = values[name]
+            elif index == len(args):
+                args.append(values[name])
+            # a positional-only one after missing earlier arguments cannot be supplied: the call goes as given
+        return tuple(args), kwargs
+
+    def _add_instructions(self, run: SupervisedRun, call: _Call) -> contextvars.Token[Any] | None:
+        """Let the instance's ``instructions`` read with this call's lessons (for this context only)."""
+        if call.instance is None or self.takes_lessons:
+            return None
+        _install_instructions(type(call.instance))  # a subclass that set its own instructions attribute, once
+        return _added.set((call.instance, run.instructions))
 
     def _note_channel(self, run: SupervisedRun) -> None:
         """Record, for the reviewer, where the agent gets its instructions and why supervision is coarser."""
@@ -481,6 +509,8 @@ class _Call:
     kwargs: dict
     instance: Any
     task: Any
+    #: ``lessons`` / ``guidance`` the caller passed itself: left as they are.
+    given: frozenset[str] = frozenset()
 
 
 def _wrap_hook(name: str, original: Callable[..., Any]) -> Callable[..., Any]:

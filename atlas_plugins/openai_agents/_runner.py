@@ -650,7 +650,10 @@ class AtlasRunner:
                 if getattr(result, "interruptions", None):  # paused for approvals: the session ends here
                     await session.end(result.final_output)
                     return result
-                decision = await session.answer(result.final_output)
+                # With SDK memory (a session, a server-side conversation), a rerun would see the rejected attempt and
+                # store the input twice: the answer then stands, the rejection and guidance recorded.
+                rerunnable = not any(kwargs.get(name) for name in ("session", "conversation_id", "previous_response_id"))
+                decision = await session.answer(result.final_output, can_rerun=rerunnable)
                 if decision is not None and decision.action == "retry":
                     log.info("session %s: answer rejected (%s); running the agent again", run.session_id,
                              decision.verdict.reason)

@@ -248,3 +248,129 @@ def test_guidance_holds_for_the_whole_retry_and_clears_on_the_next_verdict(make_
     assert "Count again." in first_call and first_call == second_call and run.guidance == ["Count again."]
     assert run.final_answer("3 items").action == "accept" and run.guidance == [] and "Count again." not in run.instructions
     run.finish()
+
+
+# ------------------------------------------------------------------------------- races and hangs (found in review)
+def test_a_subscriber_of_session_finished_may_read_the_result(make_supervisor) -> None:
+    import concurrent.futures
+
+    supervisor = make_supervisor(supervision={"lane": "auto", "finish_workers": 1})
+    got: list = []
+
+    def on_event(event) -> None:
+        if event.type == "session_finished":
+            got.append(supervisor.session_result(event.session_id, timeout=2).reward)
+        elif event.type == "reward":  # before the result exists: a clear error, not a wait on itself
+            try:
+                supervisor.session_result(event.session_id, timeout=2)
+            except (RuntimeError, concurrent.futures.TimeoutError) as exc:
+                got.append(type(exc).__name__)
+
+    supervisor.events.subscribe(on_event)
+    run = supervisor.begin(TASK, agent_name="files")
+    run.end("2").result(10)
+    assert got == ["RuntimeError", pytest.approx(0.9)]
+
+
+def test_hung_teacher_calls_do_not_starve_later_sessions(make_supervisor) -> None:
+    import threading
+
+    calls = {"n": 0}
+    lock = threading.Lock()
+
+    def verdict(messages):
+        with lock:
+            calls["n"] += 1
+            n = calls["n"]
+        if n <= 9:
+            time.sleep(2)  # the teacher hangs on these
+        return ACCEPT
+
+    supervisor = make_supervisor({"teacher": {"Verdict": verdict}}, supervision={"lane": "paired", "max_supervision_seconds": 0.3})
+    for _ in range(9):
+        run = supervisor.begin(TASK, agent_name="files")
+        run.final_answer("2")
+        run.end("2")
+    run = supervisor.begin(TASK, agent_name="files")
+    assert run.final_answer("2").verdict.accepted is True  # its own call starts at once and answers
+    run.end("2")
+    supervisor.drain(10)
+
+
+def test_close_racing_an_end_still_finishes_the_session(make_supervisor) -> None:
+    import threading
+
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    run = supervisor.begin(TASK, agent_name="files")
+    finisher = supervisor.finisher
+    original_submit = finisher.submit
+    closing = threading.Thread(target=finisher.close, args=(5,))
+
+    def submit_while_closing(job, future=None):  # close() runs between end()'s claim and its hand-off
+        closing.start()
+        closing.join(5)
+        return original_submit(job, future)
+
+    finisher.submit = submit_while_closing
+    pending = run.end("2")
+    assert pending.result(5).final_answer == "2"  # run in the caller's thread once the finisher is closed
+    assert supervisor.store.get(SessionRecord, run.session_id).status == "completed"
+
+
+def test_pending_sessions_are_never_evicted_from_the_recent_results(make_supervisor, monkeypatch) -> None:
+    import atlas_learning.supervisor as core
+
+    monkeypatch.setattr(core, "_RECENT_RESULTS", 2)
+    supervisor = make_supervisor({"judge_small": {"SessionJudgement": slow(GOOD_JUDGEMENT, 0.3)}},
+                                 supervision={"lane": "auto", "finish_workers": 1})
+    pendings = [supervisor.begin(TASK, agent_name="files").end("2") for _ in range(4)]
+    for pending in pendings:  # all still known while pending, whatever the limit
+        assert supervisor.session_result(pending.session_id, timeout=10).reward == pytest.approx(0.9)
+
+
+def test_no_recorder_write_is_left_queued(tmp_path) -> None:
+    import collections
+    import threading
+
+    from atlas_learning.recorder import Recorder
+    from atlas_learning.store import Store
+
+    with Store(f"sqlite:///{tmp_path / 'a.db'}") as store:
+        recorder = Recorder(store, spool_dir=tmp_path / "spool")
+
+        class SlowDeque(collections.deque):  # widens the window between the append and the wake-up
+            def append(self, item):
+                super().append(item)
+                time.sleep(0.01)
+
+        recorder._queue = SlowDeque()
+        both = threading.Barrier(2)
+
+        def write(i: int) -> None:
+            both.wait()
+            recorder.insert(SessionRecord, id=f"s{i}", learning_key="k", agent_name="a", task="t")
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        time.sleep(0.5)  # no flush: the writer must have woken by itself
+        assert len(recorder._queue) == 0 and len(store.list_sessions()) == 2
+        recorder.close()
+        recorder.insert(SessionRecord, id="late", learning_key="k", agent_name="a", task="t")  # after close: written at once
+        assert {s.id for s in store.list_sessions()} == {"s0", "s1", "late"}
+
+
+def test_the_rejections_of_parallel_tool_calls_all_reach_the_next_model_call(make_supervisor) -> None:
+    refusal = {"accepted": False, "guidance": "Do not refund before checking the order status.", "reason": "unsafe"}
+    supervisor = make_supervisor({"teacher": {"Verdict": [refusal, ACCEPT]}}, supervision={"lane": "coach"})
+    run = supervisor.begin("Refund order 1234", agent_name="refunds")
+    run.start()
+    first = run.record_step(tool_name="refund", tool_args={"order": 1234}, output="ok")
+    second = run.record_step(tool_name="lookup", tool_args={"order": 1234}, output="shipped")
+    assert run.tool_call_done(first).accepted is False and run.tool_call_done(second).accepted is True
+    assert "Do not refund" in run.instructions
+    run.record_model_call(role="student", model="m")
+    assert "Do not refund" not in run.instructions
+    run.finish("done")

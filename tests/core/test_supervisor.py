@@ -117,8 +117,10 @@ def test_coach_reviews_the_plan_and_validates_steps(make_supervisor) -> None:
     assert "count '-' lines" in run.instructions and "the file may not exist" in run.instructions
     verdict = run.validate_step(run.record_step(tool_name="read_file", tool_args={"path": "notes/todo.txt"}, output="- a"))
     assert verdict.accepted is False and "List the folder first." in run.instructions
-    assert run.guidance == ["List the folder first."] and "List the folder first." in run.instructions  # until the next step verdict
+    assert run.guidance == ["List the folder first."] and "List the folder first." in run.instructions
     assert run.validate_step(run.record_step(tool_name="list_dir", tool_args={"path": "notes"}, output="todo.txt")).accepted is True
+    assert run.guidance == ["List the folder first."]  # an accepted step of the same turn does not hide it
+    run.record_model_call(role="student", model="m")  # the model call that saw it
     assert run.guidance == [] and "List the folder first." not in run.instructions
     result = run.finish("1 item")
     plans = supervisor.store.rows(PlanRecord, PlanRecord.session_id == result.session_id, order_by=PlanRecord.id)

@@ -524,3 +524,92 @@ def test_retry_semantics_keep_side_effects_from_running_twice(make_supervisor, r
     result = atlas_result(Refunder).result()
     assert refunds == ["Refund order 1234"] and result.attempts == 1 and result.accepted is False
     assert result.verdicts[0].guidance == "Show the arithmetic."  # the rejection and guidance are recorded
+
+
+# ---------------------------------------------------------------------------------- shapes found in review
+GUIDED = {"Verdict": [{"accepted": False, "guidance": "Double-check the arithmetic.", "reason": "wrong"}, ACCEPT]}
+
+
+def test_star_args_entries_take_their_first_argument_as_the_task(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+
+    @atlas_agent(supervisor=supervisor)
+    class Agent:
+        def __call__(self, *args, **kwargs) -> str:
+            return f"{len(args)} args"
+
+    assert Agent()("the task", "more") == "2 args"
+    assert atlas_result(Agent).result().final_answer == "2 args"
+    supervisor.drain()
+    assert supervisor.store.list_sessions()[0].task == "the task"
+
+
+def test_undecorated_subclasses_and_getattr_agents_get_the_lessons_too(make_supervisor) -> None:
+    supervisor = make_supervisor({"teacher": GUIDED}, supervision={"lane": "paired"})
+    seen = []
+
+    @atlas_agent(supervisor=supervisor)
+    class Base:
+        instructions = "base"
+
+        def run(self, task: str) -> str:
+            seen.append(self.instructions)
+            return "2"
+
+    class Child(Base):
+        instructions = "You are a child agent."
+
+    Child().run("add 1 and 1")
+    assert seen[-1].startswith("You are a child agent.") and "Double-check the arithmetic." in seen[-1]
+    assert Child().instructions == "You are a child agent."
+
+    @atlas_agent(supervisor=make_supervisor({"teacher": GUIDED}, supervision={"lane": "paired"}))
+    class Proxy:
+        def __init__(self) -> None:
+            self._settings = {"instructions": "You are a proxy."}
+
+        def __getattr__(self, name):
+            try:
+                return self.__dict__["_settings"][name]
+            except KeyError:
+                raise AttributeError(name) from None
+
+        def run(self, task: str) -> str:
+            seen.append(self.instructions)
+            return "2"
+
+    Proxy().run("add 1 and 1")
+    assert seen[-1].startswith("You are a proxy.") and "Double-check the arithmetic." in seen[-1]
+
+
+def test_lessons_given_by_the_caller_or_positional_only_are_honoured(make_supervisor) -> None:
+    supervisor = make_supervisor({"teacher": GUIDED}, supervision={"lane": "paired"})
+
+    @atlas_agent(supervisor=supervisor)
+    class Positional:
+        def run(self, task: str, lessons: str = "") -> str:
+            return lessons
+
+    assert Positional().run("add 1 and 1", "my own lessons") == "my own lessons"  # passed by position: kept
+
+    @atlas_agent(supervisor=make_supervisor({"teacher": GUIDED}, supervision={"lane": "paired"}))
+    class PositionalOnly:
+        def run(self, task: str, lessons: str = "", /) -> str:
+            return lessons
+
+    assert "Double-check the arithmetic." in PositionalOnly().run("add 1 and 1")  # the retry got the guidance
+
+
+def test_an_interrupted_agent_ends_its_session(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+
+    @atlas_agent(supervisor=supervisor)
+    class Interrupted:
+        def run(self, task: str) -> str:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Interrupted().run("add 1 and 1")
+    supervisor.drain()
+    stored = supervisor.store.list_sessions()[0]
+    assert stored.status == "failed" and stored.session_metadata["error"].startswith("KeyboardInterrupt")

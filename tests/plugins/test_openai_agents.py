@@ -212,10 +212,10 @@ async def test_lessons_plan_and_step_guidance_reach_the_instructions_never_the_i
     assert "Always look the order up before answering." in first["instructions"] and "1. look the order up" in first["instructions"]
     assert "Quote the shipping date exactly." not in first["instructions"]
     assert first["input"] == [{"content": QUESTION, "role": "user"}]  # the user's input items are untouched
-    # coach: the tool call was validated as it ended; its guidance reached the next model call and, by the core's
-    # rule, stays in the instructions until the next step verdict (there is none here: the handoff is no tool step)
+    # coach: the tool call was validated as it ended; its guidance reached the next model call (the core's rule)
     assert "Quote the shipping date exactly." in triage_model.calls[1]["instructions"]
-    assert "Quote the shipping date exactly." in writer_model.calls[0]["instructions"]
+    # shown to the model call after the rejected step; once that call is made, the guidance has been shown
+    assert "Quote the shipping date exactly." not in writer_model.calls[0]["instructions"]
     assert writer_model.calls[0]["instructions"].startswith("You write the reply to the customer.")
     session = runner.session_result(result)
     supervisor.drain()
@@ -903,3 +903,20 @@ async def test_a_streamed_run_paused_for_a_tool_approval_is_not_stored_as_cancel
     supervisor.drain()
     stored = supervisor.store.list_sessions()[0]
     assert stored.status == "completed" and (stored.session_metadata or {}).get("error") != "cancelled"
+
+
+async def test_a_run_with_sdk_memory_is_not_rerun_and_its_rejection_is_recorded(make_supervisor) -> None:
+    from agents import SQLiteSession
+
+    supervisor = make_supervisor({"teacher": {"Verdict": [{"accepted": False, "guidance": "Quote the date.", "reason": "vague"},
+                                                             {"accepted": True, "guidance": "", "reason": "ok"}]}},
+                                 supervision={"lane": "paired"})
+    model = ScriptModel("fake-memory", ["It is on its way.", "Shipped on May 2."])
+    runner = with_atlas(Agent(name="memory", instructions="Answer.", model=model), supervisor=supervisor)
+    memory = SQLiteSession("conversation-1")
+    result = await runner.run(QUESTION, session=memory)
+    items = await memory.get_items()
+    assert result.final_output == "It is on its way." and len(model.calls) == 1  # not rerun into the same memory
+    assert [i.get("role") for i in items].count("user") == 1
+    session = runner.session_result(result).result()
+    assert session.attempts == 1 and session.accepted is False and session.verdicts[0].guidance == "Quote the date."
