@@ -116,38 +116,30 @@ def _langchain_agent(middleware: list[Any]) -> tuple[Any, Callable[[], None]]:
 
 
 def build_with_atlas(supervisor: Supervisor) -> tuple[Callable[[], Any], Callable[[], Any]]:
-    from langchain_core.messages import HumanMessage
-
     from atlas_plugins.langgraph import with_atlas
 
     bare, reset_bare = _langchain_agent([])
     graph, reset_wrapped = _langchain_agent([])
     wrapped = with_atlas(graph, supervisor=supervisor, agent_name="bench-graph")
+    return _invoker(bare, reset_bare), _invoker(wrapped, reset_wrapped)
 
-    def call(agent: Any, reset: Callable[[], None]) -> Callable[[], Any]:
-        def invoke() -> Any:
-            reset()
-            return agent.invoke({"messages": [HumanMessage(TASK)]})
-        return invoke
 
-    return call(bare, reset_bare), call(wrapped, reset_wrapped)
+def _invoker(agent: Any, reset: Callable[[], None]) -> Callable[[], Any]:
+    """One user call of a LangGraph agent, on a fresh script of its fake model."""
+    from langchain_core.messages import HumanMessage
+
+    def invoke() -> Any:
+        reset()
+        return agent.invoke({"messages": [HumanMessage(TASK)]})
+    return invoke
 
 
 def build_middleware(supervisor: Supervisor) -> tuple[Callable[[], Any], Callable[[], Any]]:
-    from langchain_core.messages import HumanMessage
-
     from atlas_plugins.langgraph import AtlasMiddleware
 
     bare, reset_bare = _langchain_agent([])
     wrapped, reset_wrapped = _langchain_agent([AtlasMiddleware(supervisor=supervisor, agent_name="bench-middleware")])
-
-    def call(agent: Any, reset: Callable[[], None]) -> Callable[[], Any]:
-        def invoke() -> Any:
-            reset()
-            return agent.invoke({"messages": [HumanMessage(TASK)]})
-        return invoke
-
-    return call(bare, reset_bare), call(wrapped, reset_wrapped)
+    return _invoker(bare, reset_bare), _invoker(wrapped, reset_wrapped)
 
 
 def build_agents_sdk(supervisor: Supervisor) -> tuple[Callable[[], Any], Callable[[], Any]]:

@@ -14,7 +14,7 @@ import pytest
 
 from atlas_learning.config import AtlasConfig
 from atlas_learning.models import RoleModels, ScriptedModel
-from atlas_learning.supervisor import Supervisor
+from atlas_learning.supervisor import SupervisedRun, Supervisor
 
 GOOD_JUDGEMENT = {"outcome": 0.9, "process": 0.9, "efficiency": 0.9, "confidence": 0.9, "rationale": "done"}
 POOR_JUDGEMENT = {"outcome": 0.1, "process": 0.2, "efficiency": 0.3, "confidence": 0.9, "rationale": "wrong"}
@@ -86,3 +86,25 @@ def make_supervisor(store_url: str, tmp_path) -> Iterator[Callable[..., Supervis
     yield make
     for supervisor in made:
         supervisor.close()
+
+
+def record_begun(supervisor: Supervisor, patch: Callable[[Any, str, Any], None] = setattr) -> list[SupervisedRun]:
+    """The sessions a supervisor begins from now on, as adapters ask for them: ``begin`` and ``abegin`` still do
+    their work, and each SupervisedRun they return is appended to the returned list. ``patch`` sets the spies
+    (``monkeypatch.setattr`` to undo them after a test)."""
+    runs: list[SupervisedRun] = []
+    begin, abegin = supervisor.begin, supervisor.abegin
+
+    def spied_begin(*args: Any, **kwargs: Any) -> SupervisedRun:
+        run = begin(*args, **kwargs)
+        runs.append(run)
+        return run
+
+    async def spied_abegin(*args: Any, **kwargs: Any) -> SupervisedRun:
+        run = await abegin(*args, **kwargs)
+        runs.append(run)
+        return run
+
+    patch(supervisor, "begin", spied_begin)
+    patch(supervisor, "abegin", spied_abegin)
+    return runs

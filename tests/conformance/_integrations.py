@@ -26,6 +26,7 @@ import pytest
 from atlas_learning import session_options
 from atlas_learning.judges import Check
 from atlas_learning.supervisor import SupervisedRun, Supervisor
+from tests.support import record_begun
 
 from ._student import Student, Turn, lookup
 
@@ -50,21 +51,7 @@ class Integration:
     def __init__(self, supervisor: Supervisor, student: Student) -> None:
         self.supervisor = supervisor
         self.student = student
-        self.runs: list[SupervisedRun] = []
-        begin, abegin = supervisor.begin, supervisor.abegin
-
-        def spied_begin(*args: Any, **kwargs: Any) -> SupervisedRun:
-            run = begin(*args, **kwargs)
-            self.runs.append(run)
-            return run
-
-        async def spied_abegin(*args: Any, **kwargs: Any) -> SupervisedRun:
-            run = await abegin(*args, **kwargs)
-            self.runs.append(run)
-            return run
-
-        supervisor.begin = spied_begin  # type: ignore[method-assign]
-        supervisor.abegin = spied_abegin  # type: ignore[method-assign]
+        self.runs: list[SupervisedRun] = record_begun(supervisor)
 
     @property
     def session_id(self) -> str:

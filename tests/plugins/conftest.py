@@ -9,7 +9,7 @@ import pytest
 
 from atlas_learning.store import SessionRecord
 from atlas_learning.supervisor import SupervisedRun, Supervisor
-from tests.support import make_supervisor  # noqa: F401 - the fixture
+from tests.support import make_supervisor, record_begun  # noqa: F401 - the fixture
 
 
 class BeginSpy:
@@ -18,21 +18,7 @@ class BeginSpy:
 
     def __init__(self, supervisor: Supervisor, monkeypatch: pytest.MonkeyPatch) -> None:
         self.supervisor = supervisor
-        self.runs: list[SupervisedRun] = []
-        begin, abegin = supervisor.begin, supervisor.abegin
-
-        def spied_begin(*args: Any, **kwargs: Any) -> SupervisedRun:
-            run = begin(*args, **kwargs)
-            self.runs.append(run)
-            return run
-
-        async def spied_abegin(*args: Any, **kwargs: Any) -> SupervisedRun:
-            run = await abegin(*args, **kwargs)
-            self.runs.append(run)
-            return run
-
-        monkeypatch.setattr(supervisor, "begin", spied_begin)
-        monkeypatch.setattr(supervisor, "abegin", spied_abegin)
+        self.runs: list[SupervisedRun] = record_begun(supervisor, monkeypatch.setattr)
 
     def identities(self) -> list[tuple[str, str | None]]:
         """(learning key, task family) of each session begun, in order; each checked against its stored row (the
