@@ -249,7 +249,18 @@ class AtlasMiddleware(AgentMiddleware[AtlasAgentState, Any, Any]):
         """Register the invocation; an answer the core hands over is delivered and ends the agent."""
         run = invocation.run
         with self._lock:
+            # An earlier invocation of this thread that never reached after_agent (it raised outside a model or
+            # tool call: a recursion limit, another middleware) is over: it ends as failed, not left running.
+            stale = [i for i in self._runs.values() if invocation.thread_id is not None and i.thread_id == invocation.thread_id]
+            for old in stale:
+                del self._runs[old.run.session_id]
             self._runs[run.session_id] = invocation
+        for old in stale:
+            try:
+                old.run.failed(f"abandoned: the invocation ended before after_agent (an error outside a model or tool "
+                               f"call), and thread {old.thread_id} began another")
+            except Exception:  # noqa: BLE001
+                log.exception("Atlas could not end the abandoned session %s", old.run.session_id)
         update: dict[str, Any] = {SESSION_KEY: run.session_id}
         if started is not None and started.answer is not None:
             invocation.delivered = started.answer

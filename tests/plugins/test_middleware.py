@@ -704,3 +704,44 @@ def test_a_structured_response_is_the_answer_reported(make_supervisor) -> None:
     supervisor.drain()
     attempts = supervisor.store.rows(AttemptRecord, AttemptRecord.session_id == result.session_id, order_by=AttemptRecord.attempt)
     assert [(a.answer, a.accepted) for a in attempts] == [('{"items":2}', False), ('{"items":3}', True)]
+
+
+def test_an_invocation_stopped_outside_a_model_or_tool_call_ends_at_the_threads_next_one(make_supervisor) -> None:
+    from langchain_core.language_models.chat_models import BaseChatModel
+    from langchain_core.outputs import ChatGeneration, ChatResult
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.errors import GraphRecursionError
+
+    class Looping(BaseChatModel):
+        """Calls a tool forever: LangGraph's recursion limit stops it, outside any model or tool call."""
+
+        calls: int = 0
+
+        @property
+        def _llm_type(self) -> str:
+            return "looping"
+
+        def bind_tools(self, tools, **kwargs):
+            return self
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            self.calls += 1
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(content="", tool_calls=[
+                {"name": "lookup", "args": {"order": self.calls}, "id": f"c{self.calls}"}]))])
+
+    @tool
+    def lookup(order: int) -> str:
+        """Look an order up."""
+        return "shipped"
+
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    agent = create_agent(Looping(), tools=[lookup], middleware=[AtlasMiddleware(supervisor=supervisor)], checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t-1"}, "recursion_limit": 6}
+    with pytest.raises(GraphRecursionError):
+        agent.invoke({"messages": [("user", "status of order 1?")]}, config)
+    with pytest.raises(GraphRecursionError):
+        agent.invoke({"messages": [("user", "status of order 2?")]}, config)
+    supervisor.drain()
+    sessions = sorted(supervisor.store.list_sessions(), key=lambda s: s.started_at)
+    assert sessions[0].status == "failed" and "abandoned" in sessions[0].session_metadata["error"]
+    assert sessions[1].status == "running"  # the thread has not begun another invocation yet
