@@ -264,6 +264,7 @@ class Supervisor:
         self._learn_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         #: (key, family) -> sessions ended but not stored yet by their background finish, newest last.
         self._unsettled: defaultdict[tuple[str, str | None], OrderedDict[str, HistoryRow]] = defaultdict(OrderedDict)
+        self._io_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.history_cache = HistoryCache(supervision.history_cache_s)
         self._closed = False
         # Registered after the recorder's own close: exit runs this first, so finished sessions reach the store.
@@ -322,7 +323,7 @@ class Supervisor:
                      metadata: Mapping[str, Any] | None = None, checks: Sequence[Check] = ()) -> SupervisedRun:
         """Async twin of :meth:`begin`; the store reads run in a thread, so the event loop never waits on them."""
         run = self._new_run(task, agent_name, learning_key, task_family, metadata, checks)
-        view = await asyncio.to_thread(contextvars.copy_context().run, run._load)
+        view = await self.off_loop(run._load)
         await adrive(run._begin_flow(view), run._aperform)
         return run
 
@@ -383,6 +384,19 @@ class Supervisor:
         if pending is None:
             raise KeyError(f"no recent session {session_id!r} on this supervisor; read older ones from the store")
         return await pending.aresult()
+
+    async def off_loop(self, call: Callable[..., Any], *args: Any) -> Any:
+        """``call(*args)`` on the supervisor's I/O threads, awaited: blocking work (store reads) off the event loop.
+        The threads are the supervisor's, started once (``asyncio.to_thread`` would start one per new event loop,
+        as ``Runner.run_sync`` makes). During interpreter exit, when no executor takes work, it runs here."""
+        try:
+            with self._random_lock:
+                if self._io_pool is None:
+                    self._io_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="atlas-io")
+            future = self._io_pool.submit(contextvars.copy_context().run, call, *args)
+        except RuntimeError:
+            return call(*args)
+        return await asyncio.wrap_future(future)
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every session ended so far is judged, learned from and stored; False when ``timeout`` ran out."""
@@ -465,6 +479,8 @@ class Supervisor:
         if not self.finisher.close(self.config.supervision.drain_timeout_s):
             log.warning("%d session finishes did not end within %ss; their rows so far are stored",
                         self.finisher.pending, self.config.supervision.drain_timeout_s)
+        if self._io_pool is not None:
+            self._io_pool.shutdown(wait=False)
         self.recorder.close()
         self.models.close()
         self.store.close()
@@ -789,7 +805,7 @@ class SupervisedRun:
             if finisher.has_room:
                 finisher.submit(job, pending._future)  # noqa: SLF001
             else:
-                await asyncio.to_thread(finisher.submit, job, pending._future)  # noqa: SLF001
+                await self.supervisor.off_loop(finisher.submit, job, pending._future)  # noqa: SLF001
         return pending
 
     def finish(self, final_answer: Any = None, *, error: str | None = None) -> SessionResult:

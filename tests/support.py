@@ -7,6 +7,7 @@ turn, the last one repeating), a callable ``(messages) -> answer``, or an except
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,6 +25,7 @@ ACCEPT = {"accepted": True, "guidance": "", "reason": "correct"}
 def by_schema(answers: dict[str, Any]) -> Callable[[list[dict[str, str]], dict[str, Any] | None], Any]:
     """A scripted response that picks its answer by the requested schema's title ('text' for plain calls)."""
     turns: dict[str, int] = {}
+    lock = threading.Lock()  # judge samples ask at once, from several threads
 
     def respond(messages: list[dict[str, str]], schema: dict[str, Any] | None) -> Any:
         title = schema["title"] if schema else "text"
@@ -31,8 +33,9 @@ def by_schema(answers: dict[str, Any]) -> Callable[[list[dict[str, str]], dict[s
             raise AssertionError(f"unexpected {title} request")
         answer = answers[title]
         if isinstance(answer, list):
-            index = turns.get(title, 0)
-            turns[title] = index + 1
+            with lock:
+                index = turns.get(title, 0)
+                turns[title] = index + 1
             answer = answer[min(index, len(answer) - 1)]
         if callable(answer) and not isinstance(answer, BaseException):
             answer = answer(messages)

@@ -81,7 +81,8 @@ def world(make_supervisor, store_url: str, tmp_path: Path) -> dict[str, Any]:  #
         run.validate_answer("2 files")
         ids["files"].append(run.finish("2 files").session_id)
     math = make_supervisor(
-        {"judge_small": {"SessionJudgement": [GOOD_JUDGEMENT, GOOD_JUDGEMENT, GOOD_JUDGEMENT, POOR_JUDGEMENT]}},
+        # by the task, not by call order: the two sessions' judges run concurrently in the background
+        {"judge_small": {"SessionJudgement": lambda messages: POOR_JUDGEMENT if any("3 * 3" in m["content"] for m in messages) else GOOD_JUDGEMENT}},
         supervision={"lane": "paired"},
     )
     for task in ("2 + 2", "3 * 3"):
