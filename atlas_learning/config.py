@@ -260,6 +260,12 @@ class PlaybookConfig(_Section):
     explore_rate: float = Field(0.1, ge=0.0, le=1.0)
     #: An entry under trial whose with/without sample sizes differ by this much goes to the smaller side.
     max_imbalance: int = Field(2, ge=1)
+    #: How an entry under trial is withheld: ``adaptive`` (the default) withholds with the probability that going
+    #: without it is better (1 - P(helps)), between ``explore_rate`` and ``trial_explore_rate``, and forces a
+    #: "without" session by ``max_imbalance`` only until ``min_without`` exist; ``balanced`` withholds at
+    #: ``trial_explore_rate`` and keeps the two sides within ``max_imbalance`` throughout. Adaptive spends fewer
+    #: deliberately unaided sessions on a lesson that is evidently helping; balanced decides a little sooner.
+    trial_allocation: Literal["adaptive", "balanced"] = "adaptive"
     #: Sessions with the entry, and without it, before its impact decides anything.
     min_with: int = Field(3, ge=1)
     min_without: int = Field(2, ge=1)

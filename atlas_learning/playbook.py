@@ -232,12 +232,21 @@ class Selection:
 
 
 def _withhold(entry: PlaybookEntryRecord, config: PlaybookConfig, draw: Callable[[], float]) -> bool:
-    """Whether this session is one of the entry's "without" sessions. Under trial, a fair coin at
+    """Whether this session is one of the entry's "without" sessions. Under trial, ``balanced``: a coin at
     ``trial_explore_rate`` that sends the session to the smaller arm once the arms differ by ``max_imbalance``
-    (a big-stick design: random, yet balanced enough to decide soon); once active, ``explore_rate``."""
+    (a big-stick design: random, yet balanced enough to decide soon); ``adaptive``: a coin at the probability that
+    the entry does not help (Thompson-like, within ``explore_rate`` and ``trial_explore_rate``), the big stick only
+    until the "without" arm has ``min_without`` sessions. Once active, ``explore_rate``."""
     if entry.status != "provisional":
         return draw() < config.explore_rate
     lead = entry.reward_count_with - entry.reward_count_without
+    if config.trial_allocation == "adaptive":
+        if lead >= config.max_imbalance and entry.reward_count_without < config.min_without:
+            return True  # the comparison needs its minimum "without" sample
+        if -lead >= config.max_imbalance:
+            return False
+        share = min(config.trial_explore_rate, max(config.explore_rate, 1.0 - probability_helps(entry)))
+        return draw() < share
     if lead >= config.max_imbalance:
         return True
     if -lead >= config.max_imbalance:

@@ -97,15 +97,29 @@ def withheld_share(candidate: PlaybookEntryRecord, config: PlaybookConfig, draws
 
 
 def test_balanced_trial_entry_is_withheld_at_the_trial_rate() -> None:
-    config = PlaybookConfig(trial_explore_rate=0.3, explore_rate=0.0)
+    config = PlaybookConfig(trial_explore_rate=0.3, explore_rate=0.0, trial_allocation="balanced")
     assert withheld_share(entry(reward_count_with=1, reward_count_without=1), config) == pytest.approx(0.3, abs=0.03)
 
 
 def test_big_stick_sends_the_session_to_the_smaller_arm() -> None:
     leads_with = entry(reward_count_with=4, reward_count_without=2)
     leads_without = entry(reward_count_with=2, reward_count_without=4)
-    assert withheld_share(leads_with, PlaybookConfig(trial_explore_rate=0.0, max_imbalance=2), draws=200) == 1.0
-    assert withheld_share(leads_without, PlaybookConfig(trial_explore_rate=1.0, max_imbalance=2), draws=200) == 0.0
+    balanced = {"max_imbalance": 2, "trial_allocation": "balanced"}
+    assert withheld_share(leads_with, PlaybookConfig(trial_explore_rate=0.0, **balanced), draws=200) == 1.0
+    assert withheld_share(leads_without, PlaybookConfig(trial_explore_rate=1.0, **balanced), draws=200) == 0.0
+
+
+def test_adaptive_trials_withhold_less_as_the_evidence_says_the_lesson_helps() -> None:
+    config = PlaybookConfig(trial_explore_rate=0.5, explore_rate=0.1, min_without=2, max_imbalance=2)
+    assert config.trial_allocation == "adaptive"
+    assert withheld_share(entry(), config) == pytest.approx(0.5, abs=0.03)  # nothing known: P(helps) is 0.5
+    helping = entry(reward_count_with=3, reward_sum_with=3.0, reward_count_without=2, reward_sum_without=0.0)
+    assert withheld_share(helping, config) == pytest.approx(0.1, abs=0.02)  # evidently helps: the floor
+    hurting = entry(reward_count_with=3, reward_sum_with=0.0, reward_count_without=2, reward_sum_without=2.0)
+    assert withheld_share(hurting, config) == pytest.approx(0.5, abs=0.03)  # evidently hurts: the ceiling
+    # the big stick only until the "without" arm has its minimum
+    assert withheld_share(entry(reward_count_with=3, reward_sum_with=3.0, reward_count_without=1), config, draws=200) == 1.0
+    assert withheld_share(entry(reward_count_with=2, reward_count_without=4), config, draws=200) == 0.0
 
 
 def test_active_entry_is_withheld_at_the_explore_rate() -> None:
