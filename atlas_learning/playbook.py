@@ -173,10 +173,10 @@ class PlaybookView:
     _families: dict[str | None, list[int]] | None = field(default=None, repr=False)
     _positions: dict[str, int] | None = field(default=None, repr=False)
 
-    def _matches(self, task: str) -> dict[int, float]:
+    def _matches(self, task: str, *, at_least: float = 0.0, include: Sequence[int] = ()) -> dict[int, float]:
         if self._index is None:
             self._index = RelevanceIndex([_entry_text(e) for e in self.entries])
-        return self._index.matches(task)
+        return self._index.matches(task, at_least=at_least, include=include)
 
     def relevance(self, task: str) -> dict[str, float]:
         """The relevance to ``task`` (0..1) of the entries it matches at all, by entry id."""
@@ -186,12 +186,13 @@ class PlaybookView:
         """The live entries that may apply to ``task``: those it matches at ``threshold`` or more, and those scoped
         to its family (whatever their match); with their relevance. What a session looks at, so its cost follows
         what matches, not the playbook's size."""
-        matched = [(self.entries[i], score) for i, score in self._matches(task).items()]
+        positions = self._by_family().get(family, []) if family is not None else []
+        # Only what can apply is looked at: matches that reach the threshold, and the family's own entries.
+        matched = [(self.entries[i], score) for i, score in self._matches(task, at_least=threshold, include=positions).items()]
         relevance = {entry.id: score for entry, score in matched}
-        scoped = [self.entries[i] for i in self._by_family().get(family, ())] if family is not None else []
-        chosen = [entry for entry, score in matched if score >= threshold and entry.status in LIVE]
+        chosen = [entry for entry, score in matched if (score >= threshold or entry.task_family == family) and entry.status in LIVE]
         seen = {entry.id for entry in chosen}
-        chosen += [e for e in scoped if e.id not in seen and e.status in LIVE]
+        chosen += [e for e in (self.entries[i] for i in positions) if e.id not in seen and e.status in LIVE]
         return chosen, relevance
 
     def get(self, ids: Sequence[str]) -> list[PlaybookEntryRecord]:

@@ -81,8 +81,9 @@ class RelevanceIndex:
             scores[position] = score
         return scores
 
-    def matches(self, query: str) -> dict[int, float]:
-        """The documents ``query`` matches at all, by position, with their relevance (see :meth:`relevance`)."""
+    def matches(self, query: str, *, at_least: float = 0.0, include: Sequence[int] = ()) -> dict[int, float]:
+        """The documents ``query`` matches at all, by position, with their relevance (see :meth:`relevance`);
+        with ``at_least``, only those that reach it, and those in ``include`` whatever their relevance."""
         if self._retriever is None:
             return {}
         query_tokens = sorted(set(tokens(query)))
@@ -102,4 +103,10 @@ class RelevanceIndex:
         documents = scores["indices"][picked]
         raw = np.bincount(documents, weights=scores["data"][picked], minlength=self.size)[: self.size]
         hits = np.flatnonzero((raw > 0) & (self._self_scores > 0))
-        return {int(i): min(1.0, float(raw[i] / self._self_scores[i])) for i in hits}
+        relevance = np.minimum(1.0, raw[hits] / self._self_scores[hits])
+        if at_least > 0:
+            keep = relevance >= at_least
+            if len(include):
+                keep |= np.isin(hits, np.asarray(include))
+            hits, relevance = hits[keep], relevance[keep]
+        return dict(zip(hits.tolist(), relevance.tolist(), strict=True))
