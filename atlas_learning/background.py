@@ -107,6 +107,22 @@ class BackgroundFinisher:
         """Whether a hand-off now would not wait."""
         return not self._queue.full()
 
+    def try_submit(self, job: Callable[[], Any], future: Future[Any]) -> bool:
+        """Queue ``job`` only if that does not wait: False when the queue is full (nothing was queued)."""
+        with self._idle:
+            if self._closed:
+                closed = True
+            else:
+                closed = False
+                try:
+                    self._queue.put_nowait((job, future))
+                except queue.Full:
+                    return False
+                self._pending += 1
+        if closed:
+            _run(job, future)
+        return True
+
     def submit(self, job: Callable[[], Any], future: Future[Any] | None = None) -> Future[Any]:
         """Queue ``job`` (its result goes to ``future``, a new one by default); waits for room when ``max_pending``
         jobs are already waiting. After :meth:`close` the job runs in the caller's thread (nothing is dropped)."""

@@ -802,9 +802,7 @@ class SupervisedRun:
         pending, job = self._claim_end(final_answer, error)
         if job is not None:
             finisher = self.supervisor.finisher
-            if finisher.has_room:
-                finisher.submit(job, pending._future)  # noqa: SLF001
-            else:
+            if not finisher.try_submit(job, pending._future):  # noqa: SLF001 - full: wait for room off the loop
                 await self.supervisor.off_loop(finisher.submit, job, pending._future)  # noqa: SLF001
         return pending
 

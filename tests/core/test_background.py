@@ -374,3 +374,25 @@ def test_the_rejections_of_parallel_tool_calls_all_reach_the_next_model_call(mak
     run.record_model_call(role="student", model="m")
     assert "Do not refund" not in run.instructions
     run.finish("done")
+
+
+async def test_aend_on_a_full_finish_queue_waits_off_the_event_loop(make_supervisor) -> None:
+    supervisor = make_supervisor({"judge_small": {"SessionJudgement": slow(GOOD_JUDGEMENT, 0.3)}},
+                                 supervision={"lane": "auto", "finish_workers": 1, "max_pending_finishes": 1})
+    lags: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - before - 0.01)
+
+    ticking = asyncio.create_task(ticker())
+    pendings = []
+    for _ in range(4):  # the second and later find the queue full: they wait for room in a thread
+        run = await supervisor.abegin(TASK, agent_name="files")
+        pendings.append(await run.aend("2"))
+    results = [await pending for pending in pendings]
+    ticking.cancel()
+    assert all(r.reward == pytest.approx(0.9) for r in results)
+    assert max(lags) < 0.15  # 0.3 s judges, a queue of one: the loop never waited for room
