@@ -12,6 +12,8 @@ lesson) instead of crashing the user's run.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import threading
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -91,14 +93,12 @@ async def adrive(flow: Flow[T], perform: Callable[[Ask | AskHuman], Awaitable[An
 
 
 _pool: Any = None
-_pool_lock = __import__("threading").Lock()
+_pool_lock = threading.Lock()
 
 
 def _perform_all(asks: tuple[Ask, ...], perform: Callable[[Ask | AskHuman], Answer]) -> list[Answer]:
     """The asks at once: all but the first on a shared thread pool (threads are started once, not per ask), the
     first in this thread. When the pool takes no work (the interpreter is exiting), they are asked in turn."""
-    import contextvars
-
     global _pool
     if len(asks) < 2:
         return [perform(ask) for ask in asks]

@@ -111,3 +111,19 @@ def record_begun(supervisor: Supervisor, patch: Callable[[Any, str, Any], None] 
     patch(supervisor, "begin", spied_begin)
     patch(supervisor, "abegin", spied_abegin)
     return runs
+
+
+def local_agents_tracing() -> Iterator[None]:
+    """Agents SDK tracing on, with no processor but what a test adds: the SDK's default exporter never tries the
+    network. A generator for a pytest fixture; without the SDK it does nothing."""
+    try:
+        from agents.tracing import get_trace_provider, set_trace_processors, set_tracing_disabled
+    except ImportError:
+        yield
+        return
+    provider = get_trace_provider()
+    before = list(getattr(getattr(provider, "_multi_processor", None), "_processors", ()))
+    set_trace_processors([])
+    set_tracing_disabled(False)
+    yield
+    set_trace_processors(before)

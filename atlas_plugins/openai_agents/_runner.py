@@ -638,14 +638,7 @@ class AtlasRunner:
                     return result
             while True:
                 session.new_attempt()
-                try:
-                    result = await Runner.run(self.agent, input, **self._kwargs(session, kwargs))
-                except asyncio.CancelledError:
-                    await session.end(cancelled=True)
-                    raise
-                except BaseException as exc:
-                    await session.end(error=exc)
-                    raise
+                result = await _run_ending_on_error(session, self.agent, input, self._kwargs(session, kwargs))
                 session.sdk_result = self.last_result = result
                 if getattr(result, "interruptions", None):  # paused for approvals: the session ends here
                     await session.end(result.final_output)
@@ -776,17 +769,12 @@ class AtlasRunner:
         source = "human" if run.config.supervision.escalation == "human" else "teacher"
         session.delivering = True
         try:
-            result = await Runner.run(self.agent, input, **self._kwargs(session, kwargs, model=AnswerModel(answer, source)))
+            result = await _run_ending_on_error(session, self.agent, input, self._kwargs(session, kwargs, model=AnswerModel(answer, source)),
+                                                passes=(ModelBehaviorError,))
         except ModelBehaviorError as exc:  # the answer is not the agent's output_type
             log.warning("session %s: the %s's answer could not be delivered (%s: %s); the student works",
                         run.session_id, source, type(exc).__name__, exc)
             return None
-        except asyncio.CancelledError:
-            await session.end(cancelled=True)
-            raise
-        except BaseException as exc:
-            await session.end(error=exc)
-            raise
         finally:
             session.delivering = False
         session.sdk_result = self.last_result = result
@@ -932,6 +920,21 @@ def _stream_outcome(result: Any, task: asyncio.Task[Any], has_output: bool) -> t
     if getattr(result, "_cancel_mode", "none") not in (None, "none") and not has_output:  # "none": never cancelled
         return None, True
     return None, False
+
+
+async def _run_ending_on_error(session: _Session, agent: Any, input: Any, kwargs: Mapping[str, Any], *,
+                               passes: tuple[type[BaseException], ...] = ()) -> Any:
+    """``Runner.run``; when it raises (but not one of ``passes``), the session ends, failed or cancelled, first."""
+    try:
+        return await Runner.run(agent, input, **kwargs)
+    except passes:
+        raise
+    except asyncio.CancelledError:
+        await session.end(cancelled=True)
+        raise
+    except BaseException as exc:
+        await session.end(error=exc)
+        raise
 
 
 def _model_identity(agent: Any, config_model: Any) -> tuple[str, str]:

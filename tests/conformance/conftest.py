@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import make_supervisor  # noqa: F401 - the fixture
+from tests.support import local_agents_tracing, make_supervisor  # noqa: F401 - the fixture
 
 from ._integrations import INTEGRATIONS, Integration
 
@@ -20,16 +20,5 @@ def integration(request: pytest.FixtureRequest) -> type[Integration]:
 
 @pytest.fixture(autouse=True, scope="module")
 def _agents_sdk_tracing_stays_local() -> Iterator[None]:
-    """Agents SDK tracing on, with no processor but the one Atlas adds: the default exporter never tries the
-    network. Restored afterwards."""
-    try:
-        from agents.tracing import get_trace_provider, set_trace_processors, set_tracing_disabled
-    except ImportError:
-        yield
-        return
-    provider = get_trace_provider()
-    before = list(getattr(getattr(provider, "_multi_processor", None), "_processors", ()))
-    set_trace_processors([])
-    set_tracing_disabled(False)
-    yield
-    set_trace_processors(before)
+    """Agents SDK tracing on, with no processor but the one Atlas adds; restored afterwards."""
+    yield from local_agents_tracing()

@@ -26,6 +26,14 @@ def slow(answer, seconds):
     return respond
 
 
+async def measure_loop_lag(lags: list[float]) -> None:
+    """Until cancelled: how much later than asked each 10 ms sleep of the event loop woke (its lag), into ``lags``."""
+    while True:
+        before = time.perf_counter()
+        await asyncio.sleep(0.01)
+        lags.append(time.perf_counter() - before - 0.01)
+
+
 def protocol_session(supervisor, answers, **begin):
     """An agent driven through the adapter protocol: start, tool steps reported, answers reported until the core
     stops asking for retries, end. ``answers`` gives one answer per attempt."""
@@ -65,14 +73,7 @@ async def test_async_sessions_never_block_the_event_loop(make_supervisor) -> Non
 
     supervisor.store.read = slow_read
     lags: list[float] = []
-
-    async def ticker() -> None:
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(0.01)
-            lags.append(time.perf_counter() - before - 0.01)
-
-    ticking = asyncio.create_task(ticker())
+    ticking = asyncio.create_task(measure_loop_lag(lags))
     run = await supervisor.abegin(TASK, agent_name="files")
     await run.astart()
     decision = await run.afinal_answer("2 items")
@@ -380,14 +381,7 @@ async def test_aend_on_a_full_finish_queue_waits_off_the_event_loop(make_supervi
     supervisor = make_supervisor({"judge_small": {"SessionJudgement": slow(GOOD_JUDGEMENT, 0.3)}},
                                  supervision={"lane": "auto", "finish_workers": 1, "max_pending_finishes": 1})
     lags: list[float] = []
-
-    async def ticker() -> None:
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(0.01)
-            lags.append(time.perf_counter() - before - 0.01)
-
-    ticking = asyncio.create_task(ticker())
+    ticking = asyncio.create_task(measure_loop_lag(lags))
     pendings = []
     for _ in range(4):  # the second and later find the queue full: they wait for room in a thread
         run = await supervisor.abegin(TASK, agent_name="files")

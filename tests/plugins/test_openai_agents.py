@@ -30,7 +30,6 @@ from agents import (
     output_guardrail,
 )
 from agents.run_config import ModelInputData
-from agents.tracing import get_trace_provider, set_trace_processors, set_tracing_disabled
 from openai.types.responses import (
     Response,
     ResponseCompletedEvent,
@@ -55,7 +54,7 @@ from atlas_learning.store import (
 )
 from atlas_learning.supervisor import SupervisedRun, Supervisor
 from atlas_plugins.openai_agents import AtlasRunner, with_atlas
-from tests.support import GOOD_JUDGEMENT
+from tests.support import GOOD_JUDGEMENT, local_agents_tracing
 
 QUESTION = "Where is my order A1?"
 ANSWER = "Order A1 shipped on May 2."
@@ -65,12 +64,7 @@ CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"
 @pytest.fixture(autouse=True, scope="module")
 def local_tracing():
     """Tracing on, with no processor but the one Atlas adds: the SDK's default exporter never tries the network."""
-    provider = get_trace_provider()
-    before = list(getattr(getattr(provider, "_multi_processor", None), "_processors", ()))
-    set_trace_processors([])
-    set_tracing_disabled(False)
-    yield
-    set_trace_processors(before)
+    yield from local_agents_tracing()
 
 
 # ------------------------------------------------------------------------------------------ the fake model
