@@ -1,53 +1,60 @@
-"""``with_atlas(graph)``: a LangGraph graph under Atlas supervision, itself a compiled LangGraph graph.
+"""``with_atlas(graph)``: the user's own compiled LangGraph graph with Atlas supervision added in it.
 
-Shape (``app.get_graph().draw_mermaid()``)::
+The graph ``with_atlas`` returns **is the user's graph**: the same nodes under the same names, the same channels,
+edges, compile options (checkpointer, store, cache, breakpoints, ``debug``, ``name``), bound config and stream
+transformers. Nothing runs around it as an extra node, so every stream mode, ``get_state``, ``update_state``
+(``as_node=`` included), interrupts and ``Command(resume=..., update=...)``, breakpoints, checkpoints, history,
+replay and fork, reducers and the recursion limit behave as on the bare graph. Supervision is added in two places:
 
-    START -> atlas_probe -(run)-> student ---------> atlas_teacher -(accept / stand)-> atlas_judge -> END
-                         \\-(answer)-> atlas_escalate --^         \\-(retry)-> student
+* **Around the run** (:meth:`AtlasGraph.stream` / ``astream``, which ``invoke``, ``ainvoke``, ``batch`` and a
+  parent graph calling this one as a node all go through). A call with new input begins a session in the core
+  (:meth:`Supervisor.begin`: lane, lessons) and reports its start (:meth:`SupervisedRun.start`: in coach the
+  teacher reviews the empty plan). When the graph ends, its answer is reported (:meth:`SupervisedRun.final_answer`,
+  in every lane): on ``retry`` the run is made again with the guidance in the student's instructions (with a
+  checkpointer, as a fork from the run's input checkpoint, so the thread's state holds only the accepted attempt;
+  without one, from the same input); then the session ends (:meth:`SupervisedRun.end`) and the call returns at
+  once: judging, learning and storing finish in the background. A run that pauses (an ``interrupt()``, a
+  breakpoint) keeps its session open, and the call that resumes it (``Command(resume=...)`` or ``None`` as the
+  input, on the same thread) goes on with it: one session per run, however many calls it takes. A replay or
+  fork (``checkpoint_id`` in the config) is a run of its own, with a session of its own. A run that raises ends
+  its session as failed, a stream closed early or a cancelled task as cancelled.
+* **Around each of the user's nodes** (the node keeps its name; only its runnable is wrapped): the session's
+  instructions (lessons, plan, concerns, guidance, rendered once in the core) reach the node as a system message
+  added to its *input* when it reads ``messages`` (never written to state), and from
+  :func:`current_instructions` for nodes that build their own prompt; a callback handler
+  records every model and tool call as a step and reports every tool step (:meth:`SupervisedRun.tool_call_done`;
+  in coach the teacher validates it); a node that made no model or tool call is recorded as a node step.
 
-The nodes translate the graph's run into the Atlas session protocol (:class:`~atlas_learning.SupervisedRun`) and
-apply the answers; what to do is decided in the core.
+In escalate, for a graph with a ``messages`` key, the teacher's or a human's answer is delivered in place of the
+student's by a one-node graph on the same channels and checkpointer (``atlas_escalate``); a human answers through
+``interrupt()`` there, and the run resumes with ``Command(resume=answer)``.
 
-* ``atlas_probe`` begins the session (lane, lessons) and reports the start (:meth:`SupervisedRun.start`): in
-  coach the teacher reviews the (empty) plan; in escalate, for a graph with a ``messages`` key (one that can take
-  an answer), the teacher or a human answers in place of the student. A human answers through ``interrupt()``:
-  the run pauses there and resumes with ``Command(resume=answer)``.
-* ``atlas_escalate`` delivers that answer as an AI message; without one the student runs.
-* ``student`` is the user's graph, rebuilt node for node. Each node is wrapped so that (a) the session's
-  instructions (lessons, plan, concerns, guidance) reach it as a system message added to the *input* of nodes
-  that read ``messages``, never written to state, and in ``config["configurable"]["atlas_instructions"]`` for
-  graphs that build their own prompt; (b) a callback handler records every model call and tool call as a step
-  and reports every tool step (:meth:`SupervisedRun.tool_call_done`; in coach the teacher validates it, and a
-  rejection's guidance is in the next model call's instructions); (c) nodes that made no model or tool call are
-  recorded as node steps. A graph that raises ends its session as failed (cancelled when a task is cancelled);
-  LangGraph's own control flow (an interrupt) passes through.
-* ``atlas_teacher`` reports the answer (:meth:`SupervisedRun.final_answer`) in every lane; on ``retry`` it
-  removes the rejected attempt's messages and runs the student again, whose instructions now carry the guidance.
-* ``atlas_judge`` ends the session (:meth:`SupervisedRun.end`) and returns at once: judges, drift, review
-  status, learning and storage run on the supervisor's background finisher. A ``custom`` stream event
-  ``{"atlas_session": {"session_id": ..., "final_answer": ...}}`` names the session, and
-  ``app.session_result(config)`` is its :class:`~atlas_learning.PendingSession` (the reward and the rest of the
-  SessionResult by waiting, when read).
-
-Input and output keys are the user's; supervision model calls never pass through LangChain, so they never
-reach the user's ``messages`` stream.
+A finished run streamed with the ``custom`` mode ends with one event
+``{"atlas_session": {"session_id": ..., "final_answer": ...}}``; ``app.session_result(config)`` is the session's
+:class:`~atlas_learning.PendingSession`. ``app.get_graph()`` draws the probe, the lanes, the teacher and the judge
+around the user's nodes (the drawing only: they run as described above).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import itertools
+import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler, BaseCallbackManager, CallbackManager
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
+from langgraph.callbacks import GraphCallbackHandler
+from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, interrupt
@@ -75,38 +82,102 @@ from ._messages import (
 )
 from ._options import begin_options
 
-__all__ = ["with_atlas", "AtlasGraph"]
+__all__ = ["with_atlas", "AtlasGraph", "current_instructions"]
 
 log = logging.getLogger("atlas_plugins.langgraph")
 
-INVOCATION_KEY = "atlas_invocation"
-#: Set per call in ``configurable``: whether the call continues a paused run (``Command(resume=...)``, or None
-#: as the input) rather than starting one with new input.
-RESUMING_KEY = "atlas_resuming"
-INSTRUCTIONS_KEY = "atlas_instructions"
-PROBE, STUDENT, TEACHER, ESCALATE, JUDGE = "atlas_probe", "student", "atlas_teacher", "atlas_escalate", "atlas_judge"
+#: The nodes drawn around the user's (``app.get_graph()``); only ``atlas_escalate`` is a real node, of the
+#: escalation graph.
+PROBE, TEACHER, ESCALATE, JUDGE = "atlas_probe", "atlas_teacher", "atlas_escalate", "atlas_judge"
+#: LangGraph's configurable keys: set for a graph run as a task of a parent graph.
+_TASK_ID, _CHECKPOINT_NS = "__pregel_task_id", "checkpoint_ns"
+_MISSING: Any = object()
+_adapter_ids = itertools.count(1)
+#: The supervised run of the node running now (set around each of the user's nodes, seen by what it calls).
+_node_run: contextvars.ContextVar[SupervisedRun | None] = contextvars.ContextVar("atlas_node_run", default=None)
+#: Set while the escalation graph's node asks the person: only there can ``interrupt()`` pause the run.
+_in_escalation: contextvars.ContextVar[bool] = contextvars.ContextVar("atlas_in_escalation", default=False)
+
+
+def current_instructions() -> str:
+    """What Atlas tells the student now (lessons, plan, concerns, guidance), for a node of a wrapped graph that
+    builds its own prompt instead of reading ``messages``; '' outside a supervised run. Call it inside the node,
+    when the prompt is built: guidance can change between two model calls of one node."""
+    run = _node_run.get()
+    return run.instructions if run is not None else ""
+
+
+class _HumanInGraph(GraphBubbleUp):
+    """The human escalation was asked outside a node: the escalation graph runs, and its node asks."""
 
 
 @dataclass
 class _Session:
-    """One invocation's supervised run and what the adapter must remember about it."""
+    """One run's supervised session and what the adapter must remember about it."""
 
     run: SupervisedRun
     recorder: _StepRecorder
     arecorder: _AsyncStepRecorder
-    input_message_ids: list[str] = field(default_factory=list)
-    input_messages: list[Any] = field(default_factory=list)
-    #: What the run's start decided; None until it returned (a human escalation may pause it: see ``atlas_probe``).
+    #: How a rejected answer is run again: "input" (the same input, no checkpointer), "checkpoint" (a fork from
+    #: the run's input checkpoint), "same" (the same call again: a replay or fork), or None (it cannot be: a run
+    #: resumed from a pause, one run as a parent graph's task, or one whose checkpoints are written at exit).
+    rerun: str | None
+    input: Any = None
+    #: What the run's start decided; None until it returned (a human escalation may pause it).
     start: Start | None = None
+    #: The start needs a person: the escalation graph's node asks (``interrupt()``).
+    escalating: bool = False
+
+    @property
+    def escalates(self) -> bool:
+        """Whether the escalation graph runs in place of the user's: a person must answer, or the teacher did."""
+        return self.escalating or (self.start is not None and self.start.answer is not None)
+
+
+class _RunWatcher(GraphCallbackHandler):
+    """Sees one graph run's own callbacks (never its children's: it is not inherited): its final output, and
+    whether it paused at an interrupt or a breakpoint."""
+
+    run_inline = True
+    raise_error = False
+
+    def __init__(self) -> None:
+        self.root: Any = None
+        self.output: Any = _MISSING
+        self.interrupted = False
+
+    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: Any, **kwargs: Any) -> None:
+        if self.root is None:
+            self.root = run_id
+
+    def on_chain_end(self, outputs: Any, *, run_id: Any, **kwargs: Any) -> None:
+        if run_id == self.root:
+            self.output = outputs
+
+    def on_interrupt(self, event: Any) -> None:
+        self.interrupted = True
+
+
+def _watched(config: RunnableConfig, watcher: _RunWatcher) -> RunnableConfig:
+    """``config`` with ``watcher`` as a handler of the graph run itself, not inherited by its nodes."""
+    callbacks = config.get("callbacks")
+    if callbacks is None:
+        manager: BaseCallbackManager = CallbackManager(handlers=[watcher], inheritable_handlers=[])
+    elif isinstance(callbacks, BaseCallbackManager):
+        manager = callbacks.copy()
+        manager.add_handler(watcher, inherit=False)
+    else:
+        handlers = list(callbacks)
+        manager = CallbackManager(handlers=[*handlers, watcher], inheritable_handlers=handlers)
+    return {**config, "callbacks": manager}  # type: ignore[typeddict-item]
 
 
 class _Adapter:
-    """Everything with_atlas's nodes share: the supervisor, the sessions by invocation, how to read the state."""
+    """What with_atlas's hooks share: the supervisor, the open sessions by run key, how to read the state."""
 
     def __init__(self, supervisor: Supervisor, *, agent_name: str, learning_key: str | None,
                  task_from: Callable[[Any], str] | None, answer_from: Callable[[Any], str] | None,
-                 messages_key: str | None, messages_reducer: bool, output_keys: Sequence[str],
-                 checks: Sequence[Check] = ()) -> None:
+                 messages_key: str | None, output_keys: Sequence[str], checks: Sequence[Check] = ()) -> None:
         self.supervisor = supervisor
         self.checks = list(checks)
         self.agent_name = agent_name
@@ -114,32 +185,39 @@ class _Adapter:
         self.task_from = task_from
         self.answer_from = answer_from
         self.messages_key = messages_key
-        self.messages_reducer = messages_reducer
         self.output_keys = list(output_keys)
+        #: This adapter's key in ``configurable``: a wrapped graph inside another finds its own sessions. LangGraph
+        #: leaves keys that start with ``__pregel_`` out of the configs it shows (checkpoints, debug events).
+        self.config_key = f"__pregel_atlas_run_{next(_adapter_ids)}"
         self.sessions: dict[str, _Session] = {}
-        #: The ended sessions by invocation key, and the last one: PendingSessions (the result by waiting).
+        #: The ended sessions by run key, and the last one: PendingSessions (the result by waiting).
         self.results: dict[str, PendingSession] = {}
         self.last_result: PendingSession | None = None
         self._lock = threading.Lock()
+        self._escalation: CompiledStateGraph | None = None
 
     # ------------------------------------------------------------------------------------------ state
-    def task(self, state: Any) -> str:
+    def task(self, value: Any) -> str:
+        """The task of a run: from its input (or, for a run that continues a checkpoint, the state there)."""
         if self.task_from is not None:
-            return str(self.task_from(state))
+            return str(self.task_from(value))
         if self.messages_key:
-            return last_text(state_get(state, self.messages_key) or [], "human")
-        import json
-
-        return json.dumps(to_jsonable(state), ensure_ascii=False, default=str)
+            messages = state_get(value, self.messages_key)
+            if messages is not None:
+                return last_text(_as_messages(messages), "human")
+        return json.dumps(to_jsonable(value), ensure_ascii=False, default=str)
 
     def answer(self, state: Any) -> str:
+        """The answer of a run's final state: ``structured_response`` when the agent gave one, else the last
+        AI message's text, else the JSON of the output keys."""
         if self.answer_from is not None:
             return str(self.answer_from(state))
+        structured = state_get(state, "structured_response") if state is not None else None
+        if structured is not None:
+            return json.dumps(to_jsonable(structured), ensure_ascii=False, default=str)
         if self.messages_key:
             return last_text(state_get(state, self.messages_key) or [], "ai")
-        import json
-
-        values = {key: state_get(state, key) for key in self.output_keys}
+        values = {key: state_get(state, key) for key in self.output_keys} if not isinstance(state, Mapping) else state
         return json.dumps(to_jsonable(values), ensure_ascii=False, default=str)
 
     @property
@@ -149,60 +227,150 @@ class _Adapter:
 
     # --------------------------------------------------------------------------------------- sessions
     def session(self, config: RunnableConfig | None) -> _Session | None:
-        key = _invocation(config)
+        key = ((config or {}).get("configurable") or {}).get(self.config_key)
+        if key is None:
+            return None
         with self._lock:
-            return self.sessions.get(key) if key else None
+            return self.sessions.get(key)
 
-    def _begin_arguments(self, state: Any, config: RunnableConfig) -> tuple[str, dict[str, Any]]:
-        """The task and the begin options of the invocation's ``configurable`` (see ``_options``)."""
-        configurable = (config or {}).get("configurable", {})
+    @staticmethod
+    def run_key(configurable: Mapping[str, Any]) -> str:
+        """The key a run's session is found by: its thread and checkpoint namespace (a resumed call finds it;
+        each task of a parent graph has a namespace of its own), or a new one when there is no thread."""
+        thread = configurable.get("thread_id")
+        if thread is None:
+            return uuid.uuid4().hex
+        return f"thread:{thread}|{configurable.get(_CHECKPOINT_NS) or ''}"
+
+    def prepare(self, graph: AtlasGraph, input: Any, config: RunnableConfig | None
+                ) -> tuple[RunnableConfig, _Session | None, _Session | None, bool]:
+        """(the call's config with its run key, the session it continues, a stale one to cancel, whether a new
+        one begins)."""
+        config = dict(config or {})  # type: ignore[assignment]
+        configurable = dict(config.get("configurable") or {})
+        key = configurable.get(self.config_key) or self.run_key(configurable)
+        configurable[self.config_key] = key
+        config["configurable"] = configurable
+        nested = _TASK_ID in configurable
+        continues = nested or ((input is None or isinstance(input, Command)) and not configurable.get("checkpoint_id"))
+        with self._lock:
+            existing = self.sessions.get(key)
+            if existing is not None and not continues:
+                self.sessions.pop(key, None)
+        if existing is not None and continues:
+            return config, existing, None, False  # type: ignore[return-value]
+        return config, None, existing, True  # type: ignore[return-value]
+
+    def _begin_arguments(self, graph: AtlasGraph, input: Any, config: RunnableConfig) -> tuple[str, dict[str, Any], str | None]:
+        configurable = config.get("configurable") or {}
         thread = configurable.get("thread_id")
         options = begin_options(configurable, learning_key=self.learning_key, checks=self.checks,
                                 metadata={"thread_id": thread} if thread else {})
-        return self.task(state), {"agent_name": self.agent_name, **options}
+        fresh = not (input is None or isinstance(input, Command))
+        if _TASK_ID in configurable:
+            rerun = None
+        elif not fresh:
+            rerun = "same" if configurable.get("checkpoint_id") else None
+        elif graph.checkpointer is None:
+            rerun = "input"
+        else:
+            rerun = "checkpoint"
+        return self.task(input if fresh else self._state_at(graph, config, input)), {"agent_name": self.agent_name, **options}, rerun
 
-    def _open(self, run: SupervisedRun, state: Any, config: RunnableConfig) -> _Session:
-        messages = list(state_get(state, self.messages_key) or []) if self.messages_key else []
-        session = _Session(run, _StepRecorder(run), _AsyncStepRecorder(run),
-                           [m.id for m in messages if getattr(m, "id", None)], messages)
+    @staticmethod
+    def _state_at(graph: AtlasGraph, config: RunnableConfig, input: Any) -> Any:
+        """The state a continuing run starts from (its task is there); the Command's update when it has none."""
+        try:
+            if graph.checkpointer is not None and not isinstance(graph.checkpointer, bool):
+                return graph.get_state(config).values
+        except Exception:  # noqa: BLE001 - an async-only checkpointer, say
+            pass
+        return getattr(input, "update", None) or {}
+
+    def _open(self, run: SupervisedRun, config: RunnableConfig, input: Any, rerun: str | None) -> _Session:
+        session = _Session(run, _StepRecorder(run), _AsyncStepRecorder(run), rerun=rerun, input=input)
         with self._lock:
-            self.sessions[_invocation(config)] = session
+            self.sessions[config["configurable"][self.config_key]] = session
         return session
 
-    def _resumable(self, config: RunnableConfig) -> tuple[_Session | None, _Session | None]:
-        """(the session this call resumes, a stale one to cancel). A call that continues a paused run and finds
-        its session still starting (the human escalation paused it) resumes that session; any other session
-        still open under this invocation key belongs to a run that paused and was never resumed."""
-        existing = self.session(config)
-        if existing is None:
-            return None, None
-        if _resuming(config) and existing.start is None:
-            return existing, None
-        with self._lock:
-            self.sessions.pop(_invocation(config), None)
-        return None, existing
-
-    def begin(self, state: Any, config: RunnableConfig) -> _Session:
-        """The invocation's session: the one a resumed call paused in, else a new one (begun in the core)."""
-        resumed, stale = self._resumable(config)
+    def begin(self, graph: AtlasGraph, input: Any, config: RunnableConfig | None) -> tuple[RunnableConfig, _Session | None]:
+        """The call's config and the session of its run: the one it continues, else a new one (None when
+        supervision failed: the graph runs unsupervised)."""
+        config, existing, stale, new = self.prepare(graph, input, config)
         if stale is not None:
             _safe(stale.run.cancelled)
-        if resumed is not None:
-            return resumed
-        task, options = self._begin_arguments(state, config)
-        return self._open(self.supervisor.begin(task, **options), state, config)
+        if not new:
+            return config, existing
+        try:
+            task, options, rerun = self._begin_arguments(graph, input, config)
+            return config, self._open(self.supervisor.begin(task, **options), config, input, rerun)
+        except Exception:  # noqa: BLE001 - supervision never fails the user's run
+            log.exception("atlas could not begin a session; the graph runs unsupervised")
+            return config, None
 
-    async def abegin(self, state: Any, config: RunnableConfig) -> _Session:
-        resumed, stale = self._resumable(config)
+    async def abegin(self, graph: AtlasGraph, input: Any, config: RunnableConfig | None) -> tuple[RunnableConfig, _Session | None]:
+        config, existing, stale, new = self.prepare(graph, input, config)
         if stale is not None:
             await _asafe(stale.run.acancelled)
-        if resumed is not None:
-            return resumed
-        task, options = self._begin_arguments(state, config)
-        return self._open(await self.supervisor.abegin(task, **options), state, config)
+        if not new:
+            return config, existing
+        try:
+            task, options, rerun = await asyncio.to_thread(self._begin_arguments, graph, input, config) \
+                if input is None or isinstance(input, Command) else self._begin_arguments(graph, input, config)
+            return config, self._open(await self.supervisor.abegin(task, **options), config, input, rerun)
+        except Exception:  # noqa: BLE001
+            log.exception("atlas could not begin a session; the graph runs unsupervised")
+            return config, None
+
+    def start(self, session: _Session) -> None:
+        """Report the start once; what it decided is kept on the session. A human escalation asked here is
+        asked again by the escalation graph's node, where ``interrupt()`` can pause the run."""
+        if session.start is not None or (session.escalating and not _in_escalation.get()):
+            return
+        try:
+            session.start = session.run.start(can_take_answer=self.can_take_answer)
+        except _HumanInGraph:
+            session.escalating = True
+        except Exception as exc:
+            if is_control_flow(exc):
+                raise
+            log.exception("atlas could not start session %s; the student runs", session.run.session_id)
+            session.start = Start()
+
+    async def astart(self, session: _Session) -> None:
+        if session.start is not None or (session.escalating and not _in_escalation.get()):
+            return
+        try:
+            session.start = await session.run.astart(can_take_answer=self.can_take_answer)
+        except _HumanInGraph:
+            session.escalating = True
+        except Exception as exc:
+            if is_control_flow(exc):
+                raise
+            log.exception("atlas could not start session %s; the student runs", session.run.session_id)
+            session.start = Start()
+
+    def final_answer(self, session: _Session, state: Any) -> AnswerDecision | None:
+        return _safe(lambda: session.run.final_answer(self.answer(state), can_rerun=session.rerun is not None))
+
+    async def afinal_answer(self, session: _Session, state: Any) -> AnswerDecision | None:
+        return await _asafe(lambda: session.run.afinal_answer(self.answer(state), can_rerun=session.rerun is not None))
+
+    def rerun_call(self, graph: AtlasGraph, session: _Session, input: Any, config: RunnableConfig) -> tuple[Any, RunnableConfig] | None:
+        """The input and config that run a rejected attempt again (None when it cannot be found)."""
+        if session.rerun == "checkpoint":
+            found = _input_checkpoint(graph.checkpointer.list(_thread_config(config)))
+            return (None, _at_checkpoint(config, found)) if found else None
+        return (session.input if session.rerun == "input" else input, config) if session.rerun else None
+
+    async def arerun_call(self, graph: AtlasGraph, session: _Session, input: Any, config: RunnableConfig) -> tuple[Any, RunnableConfig] | None:
+        if session.rerun == "checkpoint":
+            found = _input_checkpoint([c async for c in graph.checkpointer.alist(_thread_config(config))])
+            return (None, _at_checkpoint(config, found)) if found else None
+        return self.rerun_call(graph, session, input, config)
 
     def _ended(self, config: RunnableConfig | None, pending: PendingSession | None) -> PendingSession | None:
-        key = _invocation(config)
+        key = ((config or {}).get("configurable") or {}).get(self.config_key)
         with self._lock:
             self.sessions.pop(key, None)
             if pending is not None and key is not None:
@@ -211,35 +379,15 @@ class _Adapter:
         return pending
 
     def end(self, session: _Session, state: Any, config: RunnableConfig) -> PendingSession | None:
-        """End the session with the graph's answer; returns at once (the finish runs in the background)."""
+        """End the session with the run's answer; returns at once (the finish runs in the background)."""
         return self._ended(config, _safe(lambda: session.run.end(self.answer(state))))
 
     async def aend(self, session: _Session, state: Any, config: RunnableConfig) -> PendingSession | None:
         return self._ended(config, await _asafe(lambda: session.run.aend(self.answer(state))))
 
-    def start(self, session: _Session) -> None:
-        """Report the start; what it decided is kept on the session. LangGraph's control flow (the human
-        escalation's interrupt) propagates: it pauses the run."""
-        try:
-            session.start = session.run.start(can_take_answer=self.can_take_answer)
-        except Exception as exc:
-            if is_control_flow(exc):
-                raise
-            log.exception("atlas could not start session %s; the student runs", session.run.session_id)
-            session.start = Start()
-
-    async def astart(self, session: _Session) -> None:
-        try:
-            session.start = await session.run.astart(can_take_answer=self.can_take_answer)
-        except Exception as exc:
-            if is_control_flow(exc):
-                raise
-            log.exception("atlas could not start session %s; the student runs", session.run.session_id)
-            session.start = Start()
-
     def failed(self, config: RunnableConfig | None, exc: BaseException) -> None:
-        """The user's graph raised: end the session as failed (stored, never left running). LangGraph's control
-        flow (an interrupt) is no failure: the session stays open for the resumed run."""
+        """The run raised: end its session as failed (stored, never left running). LangGraph's control flow (an
+        interrupt bubbling to a parent graph) is no failure: the session stays open for the resumed run."""
         session = self.session(config)
         if session is None or is_control_flow(exc):
             return
@@ -262,18 +410,25 @@ class _Adapter:
         if session is not None:
             self._ended(config, await _asafe(session.run.acancelled))
 
-    def after_answer(self, decision: AnswerDecision, session: _Session, state: Any) -> Command:
-        """Apply the core's decision on the answer: run the student again (its instructions carry the guidance),
-        or go on to the end."""
-        if decision.action == "retry":
-            return Command(goto=STUDENT, update=_reset_attempt(self, session, state))
-        return Command(goto=JUDGE)
+    # ----------------------------------------------------------------------------------- escalation
+    def escalation_graph(self, graph: AtlasGraph) -> CompiledStateGraph:
+        """A one-node graph on the user's channels and checkpointer that delivers the escalation's answer (and,
+        for a person, asks for it with ``interrupt()``)."""
+        if self._escalation is None:
+            builder = graph.builder
+            escalation = StateGraph(builder.state_schema, builder.context_schema, input_schema=builder.input_schema,
+                                    output_schema=builder.output_schema)
+            escalation.add_node(ESCALATE, _escalate_node(self))
+            escalation.add_edge(START, ESCALATE)
+            escalation.add_edge(ESCALATE, END)
+            self._escalation = escalation.compile(checkpointer=graph.checkpointer, store=graph.store, name=graph.name)
+        return self._escalation
 
     # ---------------------------------------------------------------------------------- node wrapping
     def node_input(self, state: Any, run: SupervisedRun) -> Any:
         """The node's input with the instructions as a leading system message (input only, never state)."""
         instructions = run.instructions
-        if not instructions or not self.messages_key or not isinstance(state, Mapping):
+        if not instructions or not self.messages_key or not isinstance(state, Mapping) or self.messages_key not in state:
             return state
         messages = [m for m in state.get(self.messages_key) or [] if getattr(m, "id", None) != INSTRUCTIONS_ID]
         return {**state, self.messages_key: [instructions_message(instructions), *messages]}
@@ -281,9 +436,11 @@ class _Adapter:
     def node_config(self, config: RunnableConfig, session: _Session, recorder: BaseCallbackHandler) -> RunnableConfig:
         from langchain_core.runnables.config import merge_configs
 
-        return merge_configs(config, {"callbacks": [recorder], "configurable": {INSTRUCTIONS_KEY: session.run.instructions}})
+        return merge_configs(config, {"callbacks": [recorder]})
 
     def wrap(self, name: str, inner: Any) -> Any:
+        """The node's runnable with the session's instructions in its input and its calls recorded; outside a
+        supervised run (a session that could not begin) it is the user's runnable, called as is."""
         adapter = self
 
         def call(state: Any, config: RunnableConfig) -> Any:
@@ -293,9 +450,11 @@ class _Adapter:
             before, started = len(session.run.steps), time.perf_counter()
             node_config = adapter.node_config(config, session, session.recorder)
             token = var_child_runnable_config.set(node_config)  # nodes built with trace=False read the ambient config
+            running = _node_run.set(session.run)
             try:
                 update = inner.invoke(adapter.node_input(state, session.run), node_config)
             finally:
+                _node_run.reset(running)
                 var_child_runnable_config.reset(token)
             adapter.record_node(session.run, name, state, update, before, started)
             return update
@@ -307,9 +466,11 @@ class _Adapter:
             before, started = len(session.run.steps), time.perf_counter()
             node_config = adapter.node_config(config, session, session.arecorder)
             token = var_child_runnable_config.set(node_config)
+            running = _node_run.set(session.run)
             try:
                 update = await inner.ainvoke(adapter.node_input(state, session.run), node_config)
             finally:
+                _node_run.reset(running)
                 var_child_runnable_config.reset(token)
             adapter.record_node(session.run, name, state, update, before, started)
             return update
@@ -333,6 +494,283 @@ class _Adapter:
             log.exception("could not record node %s", name)
 
 
+def _as_messages(messages: Any) -> list[Any]:
+    """An input's messages as LangChain messages (strings, tuples and dicts too, as ``add_messages`` takes them)."""
+    items = messages if isinstance(messages, (list, tuple)) else [messages]
+    try:
+        from langchain_core.messages import convert_to_messages
+
+        return convert_to_messages(items)
+    except Exception:  # noqa: BLE001 - not messages after all
+        return list(items)
+
+
+def _thread_config(config: RunnableConfig) -> RunnableConfig:
+    configurable = config.get("configurable") or {}
+    return {"configurable": {"thread_id": configurable.get("thread_id"), _CHECKPOINT_NS: configurable.get(_CHECKPOINT_NS) or ""}}
+
+
+def _input_checkpoint(checkpoints: Any) -> str | None:
+    """The id of the newest checkpoint that took a run's input (checkpoints newest first)."""
+    for checkpoint in checkpoints:
+        if (checkpoint.metadata or {}).get("source") == "input":
+            return checkpoint.config["configurable"]["checkpoint_id"]
+    return None
+
+
+def _at_checkpoint(config: RunnableConfig, checkpoint_id: str) -> RunnableConfig:
+    return {**config, "configurable": {**(config.get("configurable") or {}), "checkpoint_id": checkpoint_id}}  # type: ignore[typeddict-item]
+
+
+def _escalation_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The stream options that apply to the escalation graph (breakpoints name the user's nodes)."""
+    return {k: v for k, v in kwargs.items() if k not in ("interrupt_before", "interrupt_after")}
+
+
+def _announcement(pending: PendingSession | None, graph: AtlasGraph, config: RunnableConfig, kwargs: Mapping[str, Any]) -> Any:
+    """The ``atlas_session`` custom event in the caller's stream format; None when ``custom`` is not streamed."""
+    if pending is None:
+        return None
+    mode = kwargs.get("stream_mode")
+    if mode is None:
+        mode = "values" if _TASK_ID in (config.get("configurable") or {}) else graph.stream_mode
+    if "custom" not in ([mode] if isinstance(mode, str) else list(mode)):
+        return None
+    data = {"atlas_session": {"session_id": pending.session_id, "final_answer": pending.final_answer}}
+    if kwargs.get("version") == "v2":
+        return {"type": "custom", "ns": (), "data": data}
+    subgraphs = bool(kwargs.get("subgraphs"))
+    if isinstance(mode, list):
+        return ((), "custom", data) if subgraphs else ("custom", data)
+    return ((), data) if subgraphs else data
+
+
+class AtlasGraph(CompiledStateGraph):
+    """The compiled graph ``with_atlas`` returns: the user's graph (its nodes, channels, options) with every run
+    supervised. It is a CompiledStateGraph; it adds :meth:`session_result` and :attr:`supervisor`."""
+
+    _atlas: _Adapter
+
+    def __init__(self, *args: Any, _atlas: _Adapter | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if _atlas is not None:
+            self._atlas = _atlas
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return self._atlas.supervisor
+
+    def session_result(self, config: RunnableConfig | None = None) -> PendingSession | None:
+        """The session of the last run on this config's thread (and checkpoint namespace), or of the last run;
+        None when none ended. It is a :class:`~atlas_learning.PendingSession`: ``session_id`` and
+        ``final_answer`` now, any other SessionResult field (``reward``, ``lane``, ...) once the background
+        finish is done (reading it waits); ``.result(timeout)`` or ``await`` it for the SessionResult itself."""
+        configurable = (config or {}).get("configurable") or {}
+        if configurable.get("thread_id") is not None:
+            return self._atlas.results.get(self._atlas.run_key(configurable))
+        return self._atlas.last_result
+
+    def get_graph(self, config: RunnableConfig | None = None, *, xray: int | bool = False) -> Any:
+        """The user's graph as drawn by LangGraph, with the supervision drawn around it: the probe and its lanes
+        before the user's entry nodes, the teacher (accept, or retry back to the entry) after its exits, the
+        escalation and the judge."""
+        return _draw_supervision(super().get_graph(config, xray=xray))
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        adapter = self._atlas
+        config, session = adapter.begin(self, input, config)
+        if session is None:
+            yield from super().stream(input, config, **kwargs)
+            return
+        watcher = _RunWatcher()
+        try:
+            adapter.start(session)
+            call: tuple[Any, RunnableConfig] | None = (input, config)
+            while call is not None:
+                watcher = _RunWatcher()
+                if session.escalates:
+                    yield from adapter.escalation_graph(self).stream(call[0], _watched(call[1], watcher), **_escalation_kwargs(kwargs))
+                else:
+                    yield from super().stream(call[0], _watched(call[1], watcher), **kwargs)
+                if watcher.interrupted:  # paused: the call that resumes it goes on with this session
+                    session.rerun = None  # a resumed run cannot be run again: the person answered
+                    return
+                decision = None if session.escalates else adapter.final_answer(session, watcher.output)
+                call = adapter.rerun_call(self, session, input, config) if decision is not None and decision.action == "retry" else None
+            pending = adapter.end(session, watcher.output, config)
+            announced = _announcement(pending, self, config, kwargs)
+            if announced is not None:
+                yield announced
+        except GeneratorExit:  # the caller stopped reading before the run ended
+            adapter.cancelled(config)
+            raise
+        except BaseException as exc:
+            adapter.failed(config, exc)
+            raise
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        adapter = self._atlas
+        config, session = await adapter.abegin(self, input, config)
+        if session is None:
+            async for chunk in super().astream(input, config, **kwargs):
+                yield chunk
+            return
+        watcher = _RunWatcher()
+        try:
+            await adapter.astart(session)
+            call: tuple[Any, RunnableConfig] | None = (input, config)
+            while call is not None:
+                watcher = _RunWatcher()
+                graph = adapter.escalation_graph(self) if session.escalates else None
+                chunks = graph.astream(call[0], _watched(call[1], watcher), **_escalation_kwargs(kwargs)) if graph is not None \
+                    else super().astream(call[0], _watched(call[1], watcher), **kwargs)
+                async for chunk in chunks:
+                    yield chunk
+                if watcher.interrupted:
+                    session.rerun = None
+                    return
+                decision = None if session.escalates else await adapter.afinal_answer(session, watcher.output)
+                call = await adapter.arerun_call(self, session, input, config) if decision is not None and decision.action == "retry" else None
+            pending = await adapter.aend(session, watcher.output, config)
+            announced = _announcement(pending, self, config, kwargs)
+            if announced is not None:
+                yield announced
+        except (GeneratorExit, asyncio.CancelledError):  # closed early, or the task was cancelled
+            await adapter.acancelled(config)
+            raise
+        except BaseException as exc:
+            await adapter.afailed(config, exc)
+            raise
+
+
+def _draw_supervision(drawn: Any) -> Any:
+    """Add the probe, lanes, teacher, escalation and judge to LangGraph's drawing of the user's graph."""
+    from langchain_core.runnables.graph import Edge
+
+    entries = [e for e in drawn.edges if e.source == START]
+    exits = [e for e in drawn.edges if e.target == END]
+    kept = [e for e in drawn.edges if e.source != START and e.target != END]
+    for name in (PROBE, ESCALATE, TEACHER, JUDGE):
+        drawn.add_node(None, name)
+    edges = [Edge(START, PROBE)]
+    edges += [Edge(PROBE, e.target, "run", True) for e in entries]
+    edges.append(Edge(PROBE, ESCALATE, "escalate", True))
+    edges += kept
+    edges += [Edge(e.source, TEACHER, e.data, e.conditional) for e in exits]
+    edges.append(Edge(TEACHER, JUDGE, "accept", True))
+    edges += [Edge(TEACHER, e.target, "retry", True) for e in entries]
+    edges += [Edge(ESCALATE, JUDGE), Edge(JUDGE, END)]
+    drawn.edges = edges
+    return drawn
+
+
+def _escalate_node(adapter: _Adapter) -> Any:
+    """The escalation graph's node: ask the person when the start needs one (``interrupt()`` pauses the run
+    here; the resumed call asks again and gets the answer), then deliver the answer as an AI message."""
+
+    def atlas_escalate(state: Any, config: RunnableConfig) -> dict[str, Any]:
+        session = adapter.session(config)
+        if session is None:
+            return {}
+        if session.start is None:
+            token = _in_escalation.set(True)
+            try:
+                adapter.start(session)
+            finally:
+                _in_escalation.reset(token)
+        return _delivered(adapter, session)
+
+    async def aatlas_escalate(state: Any, config: RunnableConfig) -> dict[str, Any]:
+        session = adapter.session(config)
+        if session is None:
+            return {}
+        if session.start is None:
+            token = _in_escalation.set(True)
+            try:
+                await adapter.astart(session)
+            finally:
+                _in_escalation.reset(token)
+        return _delivered(adapter, session)
+
+    return _node(atlas_escalate, aatlas_escalate, ESCALATE)
+
+
+def _delivered(adapter: _Adapter, session: _Session) -> dict[str, Any]:
+    answer = session.start.answer if session.start is not None else None
+    if answer is None or not adapter.messages_key:
+        return {}
+    from langchain_core.messages import AIMessage
+
+    return {adapter.messages_key: [AIMessage(content=answer, name="atlas_teacher")]}
+
+
+def _ask_human(task: str, context: dict[str, Any]) -> Any:
+    """Escalation to a person: LangGraph's interrupt, in the escalation graph's node; the run resumes with
+    ``Command(resume=answer)``. Asked anywhere else, it hands the asking to that node."""
+    if not _in_escalation.get():
+        raise _HumanInGraph()
+    return interrupt({"atlas_escalation": {"task": task, **{k: v for k, v in context.items() if k != "lessons"}}})
+
+
+def with_atlas(
+    graph: StateGraph | CompiledStateGraph,
+    config: AtlasConfig | Mapping[str, Any] | str | Path | None = None,
+    *,
+    learning_key: str | None = None,
+    agent_name: str | None = None,
+    checks: Sequence[Check] = (),
+    supervisor: Supervisor | None = None,
+    checkpointer: Any = None,
+    task_from: Callable[[Any], str] | None = None,
+    answer_from: Callable[[Any], str] | None = None,
+) -> AtlasGraph:
+    """Wrap a LangGraph graph (a StateGraph or a compiled graph: ``create_agent``, a prebuilt ReAct agent, or any
+    custom graph) so every run is supervised, judged, learned from and stored.
+
+    The result is the user's graph itself (same nodes, channels, compile options and bound config) with
+    supervision added around its run and its nodes; use it exactly like the original. ``config`` is an
+    AtlasConfig, a dict or a YAML path. ``learning_key`` names the lessons and history this graph shares
+    (default: ``agent_name`` or the graph's name). With no ``messages`` key in the state, the task and answer are
+    the JSON of the run's input and output unless ``task_from`` (given the run's input) / ``answer_from`` (given
+    its final output) say otherwise. ``checkpointer`` replaces the compiled graph's own (or compiles a StateGraph
+    with it). One invocation sets its own task family, learning key, metadata and checks through
+    ``config["configurable"]``: ``atlas_task_family``, ``atlas_learning_key``, ``atlas_metadata``,
+    ``atlas_checks``. The supervisor (given or made here) lets LangGraph's control flow (interrupts) pass
+    through; without a human callback of its own, a human escalation is an ``interrupt()``.
+    """
+    if isinstance(graph, StateGraph):
+        compiled = graph.compile(checkpointer=checkpointer)
+    elif isinstance(graph, CompiledStateGraph):
+        compiled = graph if checkpointer is None else graph.copy({"checkpointer": checkpointer})
+    else:
+        raise TypeError(f"with_atlas takes a StateGraph or a compiled graph (graph.compile(), create_agent(...)), "
+                        f"not {type(graph).__name__}")
+    name = agent_name or (compiled.name if compiled.name != "LangGraph" else None) or "langgraph-agent"
+    supervisor = supervisor or Supervisor(config, human=_ask_human)
+    if supervisor.human is None:
+        supervisor.human = _ask_human
+    register_control_flow(supervisor)
+
+    messages_key = "messages" if "messages" in compiled.channels else None
+    adapter = _Adapter(supervisor, agent_name=name, learning_key=learning_key, task_from=task_from,
+                       answer_from=answer_from, messages_key=messages_key, output_keys=_keys(compiled.builder.output_schema),
+                       checks=checks)
+    nodes = {node_name: node if node_name.startswith("__") else node.copy({"bound": adapter.wrap(node_name, node.bound),
+                                                                            "subgraphs": node.subgraphs})
+             for node_name, node in compiled.nodes.items()}
+    attrs = {k: v for k, v in compiled.__dict__.items() if k not in ("__orig_class__", "_atlas")}
+    return AtlasGraph(**{**attrs, "nodes": nodes}, _atlas=adapter)
+
+
+def _keys(schema: Any) -> list[str]:
+    from typing import get_type_hints
+
+    try:
+        return list(get_type_hints(schema).keys())
+    except Exception:  # noqa: BLE001
+        return list(getattr(schema, "model_fields", {}) or {})
+
+
 def _safe(action: Callable[[], Any]) -> Any:
     """``action()``, logged and None when it fails: supervision must never fail the user's run."""
     try:
@@ -353,7 +791,7 @@ async def _asafe(action: Callable[[], Any]) -> Any:
 def _node(func: Callable[..., Any], afunc: Callable[..., Any], name: str) -> Any:
     """A node runnable with a sync and an async implementation."""
     if _NodeRunnable.__name__ == "RunnableCallable":
-        return _NodeRunnable(func, afunc, name=name, trace=True)
+        return _NodeRunnable(func, afunc, name=name, trace=False)
     return _NodeRunnable(func, afunc=afunc, name=name)
 
 
@@ -369,6 +807,11 @@ class _Steps:
     """LangChain callbacks of one node run -> the session's steps; what both recorders share. Never raises."""
 
     raise_error = False
+    # Only model and tool runs are steps: LangChain skips this handler for every other run (the cost per event).
+    ignore_chain = True
+    ignore_retriever = True
+    ignore_retry = True
+    ignore_custom_event = True
 
     def __init__(self, run: SupervisedRun) -> None:
         self.run = run
@@ -405,6 +848,10 @@ class _Steps:
         """Record the tool step; its id, to report."""
         opened = self._open.pop(run_id, {})
         text = getattr(output, "content", output)
+        if isinstance(output, Command):  # a tool that updates the state: its tool messages are its output
+            update = output.update if isinstance(output.update, Mapping) else {}
+            messages = [m for m in update.get("messages") or () if getattr(m, "type", None) == "tool"]
+            text = "\n".join(message_text(m) for m in messages) if messages else to_jsonable(output.update)
         if isinstance(text, list) and text and all(isinstance(b, str) or (isinstance(b, Mapping) and b.get("type") == "text")
                                                    for b in text):
             text = message_text(text)  # MCP and other tools return text blocks: store the text, not block ids
@@ -474,321 +921,3 @@ class _AsyncStepRecorder(_Steps, AsyncCallbackHandler):
             await _asafe(lambda: self.run.atool_call_done(step))
 
 
-def _invocation(config: RunnableConfig | None) -> str | None:
-    return ((config or {}).get("configurable") or {}).get(INVOCATION_KEY)
-
-
-def _resuming(config: RunnableConfig | None) -> bool:
-    return bool(((config or {}).get("configurable") or {}).get(RESUMING_KEY))
-
-
-class AtlasGraph(CompiledStateGraph):
-    """The compiled graph ``with_atlas`` returns. It is a CompiledStateGraph; it adds a per-invocation key to
-    ``configurable`` (the thread id when there is one, so a resumed run finds its session) and
-    :meth:`session_result`."""
-
-    _atlas: _Adapter
-
-    @property
-    def supervisor(self) -> Supervisor:
-        return self._atlas.supervisor
-
-    def session_result(self, config: RunnableConfig | None = None) -> PendingSession | None:
-        """The session of the invocation with this config's thread id, or of the last invocation; None when none
-        ended. It is a :class:`~atlas_learning.PendingSession`: ``session_id`` and ``final_answer`` now, any
-        other SessionResult field (``reward``, ``lane``, ...) once the background finish is done (reading it
-        waits); ``.result(timeout)`` or ``await`` it for the SessionResult itself."""
-        thread = ((config or {}).get("configurable") or {}).get("thread_id")
-        if thread is not None:
-            return self._atlas.results.get(f"thread:{thread}")
-        return self._atlas.last_result
-
-    def _with_invocation(self, config: RunnableConfig | None, input: Any) -> RunnableConfig:
-        config = dict(config or {})
-        configurable = dict(config.get("configurable") or {})
-        if INVOCATION_KEY not in configurable:
-            thread = configurable.get("thread_id")
-            configurable[INVOCATION_KEY] = f"thread:{thread}" if thread is not None else uuid.uuid4().hex
-        configurable[RESUMING_KEY] = input is None or isinstance(input, Command)
-        config["configurable"] = configurable
-        return config  # type: ignore[return-value]
-
-    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        config = self._with_invocation(config, input)
-        try:
-            yield from super().stream(input, config, **kwargs)
-        except GeneratorExit:  # the caller stopped reading before the run ended
-            self._atlas.cancelled(config)
-            raise
-        except Exception as exc:  # raised outside the student (which ends its own session): never left running
-            self._atlas.failed(config, exc)
-            raise
-
-    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        config = self._with_invocation(config, input)
-        try:
-            async for chunk in super().astream(input, config, **kwargs):
-                yield chunk
-        except (GeneratorExit, asyncio.CancelledError):  # closed early, or the task was cancelled
-            await self._atlas.acancelled(config)
-            raise
-        except Exception as exc:
-            await self._atlas.afailed(config, exc)
-            raise
-
-
-def with_atlas(
-    graph: StateGraph | CompiledStateGraph,
-    config: AtlasConfig | Mapping[str, Any] | str | Path | None = None,
-    *,
-    learning_key: str | None = None,
-    agent_name: str | None = None,
-    checks: Sequence[Check] = (),
-    supervisor: Supervisor | None = None,
-    checkpointer: Any = None,
-    task_from: Callable[[Any], str] | None = None,
-    answer_from: Callable[[Any], str] | None = None,
-) -> AtlasGraph:
-    """Wrap a LangGraph graph (a StateGraph or a compiled graph: ``create_agent``, a prebuilt ReAct agent, or any
-    custom graph) so every invocation is supervised, judged, learned from and stored.
-
-    The result is a compiled graph with the same input and output keys; use it exactly like the original.
-    ``config`` is an AtlasConfig, a dict or a YAML path. ``learning_key`` names the lessons and history this
-    graph shares (default: ``agent_name`` or the graph's name). With no ``messages`` key in the state, the task
-    and answer are the JSON of the input and output keys unless ``task_from`` / ``answer_from`` say otherwise.
-    ``checkpointer`` defaults to the compiled graph's own. One invocation sets its own task family, learning key,
-    metadata and checks through ``config["configurable"]``: ``atlas_task_family``, ``atlas_learning_key``,
-    ``atlas_metadata``, ``atlas_checks``. The supervisor (given or made here) lets LangGraph's control flow
-    (interrupts) pass through; without a human callback of its own, a human escalation is an ``interrupt()``.
-    """
-    builder = graph.builder if isinstance(graph, CompiledStateGraph) else graph
-    compiled = graph if isinstance(graph, CompiledStateGraph) else None
-    name = agent_name or (compiled.name if compiled is not None and compiled.name != "LangGraph" else None) or "langgraph-agent"
-    supervisor = supervisor or Supervisor(config, human=_ask_human)
-    if supervisor.human is None:
-        supervisor.human = _ask_human
-    register_control_flow(supervisor)
-
-    channels = (compiled or builder.compile()).channels
-    messages_key = "messages" if "messages" in channels else None
-    reducer = getattr(channels.get("messages"), "operator", None) if messages_key else None
-    adapter = _Adapter(
-        supervisor, agent_name=name, learning_key=learning_key, task_from=task_from, answer_from=answer_from,
-        messages_key=messages_key, messages_reducer=reducer is not None and "add_messages" in getattr(reducer, "__qualname__", ""),
-        output_keys=_keys(builder.output_schema), checks=checks,
-    )
-    student = _student_node(_rebuild(builder, adapter, compiled), channels, adapter)
-
-    outer = StateGraph(builder.state_schema, builder.context_schema, input_schema=builder.input_schema, output_schema=builder.output_schema)
-    outer.add_node(PROBE, _probe_node(adapter))
-    outer.add_node(STUDENT, student)
-    outer.add_node(TEACHER, _teacher_node(adapter), destinations=(STUDENT, JUDGE))
-    outer.add_node(ESCALATE, _escalate_node(adapter), destinations=(STUDENT, JUDGE))
-    outer.add_node(JUDGE, _judge_node(adapter))
-    outer.add_edge(START, PROBE)
-    outer.add_conditional_edges(PROBE, _route_start(adapter), {"student": STUDENT, "escalate": ESCALATE})
-    outer.add_edge(STUDENT, TEACHER)
-    outer.add_edge(JUDGE, END)
-    saver = checkpointer if checkpointer is not None else (compiled.checkpointer if compiled is not None else None)
-    app = outer.compile(checkpointer=saver, store=compiled.store if compiled is not None else None, name=name)
-    app.__class__ = AtlasGraph
-    app._atlas = adapter  # type: ignore[attr-defined]
-    return app  # type: ignore[return-value]
-
-
-def _keys(schema: Any) -> list[str]:
-    from typing import get_type_hints
-
-    try:
-        return list(get_type_hints(schema).keys())
-    except Exception:  # noqa: BLE001
-        return list(getattr(schema, "model_fields", {}) or {})
-
-
-def _rebuild(builder: StateGraph, adapter: _Adapter, compiled: CompiledStateGraph | None) -> CompiledStateGraph:
-    """The user's graph, node for node, each node wrapped; edges, branches and interrupts kept."""
-    copy = StateGraph(builder.state_schema, builder.context_schema, input_schema=builder.input_schema, output_schema=builder.output_schema)
-    for node_name, spec in builder.nodes.items():
-        copy.add_node(node_name, adapter.wrap(node_name, spec.runnable), defer=spec.defer, metadata=spec.metadata,
-                      input_schema=spec.input_schema, retry_policy=spec.retry_policy, cache_policy=spec.cache_policy,
-                      destinations=tuple(spec.ends) if spec.ends else None)
-    copy.edges = set(builder.edges)
-    copy.waiting_edges = set(builder.waiting_edges)
-    for source, branches in builder.branches.items():
-        copy.branches[source].update(branches)
-    return copy.compile(
-        interrupt_before=compiled.interrupt_before_nodes if compiled is not None else None,
-        interrupt_after=compiled.interrupt_after_nodes if compiled is not None else None,
-        name=STUDENT,
-    )
-
-
-def _student_node(student: CompiledStateGraph, channels: Mapping[str, Any], adapter: _Adapter) -> Callable[..., Any]:
-    """The user's graph as a subgraph whose result is applied as the update the original graph would have made.
-
-    A subgraph returns its whole final state, and the outer graph applies it through its reducers: a list with
-    ``operator.add`` would then hold the input twice. So the node returns, per key, only what changed: the new tail
-    of an appended list, new or changed messages plus ``RemoveMessage`` for those the student removed, and the
-    value of plain keys. A custom reducer whose delta cannot be told is given the full value (see the docs).
-
-    When the user's graph raises, its session ends as failed (cancelled, when the task is cancelled) and the
-    error propagates; LangGraph's control flow (an interrupt in the user's graph) passes through, the session
-    open for the resumed run."""
-    reducers = {key: getattr(channel, "operator", None) for key, channel in channels.items()}
-
-    def delta(before: Any, after: Any) -> Any:
-        if not isinstance(after, Mapping):
-            return after
-        update = {}
-        for key, value in after.items():
-            reducer = reducers.get(key)
-            old = state_get(before, key)
-            if reducer is None or old is None:
-                update[key] = value
-            elif key == adapter.messages_key and adapter.messages_reducer:
-                update[key] = _message_delta(old, value)
-            elif isinstance(old, list) and isinstance(value, list) and value[: len(old)] == old:
-                update[key] = value[len(old):]
-            else:
-                update[key] = value
-        return update
-
-    def student_node(state: Any, config: RunnableConfig) -> Any:
-        try:
-            return delta(state, student.invoke(state, config))
-        except BaseException as exc:
-            adapter.failed(config, exc)
-            raise
-
-    async def astudent_node(state: Any, config: RunnableConfig) -> Any:
-        try:
-            return delta(state, await student.ainvoke(state, config))
-        except asyncio.CancelledError:
-            await adapter.acancelled(config)
-            raise
-        except BaseException as exc:
-            await adapter.afailed(config, exc)
-            raise
-
-    return _node(student_node, astudent_node, STUDENT)
-
-
-def _message_delta(before: Sequence[Any], after: Sequence[Any]) -> list[Any]:
-    from langchain_core.messages import RemoveMessage
-
-    old = {m.id: m for m in before if getattr(m, "id", None)}
-    new_ids = {m.id for m in after if getattr(m, "id", None)}
-    removed = [RemoveMessage(id=i) for i in old if i not in new_ids]
-    changed = [m for m in after if getattr(m, "id", None) not in old or old[m.id] != m]
-    return [*removed, *changed]
-
-
-def _probe_node(adapter: _Adapter) -> Any:
-    """Begin the session and report its start. A human escalation pauses the run here (``interrupt()`` passes
-    through the core as control flow); the resumed call runs this node again, finds the session still starting
-    and starts it again, when the interrupt returns the human's answer."""
-
-    def atlas_probe(state: Any, config: RunnableConfig) -> dict[str, Any]:
-        adapter.start(adapter.begin(state, config))
-        return {}
-
-    async def aatlas_probe(state: Any, config: RunnableConfig) -> dict[str, Any]:
-        await adapter.astart(await adapter.abegin(state, config))
-        return {}
-
-    return _node(atlas_probe, aatlas_probe, PROBE)
-
-
-def _route_start(adapter: _Adapter) -> Callable[..., str]:
-    def route(state: Any, config: RunnableConfig) -> str:
-        """To ``atlas_escalate`` when the start gave an answer to deliver in place of the student's."""
-        session = adapter.session(config)
-        if session is not None and session.start is not None and session.start.answer is not None:
-            return "escalate"
-        return "student"
-
-    return route
-
-
-def _teacher_node(adapter: _Adapter) -> Any:
-    """Report the answer (every lane) and apply the core's decision: retry, or go on to the end."""
-
-    def atlas_teacher(state: Any, config: RunnableConfig) -> Any:
-        session = adapter.session(config)
-        if session is None:
-            return Command(goto=JUDGE)
-        decision = _safe(lambda: session.run.final_answer(adapter.answer(state)))
-        return adapter.after_answer(decision, session, state) if decision is not None else Command(goto=JUDGE)
-
-    async def aatlas_teacher(state: Any, config: RunnableConfig) -> Any:
-        session = adapter.session(config)
-        if session is None:
-            return Command(goto=JUDGE)
-        decision = await _asafe(lambda: session.run.afinal_answer(adapter.answer(state)))
-        return adapter.after_answer(decision, session, state) if decision is not None else Command(goto=JUDGE)
-
-    return _node(atlas_teacher, aatlas_teacher, TEACHER)
-
-
-def _reset_attempt(adapter: _Adapter, session: _Session, state: Any) -> dict[str, Any]:
-    """Undo the rejected attempt's messages so the retry starts from the user's input (stored, not lost)."""
-    if not adapter.messages_key:
-        return {}
-    current = state_get(state, adapter.messages_key) or []
-    if adapter.messages_reducer:
-        from langchain_core.messages import RemoveMessage
-
-        keep = set(session.input_message_ids)
-        return {adapter.messages_key: [RemoveMessage(id=m.id) for m in current if getattr(m, "id", None) and m.id not in keep]}
-    return {adapter.messages_key: list(session.input_messages)}
-
-
-def _escalate_node(adapter: _Adapter) -> Any:
-    """Deliver the escalation's answer as the graph's answer, in place of the student's."""
-
-    def atlas_escalate(state: Any, config: RunnableConfig) -> Any:
-        session = adapter.session(config)
-        answer = session.start.answer if session is not None and session.start is not None else None
-        if answer is None or not adapter.messages_key:  # nothing to deliver: the student runs
-            return Command(goto=STUDENT)
-        from langchain_core.messages import AIMessage
-
-        return Command(goto=JUDGE, update={adapter.messages_key: [AIMessage(content=answer, name="atlas_teacher")]})
-
-    async def aatlas_escalate(state: Any, config: RunnableConfig) -> Any:
-        return atlas_escalate(state, config)
-
-    return _node(atlas_escalate, aatlas_escalate, ESCALATE)
-
-
-def _judge_node(adapter: _Adapter) -> Any:
-    """End the session; returns at once (judging, learning and storage run in the background)."""
-
-    def announce(pending: PendingSession | None) -> None:
-        if pending is None:
-            return
-        try:
-            from langgraph.config import get_stream_writer
-
-            get_stream_writer()({"atlas_session": {"session_id": pending.session_id, "final_answer": pending.final_answer}})
-        except Exception:  # noqa: BLE001 - outside a streaming run there is no writer
-            pass
-
-    def atlas_judge(state: Any, config: RunnableConfig) -> dict[str, Any]:
-        session = adapter.session(config)
-        if session is not None:
-            announce(adapter.end(session, state, config))
-        return {}
-
-    async def aatlas_judge(state: Any, config: RunnableConfig) -> dict[str, Any]:
-        session = adapter.session(config)
-        if session is not None:
-            announce(await adapter.aend(session, state, config))
-        return {}
-
-    return _node(atlas_judge, aatlas_judge, JUDGE)
-
-
-def _ask_human(task: str, context: dict[str, Any]) -> Any:
-    """Escalation to a person: LangGraph's interrupt; the run resumes with ``Command(resume=answer)``."""
-    return interrupt({"atlas_escalation": {"task": task, **{k: v for k, v in context.items() if k != "lessons"}}})

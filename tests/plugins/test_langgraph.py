@@ -107,10 +107,11 @@ def test_create_agent_is_a_drop_in_and_every_call_is_a_step(make_supervisor) -> 
 def test_the_graph_shows_probe_lanes_student_teacher_and_judge(make_supervisor) -> None:
     app = with_atlas(agent(), supervisor=make_supervisor())
     mermaid = app.get_graph().draw_mermaid()
-    for node in ("atlas_probe", "student", "atlas_teacher", "atlas_escalate", "atlas_judge"):
-        assert node in mermaid
-    assert "escalate" in mermaid and "atlas_teacher -.-> student" in mermaid
-    assert "tools" in app.get_graph(xray=True).draw_mermaid()  # the user's graph is the student subgraph
+    for node in ("atlas_probe", "atlas_teacher", "atlas_escalate", "atlas_judge", "model", "tools"):
+        assert node in mermaid  # the student is the user's own nodes
+    assert "atlas_probe -. &nbsp;run&nbsp; .-> model" in mermaid and "atlas_probe -. &nbsp;escalate&nbsp; .-> atlas_escalate" in mermaid
+    assert "model -.-> atlas_teacher" in mermaid and "atlas_teacher -. &nbsp;retry&nbsp; .-> model" in mermaid
+    assert "model -.-> tools" in mermaid and "atlas_judge --> __end__" in mermaid
 
 
 def test_lessons_and_plan_reach_the_model_but_never_the_state(make_supervisor) -> None:
@@ -123,6 +124,26 @@ def test_lessons_and_plan_reach_the_model_but_never_the_state(make_supervisor) -
     assert "Count the items with count_lines" in first and "count the lines" in first
     assert all(getattr(m, "id", None) != INSTRUCTIONS_ID for m in out["messages"])
     assert app.session_result().lessons_used
+
+
+def test_a_node_that_builds_its_own_prompt_reads_current_instructions(make_supervisor) -> None:
+    from atlas_plugins.langgraph import current_instructions
+
+    class Question(TypedDict):
+        question: str
+        prompt: str
+
+    graph = StateGraph(Question)
+    graph.add_node("build", lambda s: {"prompt": f"{current_instructions()}\n\nQ: {s['question']}"})
+    graph.add_edge(START, "build")
+    graph.add_edge("build", END)
+    supervisor = make_supervisor(supervision={"lane": "paired"})
+    supervisor.playbook.apply("quiz", [LessonChange(op="add", lesson="Answer with one number.", applies_when="how many items")])
+    out = with_atlas(graph, supervisor=supervisor, learning_key="quiz").invoke({"question": QUESTION})
+    assert "Answer with one number." in out["prompt"] and out["prompt"].endswith(QUESTION)
+    assert current_instructions() == ""  # outside a supervised node there are none
+    bare = graph.compile().invoke({"question": QUESTION})
+    assert bare["prompt"] == f"\n\nQ: {QUESTION}"
 
 
 def test_coach_validates_each_tool_call_and_guidance_reaches_the_next_model_call(make_supervisor) -> None:
@@ -192,8 +213,8 @@ def test_stream_modes_and_subgraphs(make_supervisor) -> None:
     chunks = list(app.stream({"messages": [HumanMessage(QUESTION)]}, stream_mode=["updates", "messages", "custom", "values"], subgraphs=True))
     modes = {mode for _, mode, _ in chunks}
     assert modes == {"updates", "messages", "custom", "values"}
-    student_updates = [data for ns, mode, data in chunks if mode == "updates" and ns and ns[0].startswith("student")]
-    assert {node for update in student_updates for node in update} >= {"model", "tools"}
+    top_updates = [data for ns, mode, data in chunks if mode == "updates" and not ns]
+    assert [node for update in top_updates for node in update] == ["model", "tools", "model", "tools", "model"]  # the user's nodes, top level
     streamed = [data[0] for _, mode, data in chunks if mode == "messages"]
     assert streamed and all(getattr(m, "id", None) != INSTRUCTIONS_ID for m in streamed)
     assert not any("judge" in str(m.content).lower() for m in streamed)  # no supervision call in the user's stream
@@ -248,7 +269,7 @@ async def test_ainvoke_and_astream(make_supervisor) -> None:
     assert len(steps_of(supervisor, app.session_result().session_id)) == 5
     app = with_atlas(agent(), supervisor=supervisor)
     updates = [chunk async for chunk in app.astream({"messages": [HumanMessage(QUESTION)]}, stream_mode="updates")]
-    assert [next(iter(u)) for u in updates] == ["atlas_probe", "student", "atlas_teacher", "atlas_judge"]
+    assert [next(iter(u)) for u in updates] == ["model", "tools", "model", "tools", "model"]  # as bare: no Atlas node
 
 
 def test_a_plain_reducer_free_state_and_operator_reducers_survive(make_supervisor) -> None:
@@ -480,7 +501,7 @@ def test_escalation_to_the_teacher_answers_in_place_of_the_student(make_supervis
     supervisor = make_supervisor({"teacher": {"text": "There are 3 items: milk, eggs, bread."}}, supervision={"lane": "escalate"})
     app = with_atlas(agent(), supervisor=supervisor)
     updates = [next(iter(u)) for u in app.stream({"messages": [HumanMessage(QUESTION)]}, stream_mode="updates")]
-    assert updates == ["atlas_probe", "atlas_escalate", "atlas_judge"] and not ToolCallingFake.seen
+    assert updates == ["atlas_escalate"] and not ToolCallingFake.seen  # the escalation graph delivers the answer
     result = app.session_result()
     assert (result.lane, result.final_answer, result.attempts) == ("escalate", "There are 3 items: milk, eggs, bread.", 0)
 
@@ -529,7 +550,7 @@ def test_a_stream_closed_early_ends_its_session_as_cancelled(make_supervisor, sp
     spy = spy_begin(supervisor)
     app = with_atlas(agent(), supervisor=supervisor)
     stream = app.stream({"messages": [HumanMessage(QUESTION)]}, stream_mode="updates")
-    assert next(iter(next(stream))) == "atlas_probe"
+    assert next(iter(next(stream))) == "model"
     stream.close()
     [run] = spy.runs
     assert run.ended and app._atlas.sessions == {}
@@ -542,7 +563,7 @@ async def test_an_async_stream_closed_early_ends_its_session_as_cancelled(make_s
     spy = spy_begin(supervisor)
     app = with_atlas(agent(), supervisor=supervisor)
     stream = app.astream({"messages": [HumanMessage(QUESTION)]}, stream_mode="updates")
-    assert next(iter(await stream.__anext__())) == "atlas_probe"
+    assert next(iter(await stream.__anext__())) == "model"
     await stream.aclose()
     [run] = spy.runs
     assert run.ended and app._atlas.sessions == {}
@@ -559,3 +580,55 @@ def test_langgraph_control_flow_is_registered_once_per_supervisor(make_superviso
     with_atlas(numbers_graph(), supervisor=supervisor)
     assert GraphInterrupt in supervisor.control_flow and ParentCommand in supervisor.control_flow
     assert len(supervisor.control_flow) == len(set(supervisor.control_flow))
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_a_retry_on_a_thread_forks_from_the_run_input_so_the_thread_holds_only_the_accepted_attempt(make_supervisor, asynchronous) -> None:
+    verdicts = [{"accepted": False, "guidance": "Give the number and list the items.", "reason": "vague"}, ACCEPT, ACCEPT]
+    supervisor = make_supervisor({"teacher": {"Verdict": verdicts}}, supervision={"lane": "paired"})
+    app = with_atlas(agent(AIMessage("Some items."), AIMessage("3 items: milk, eggs, bread."), AIMessage("Milk, eggs and bread.")),
+                     supervisor=supervisor, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "retry-1"}}
+    call = app.ainvoke if asynchronous else None
+
+    async def invoke(value):
+        return await call(value, config) if call else app.invoke(value, config)
+
+    out = await invoke({"messages": [HumanMessage(QUESTION)]})
+    answers = [m.content for m in out["messages"] if m.type == "ai" and m.content]
+    assert answers == ["3 items: milk, eggs, bread."]  # the rejected attempt is on a branch the thread left
+    state = app.get_state(config)
+    assert [m.content for m in state.values["messages"] if m.type == "ai" and m.content] == answers and state.next == ()
+    assert ["Give the number" in injected(r) for r in ToolCallingFake.seen] == [False] * 3 + [True] * 3
+    first = app.session_result(config)
+    assert (first.attempts, first.accepted) == (2, True)
+    out = await invoke({"messages": [HumanMessage("Which items?")]})  # the thread goes on from the accepted attempt
+    assert [m.content for m in out["messages"] if m.type == "human"] == [QUESTION, "Which items?"]
+    assert [m.content for m in out["messages"] if m.type == "ai" and m.content] == ["3 items: milk, eggs, bread.", "Milk, eggs and bread."]
+    assert app.session_result(config).session_id != first.session_id
+
+
+def test_a_retry_applies_reducers_once_and_without_a_checkpointer_starts_from_the_same_input(make_supervisor) -> None:
+    class Tally(TypedDict):
+        count: Annotated[int, operator.add]
+        answer: str
+
+    runs = []
+
+    def work(state):
+        runs.append(state["count"])
+        return {"count": 1, "answer": f"count is {state['count'] + 1}"}
+
+    graph = StateGraph(Tally)
+    graph.add_node("work", work)
+    graph.add_edge(START, "work")
+    graph.add_edge("work", END)
+    verdicts = [{"accepted": False, "guidance": "Again.", "reason": "check"}, ACCEPT]
+    for checkpointer in (None, InMemorySaver()):
+        runs.clear()
+        supervisor = make_supervisor({"teacher": {"Verdict": list(verdicts)}}, supervision={"lane": "paired"})
+        app = with_atlas(graph, supervisor=supervisor, checkpointer=checkpointer, agent_name="tally")
+        config = {"configurable": {"thread_id": "tally"}} if checkpointer else None
+        assert app.invoke({"count": 5}, config) == {"count": 6, "answer": "count is 6"}
+        assert runs == [5, 5]  # the retry ran from the same state, not from the rejected attempt's
+        assert app.session_result(config).attempts == 2
