@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlmodel import col, select
@@ -60,38 +61,59 @@ HistoryRow = tuple[str, "float | None", str, int, str, "bool | None", bool]
 
 class HistoryCache:
     """The stored history rows of (key, family, window), reused for ``ttl_s`` seconds: begin reads them on every
-    session. This process drops a key's rows when it stores one of its sessions (:meth:`invalidate`), so its own
-    sessions show at once; another process's sessions show within ``ttl_s``. ``ttl_s`` 0 reads every time."""
+    session. When this process stores one of a key's sessions it puts that row in the cached lists itself
+    (:meth:`stored`), so its own sessions show at once without a read; another process's show within ``ttl_s``.
+    ``ttl_s`` 0 reads every time."""
 
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
-        self._rows: dict[tuple[str, str | None, int], tuple[float, list[Any]]] = {}
+        #: slot -> (when read, [(started_at, row)], newest first)
+        self._rows: dict[tuple[str, str | None, int], tuple[float, list[tuple[datetime, HistoryRow]]]] = {}
         self._lock = threading.Lock()
 
-    def rows(self, store: Store, learning_key: str, window: int, task_family: str | None) -> list[Any]:
+    def rows(self, store: Store, learning_key: str, window: int, task_family: str | None) -> list[HistoryRow]:
         slot = (learning_key, task_family, window)
         now = time.monotonic()
         with self._lock:
             cached = self._rows.get(slot)
         if cached is not None and now - cached[0] < self.ttl_s:
-            return cached[1]
-        rows = _read_history(store, learning_key, window, task_family)
+            return [row for _, row in cached[1]]
+        read = [(_naive_utc(r[-1]), tuple(r[:-1])) for r in _read_history(store, learning_key, window, task_family)]
         if self.ttl_s > 0:
             with self._lock:
-                self._rows[slot] = (now, rows)
-        return rows
+                self._rows[slot] = (now, read)
+        return [row for _, row in read]  # type: ignore[misc]
+
+    def stored(self, learning_key: str, task_family: str | None, started_at: datetime, row: HistoryRow) -> None:
+        """One of the key's sessions was just stored as ``row``: it goes into every cached list it belongs to
+        (the key's whole history and its family's), in start order, replacing an older copy of it."""
+        started = _naive_utc(started_at)
+        with self._lock:
+            for slot, (read_at, rows) in list(self._rows.items()):
+                key, family, window = slot
+                if key != learning_key or (family is not None and family != task_family):
+                    continue
+                kept = [item for item in rows if item[1][0] != row[0]]
+                kept.append((started, row))
+                kept.sort(key=lambda item: item[0], reverse=True)
+                self._rows[slot] = (read_at, kept[:window])
 
     def invalidate(self, learning_key: str) -> None:
-        """Forget a key's rows (every family's): one of its sessions was just stored."""
+        """Forget a key's rows (every family's): one of its sessions changed in a way the cache cannot tell."""
         with self._lock:
             for slot in [slot for slot in self._rows if slot[0] == learning_key]:
                 del self._rows[slot]
 
 
+def _naive_utc(moment: datetime) -> datetime:
+    """A timestamp comparable across stores: SQLite hands back naive UTC, PostgreSQL aware."""
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo is not None else moment
+
+
 def _read_history(store: Store, learning_key: str, window: int, task_family: str | None) -> list[Any]:
     statement = (
         select(SessionRecord.id, SessionRecord.reward, SessionRecord.lane, SessionRecord.interventions, SessionRecord.status, SessionRecord.checks_passed,
-               SessionRecord.explored)
+               SessionRecord.explored, SessionRecord.started_at)
         .where(SessionRecord.learning_key == learning_key, col(SessionRecord.status).in_(("completed", "failed")))
         .order_by(col(SessionRecord.started_at).desc())
         .limit(window)
@@ -115,7 +137,8 @@ def load_history(store: Store, learning_key: str, window: int, task_family: str 
     teacher is left out: the experiment explains the failure (it counts towards the warm-up only). A failure breaks a streak. A completed session no judge or check
     could score is left out of the rewards but counts towards the warm-up. ``cache`` reuses recent reads.
     """
-    stored = cache.rows(store, learning_key, window, task_family) if cache is not None else _read_history(store, learning_key, window, task_family)
+    stored = cache.rows(store, learning_key, window, task_family) if cache is not None \
+        else [tuple(r[:-1]) for r in _read_history(store, learning_key, window, task_family)]
     stored_ids = {r[0] for r in stored}
     rows = [r[1:] for r in [*(u for u in unsettled if u[0] not in stored_ids), *stored]][:window]
     kept = [(0.0 if r[0] is None or _failed_checks(r) else float(r[0]), r[1] or "", int(r[2] or 0) + (1 if r[4] is False else 0))

@@ -436,7 +436,10 @@ class Supervisor:
                 if not self._unsettled[slot]:
                     del self._unsettled[slot]
         if row is None:
-            self.history_cache.invalidate(run.learning_key)
+            if run._stored_row is not None and run.started_at is not None:  # noqa: SLF001
+                self.history_cache.stored(run.learning_key, run.task_family, run.started_at, run._stored_row)  # noqa: SLF001
+            else:
+                self.history_cache.invalidate(run.learning_key)
 
     def _remember(self, pending: PendingSession) -> None:
         with self._results_lock:
@@ -510,6 +513,9 @@ class SupervisedRun:
         #: The session's verifiable checks; with an expected answer in the metadata, the built-in one joins them.
         self.checks = [*checks, expected_answer_check] if expected_answer_of(metadata) is not None else checks
         self.session_id = new_id()
+        #: When the session began (its stored ``started_at``), and its history row once the finish stored it.
+        self.started_at: datetime | None = None
+        self._stored_row: HistoryRow | None = None
         self.decision: LaneDecision = LaneDecision("paired", 0.0, "not decided yet", "fallback")
         #: Playbook entries injected into the student's and the teacher's instructions, and worked examples.
         self.lessons: list[Any] = []
@@ -876,8 +882,10 @@ class SupervisedRun:
     def _begin_flow(self, view: PlaybookView | None) -> Flow[None]:
         supervisor, config = self.supervisor, self.config
         # The session row goes before the probe's model call: it and every later row point at it.
+        self.started_at = utcnow()
         supervisor.recorder.insert(SessionRecord, id=self.session_id, learning_key=self.learning_key, task_family=self.task_family,
-                                   agent_name=self.agent_name, task=self.task, session_metadata=self.metadata)
+                                   agent_name=self.agent_name, task=self.task, session_metadata=self.metadata,
+                                   started_at=self.started_at)
         if view is not None and view.entries:
             self._select(view, explore=False)
         prior = prior_decision(self._history, coverage([*self.lessons, *self.teacher_lessons], self.task), config.supervision)
@@ -1106,9 +1114,11 @@ class SupervisedRun:
         usage = self.usage.as_dict()
         total = self.usage.total()
         accepted = next((v.accepted for v in reversed(self.verdicts) if v.attempt is not None), None)
+        explored = self._withheld_a_helping_lesson()
+        status = "failed" if error else "completed"
         recorder.update(
-            SessionRecord, self.session_id, status="failed" if error else "completed", final_answer=answer_text,
-            reward=reward.score, reward_reason=reward.reason, checks_passed=checks_passed, explored=self._withheld_a_helping_lesson(),
+            SessionRecord, self.session_id, status=status, final_answer=answer_text,
+            reward=reward.score, reward_reason=reward.reason, checks_passed=checks_passed, explored=explored,
             review_status=review_status,
             review_note=review_note, drift_alert=drift_alert, drift_reason=drift_reason or None, usage_by_role=usage,
             total_tokens=total.total_tokens, total_cost_usd=total.cost_usd, interventions=self.interventions, retries=self.retries,
@@ -1125,6 +1135,8 @@ class SupervisedRun:
             task_family=self.task_family, task_family_source=self.task_family_source, checks_passed=checks_passed,
             unaided_score=unaided, lessons_withheld=[e.id for e in self.withheld],
         )
+        # The row the lane prior will read for this session: the history cache takes it without a store read.
+        self._stored_row = (self.session_id, reward.score, self.lane, self.interventions, status, checks_passed, explored)
         if self._pending is not None:
             self._pending._ready = self.finished  # noqa: SLF001 - subscribers of session_finished may read it
         self._emit("session_finished", self.finished.summary())

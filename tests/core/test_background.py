@@ -390,3 +390,27 @@ async def test_aend_on_a_full_finish_queue_waits_off_the_event_loop(make_supervi
     ticking.cancel()
     assert all(r.reward == pytest.approx(0.9) for r in results)
     assert max(lags) < 0.15  # 0.3 s judges, a queue of one: the loop never waited for room
+
+
+def test_the_history_cache_takes_this_process_s_stored_sessions_without_a_read(make_supervisor, monkeypatch) -> None:
+    from atlas_learning import probe
+
+    supervisor = make_supervisor(supervision={"history_cache_s": 60})
+    reads = []
+    real = probe._read_history
+    monkeypatch.setattr(probe, "_read_history", lambda *a: reads.append(a) or real(*a))
+
+    def history():
+        return probe.load_history(supervisor.store, "files", 10, None, (), supervisor.history_cache)
+
+    for answer in ("3 items", "4 items"):
+        supervisor.begin(TASK, agent_name="files", learning_key="files").finish(answer)
+    first = history()
+    reads.clear()
+    supervisor.begin(TASK, agent_name="files", learning_key="files").finish("5 items")  # its family's slot is cached too
+    assert supervisor.drain(10)
+    cached = history()
+    assert reads == []  # the third session came into both cached lists as it was stored: no read
+    assert len(cached.rewards) == len(first.rewards) + 1
+    fresh = probe.load_history(supervisor.store, "files", 10)  # what a read of the store says now
+    assert (cached.rewards, cached.lanes, cached.interventions) == (fresh.rewards, fresh.lanes, fresh.interventions)
