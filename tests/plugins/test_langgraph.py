@@ -6,10 +6,10 @@ import operator
 from typing import Annotated, TypedDict
 
 import pytest
-from langchain.agents import create_agent
+from langchain.agents import AgentState, create_agent
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, HumanMessage
-from langchain_core.tools import tool
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -632,3 +632,22 @@ def test_a_retry_applies_reducers_once_and_without_a_checkpointer_starts_from_th
         assert app.invoke({"count": 5}, config) == {"count": 6, "answer": "count is 6"}
         assert runs == [5, 5]  # the retry ran from the same state, not from the rejected attempt's
         assert app.session_result(config).attempts == 2
+
+
+def test_a_tool_that_returns_a_command_is_stored_by_its_tool_message(make_supervisor) -> None:
+    class Noted(AgentState):
+        note: str
+
+    @tool
+    def remember(text: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
+        """Remember a note."""
+        return Command(update={"note": text, "messages": [ToolMessage(f"noted: {text}", tool_call_id=tool_call_id)]})
+
+    ToolCallingFake.seen = []
+    turns = [AIMessage("", tool_calls=[{"name": "remember", "args": {"text": "buy milk"}, "id": "n1"}]), AIMessage("Noted.")]
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    app = with_atlas(create_agent(ToolCallingFake(messages=iter(turns)), tools=[remember], state_schema=Noted), supervisor=supervisor)
+    out = app.invoke({"messages": [HumanMessage("Remember to buy milk.")]})
+    assert out["note"] == "buy milk"
+    [step] = [s for s in steps_of(supervisor, app.session_result().session_id) if s.kind == "tool_call"]
+    assert (step.tool_name, step.output) == ("remember", "noted: buy milk")
