@@ -2,9 +2,16 @@
 write a commented atlas.yaml that names them, says how to wrap each in one line, and points ``agent:`` at the
 likeliest one for ``atlas run``.
 
-Found: LangGraph builders (``StateGraph(...)``), compiled graphs (``.compile()``), ``create_react_agent`` and
-``create_agent`` results; OpenAI Agents SDK ``Agent(...)`` instances; classes with a ``run`` method (candidates
-for ``@atlas_agent``); MCP servers in JSON configs (``mcpServers``) and ``MultiServerMCPClient({...})`` calls.
+Found: the graphs a LangGraph application's ``langgraph.json`` names (``"graphs": {"agent":
+"./src/react_agent/graph.py:graph"}``, the LangGraph CLI's format); LangGraph builders (``StateGraph(...)``), compiled
+graphs (``.compile()``), ``create_react_agent`` and ``create_agent`` results; OpenAI Agents SDK ``Agent(...)``
+instances; classes with a ``run`` method (candidates for ``@atlas_agent``); MCP servers in JSON configs
+(``mcpServers``) and ``MultiServerMCPClient({...})`` calls.
+
+A graph ``langgraph.json`` names comes first, under its name there (``agent.name``), as the module the project's own
+code imports it as: ``./src/react_agent/graph.py`` becomes ``react_agent.graph`` (a ``src/`` layout drops ``src``;
+``atlas run`` puts the project root and its ``src/`` folder on the import path). An entry that cannot work (no such
+file, no such module-level name, not JSON) stops the command with one line saying what to fix.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ BYOA_IMPORT = "from atlas_plugins.byoa import atlas_agent"
 class Finding:
     """One thing the scan found, where, and how to put it under Atlas."""
 
-    group: str  # langgraph | openai_agents | agent_class | mcp
+    group: str  # langgraph_json | langgraph | openai_agents | agent_class | mcp
     what: str  # a short description: "graph = builder.compile()"
     file: str  # relative to the scanned root, with forward slashes
     line: int
@@ -63,6 +70,7 @@ class Finding:
 
 
 GROUP_TITLES = {
+    "langgraph_json": "LangGraph application graphs (langgraph.json)",
     "langgraph": "LangGraph graphs and agents",
     "openai_agents": "OpenAI Agents SDK agents",
     "agent_class": "Agent classes (a run method: candidates for @atlas_agent)",
@@ -421,6 +429,150 @@ def _find_servers(data: Any, depth: int = 0) -> dict[str, Any] | None:
     return None
 
 
+# ------------------------------------------------------------------------------------------------ langgraph.json
+LANGGRAPH_JSON = "langgraph.json"
+_LANGGRAPH_JSON_SCORE = 100  # above anything the code scan finds: the project says which graphs it serves
+
+
+def scan_langgraph_json(root: Path) -> list[Finding]:
+    """The graphs ``root/langgraph.json`` names, in its order; [] without the file. AtlasError (one line) for an
+    entry that cannot be run: not JSON, no such file or module-level name, a path that is not a Python module."""
+    path = root / LANGGRAPH_JSON
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
+    except OSError as exc:
+        raise AtlasError(f"{LANGGRAPH_JSON}: cannot read it ({exc.strerror})") from None
+    except ValueError as exc:
+        where = f"line {exc.lineno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise AtlasError(f"{LANGGRAPH_JSON}: not valid JSON ({where}); fix it (the LangGraph CLI cannot read it either)") from None
+    graphs = data.get("graphs") if isinstance(data, dict) else None
+    if graphs is None:
+        return []
+    if not isinstance(graphs, dict):
+        raise AtlasError(f"{LANGGRAPH_JSON}: \"graphs\" must map graph names to \"./path/to/file.py:graph\"; fix it")
+    findings = []
+    start = text.find('"graphs"')
+    for order, (name, spec) in enumerate(graphs.items()):
+        line = _json_key_line(text, str(name), start)
+        finding = _langgraph_json_graph(root, str(name), spec, line)
+        if finding is not None:
+            finding.score = _LANGGRAPH_JSON_SCORE - order
+            findings.append(finding)
+    return findings
+
+
+def _json_key_line(text: str, key: str, start: int) -> int:
+    match = re.compile(re.escape(json.dumps(key)) + r"\s*:").search(text, max(start, 0))
+    return text[: match.start()].count("\n") + 1 if match else 1
+
+
+def _langgraph_json_graph(root: Path, name: str, spec: Any, line: int) -> Finding | None:
+    """One ``graphs`` entry: ``"./file.py:attr"``, ``"package.module:attr"`` or ``{"path": ..., "description": ...}``."""
+    value = spec.get("path") if isinstance(spec, dict) else spec
+    label = f"{LANGGRAPH_JSON}: graphs.{name}"
+    if not isinstance(value, str) or not value.strip():
+        raise AtlasError(f"{label}: expected \"./path/to/file.py:graph\" or {{\"path\": \"./path/to/file.py:graph\"}} "
+                         f"(got {json.dumps(spec)[:80]}); fix the entry in {LANGGRAPH_JSON}")
+    value = value.strip()
+    label = f"{label} {value!r}"
+    location, _, attribute = value.rpartition(":")
+    if not location or not attribute:
+        raise AtlasError(f"{label}: expected 'path/to/file.py:object' (the file and the name of its compiled graph); "
+                         f"fix the entry in {LANGGRAPH_JSON}")
+    as_file = location.endswith(".py") or "/" in location or "\\" in location
+    if as_file and not location.endswith(".py"):
+        return None  # a JavaScript or TypeScript graph: nothing atlas run can import
+    if as_file:
+        file = (root / location).resolve()
+        try:
+            rel = file.relative_to(root).as_posix()
+        except ValueError:
+            raise AtlasError(f"{label}: {location} is outside the project ({root}); run `atlas env init` on the folder "
+                             f"that holds it, or fix the entry in {LANGGRAPH_JSON}") from None
+        if not file.is_file():
+            raise AtlasError(f"{label}: {rel} does not exist; fix the path in {LANGGRAPH_JSON} (it is relative to "
+                             "the file's folder)")
+        module = module_name(root, file)
+        if module is None:
+            raise AtlasError(f"{label}: {rel} cannot be imported as a Python module (a folder or file name is not an "
+                             f"identifier); rename it, or fix the entry in {LANGGRAPH_JSON}")
+    else:
+        module = location
+        if not all(_IDENTIFIER.match(p) for p in module.split(".")):
+            raise AtlasError(f"{label}: {module!r} is neither a .py file nor a dotted module name; fix the entry in {LANGGRAPH_JSON}")
+        file = _module_file(root, module)
+        rel = file.relative_to(root).as_posix() if file is not None else None
+        top = module.split(".")[0]
+        if file is None and any((base / top).is_dir() or (base / f"{top}.py").is_file() for base in (root, root / "src")):
+            raise AtlasError(f"{label}: the project has {top} but no module {module}; fix the module name in {LANGGRAPH_JSON}")
+    target = attribute.split(".")[0]
+    kind = _module_level_binding(file, target, label) if file is not None else "unknown"
+    if kind is None:
+        raise AtlasError(f"{label}: {rel} defines no module-level {attribute!r}; fix the name after ':' in {LANGGRAPH_JSON} "
+                         "(it must be the module-level variable that holds the graph)")
+    import_path = f"{module}:{attribute}"
+    note = ""
+    runnable_kind: str | None = "langgraph"
+    if kind == "function":
+        note = (f" (a graph factory: atlas run needs the graph itself; bind one to a module-level name, e.g. graph = "
+                f"{target}(...), and point agent.import_path at it)")
+        runnable_kind = None
+    elif file is None:
+        note = f" ({module} is not in this folder: it must be installed to import)"
+    shown = f"graphs.{name}: {value}" + (f"  ({spec['description']})" if isinstance(spec, dict) and spec.get("description") else "")
+    return Finding(
+        "langgraph_json", shown, LANGGRAPH_JSON, line,
+        f"app = with_atlas({target})  # {LANGGRAPH_IMPORT}; import path {import_path}", name=name,
+        import_path=import_path if runnable_kind else None, agent_kind=runnable_kind, agent_name=name, note=note,
+    )
+
+
+def _module_file(root: Path, module: str) -> Path | None:
+    """The file a dotted module name is, from the project root or its src/ folder; None when it is not here."""
+    parts = module.split(".")
+    for base in (root, root / "src"):
+        for candidate in (base.joinpath(*parts).with_suffix(".py"), base.joinpath(*parts, "__init__.py")):
+            if candidate.is_file():
+                return candidate.resolve()
+    return None
+
+
+def _module_level_binding(file: Path, name: str, label: str) -> str | None:
+    """How ``file`` binds ``name`` at module level: "function", "value", "unknown" (a star import or a name set in
+    ``globals()``: it may be there), or None when it does not."""
+    try:
+        tree = ast.parse(file.read_text(encoding="utf-8", errors="replace"), filename=str(file))
+    except SyntaxError as exc:
+        raise AtlasError(f"{label}: {file.name} does not parse (line {exc.lineno}: {exc.msg}); fix the file") from None
+    except (OSError, ValueError) as exc:
+        raise AtlasError(f"{label}: cannot read {file.name} ({exc}); fix the file") from None
+    found: str | None = None
+    for statement in _module_statements(tree.body):
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)) and statement.name == name:
+            found = "unknown" if statement.decorator_list else "function"  # @entrypoint() makes a graph of it
+        elif isinstance(statement, ast.ClassDef) and statement.name == name:
+            found = "value"
+        elif isinstance(statement, (ast.Import, ast.ImportFrom)):
+            for alias in statement.names:
+                if alias.name == "*":
+                    found = found or "unknown"
+                elif (alias.asname or alias.name.split(".")[0]) == name:
+                    found = "value"
+        else:
+            targets: list[ast.expr] = []
+            if isinstance(statement, ast.Assign):
+                targets = list(statement.targets)
+            elif isinstance(statement, (ast.AnnAssign, ast.AugAssign)) and statement.value is not None:
+                targets = [statement.target]
+            for target in targets:
+                if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(target)):
+                    found = "value"
+    return found
+
+
 # ---------------------------------------------------------------------------------------------------- scanning
 @dataclass
 class ScanResult:
@@ -430,14 +582,22 @@ class ScanResult:
     unparsable: list[str]
 
     def candidates(self) -> list[Finding]:
-        """Runnable agents (importable as module:object), likeliest first."""
-        runnable = [f for f in self.findings if f.import_path and f.agent_kind]
-        return sorted(runnable, key=lambda f: (-f.score, f.file, f.line))
+        """Runnable agents (importable as module:object), likeliest first; one per import path (a graph that
+        langgraph.json names and the code scan found too is listed once, under its langgraph.json name)."""
+        runnable = sorted((f for f in self.findings if f.import_path and f.agent_kind), key=lambda f: (-f.score, f.file, f.line))
+        seen: set[str] = set()
+        unique = []
+        for finding in runnable:
+            if finding.import_path not in seen:
+                seen.add(finding.import_path)  # type: ignore[arg-type]
+                unique.append(finding)
+        return unique
 
 
 def scan(root: Path) -> ScanResult:
+    """Every finding under ``root``; AtlasError when its langgraph.json names a graph that cannot be run."""
+    findings: list[Finding] = scan_langgraph_json(root)
     python, configs = iter_files(root)
-    findings: list[Finding] = []
     unparsable = []
     for path in python:
         found = scan_python(root, path)
@@ -477,22 +637,25 @@ def render_yaml(result: ScanResult) -> str:
         shown = ", ".join(result.unparsable[:5]) + (", ..." if len(result.unparsable) > 5 else "")
         lines += [f"#   not parsed (syntax errors): {shown}", "#"]
     candidates = result.candidates()
-    lines.append("# `atlas run --config atlas.yaml --task \"...\"` runs the agent below once under supervision (run it from")
-    lines.append("# the project root: the root and this file's folder are put on the import path).")
+    lines.append("# `atlas run --config atlas.yaml --task \"...\"` runs the agent below once under supervision (from the")
+    lines.append("# project root or anywhere with --config: the working folder, this file's folder and a src/ folder in either")
+    lines.append("# are put on the import path, so a src/ layout package imports as it does once installed).")
     if candidates:
         best = candidates[0]
+        source = f"graph {best.agent_name!r} in {best.where}" if best.group == "langgraph_json" else best.where
         lines += [
             "agent:",
-            f"  import_path: {json.dumps(best.import_path)}   # {best.where}",
+            f"  import_path: {json.dumps(best.import_path)}   # {source}{_src_note(result.root, best)}",
             f"  kind: {best.agent_kind}",
         ]
         if best.agent_name:
             lines.append(f"  name: {json.dumps(best.agent_name)}")
         others = candidates[1:6]
         if others:
-            lines.append("  # other candidates (swap import_path and kind to use one):")
+            lines.append("  # other candidates (swap import_path, kind and name to use one):")
             for other in others:
-                lines.append(f"  #   import_path: {json.dumps(other.import_path)}   kind: {other.agent_kind}   # {other.where}")
+                named = f"   name: {json.dumps(other.agent_name)}" if other.agent_name else ""
+                lines.append(f"  #   import_path: {json.dumps(other.import_path)}   kind: {other.agent_kind}{named}   # {other.where}")
     else:
         lines += [
             "# No agent object that can be imported as module:object was found; name yours here:",
@@ -513,6 +676,15 @@ def render_yaml(result: ScanResult) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _src_note(root: Path, finding: Finding) -> str:
+    """", imported from src/" when the module lives in the project's src/ folder (a src layout)."""
+    module = (finding.import_path or "").partition(":")[0]
+    if not module or module.split(".")[0] == "src" or not (root / "src").is_dir():
+        return ""
+    found = _module_file(root, module)
+    return ", imported from src/" if found is not None and found.is_relative_to((root / "src").resolve()) else ""
 
 
 def _one_line(text: str) -> str:
@@ -538,11 +710,12 @@ def env_init(*, path: Path, output: Path | None, force: bool) -> None:
     candidates = result.candidates()
     counts = {group: sum(1 for f in result.findings if f.group == group) for group in GROUP_TITLES}
     found = ", ".join(f"{n} {label}" for label, n in zip(
-        ("LangGraph", "Agents SDK", "agent classes", "MCP configs"), counts.values(), strict=True) if n) or "no agents"
+        ("langgraph.json graphs", "LangGraph", "Agents SDK", "agent classes", "MCP configs"), counts.values(), strict=True) if n) or "no agents"
     typer.echo(f"wrote {target}: {found}")
     if candidates:
         best = candidates[0]
-        typer.echo(f"agent: {best.import_path} ({best.agent_kind}, {best.where}); try: atlas run --config {target} --task \"...\"")
+        source = f"{LANGGRAPH_JSON} graph {best.agent_name!r}" if best.group == "langgraph_json" else best.where
+        typer.echo(f"agent: {best.import_path} ({best.agent_kind}, {source}); try: atlas run --config {target} --task \"...\"")
     else:
         typer.echo("no importable agent found; set agent.import_path in the file")
 

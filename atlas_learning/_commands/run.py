@@ -3,17 +3,28 @@
 What the object is decides how it is wrapped (``agent.kind: auto`` tells them apart by type):
 
 * a LangGraph graph (compiled, or a StateGraph): ``atlas_plugins.langgraph.with_atlas(graph, config)``, invoked with
-  ``{"messages": [("user", task)]}``;
+  ``{"messages": [("user", task)]}``. Through the async API (``ainvoke``, in an event loop of its own) when the
+  graph has a node or tool that only has an async implementation (``async def call_model``, an ``async def``
+  tool in a ToolNode, in the graph or a subgraph), else through ``invoke`` as before: the sync API cannot run an
+  async node, and the async one runs sync nodes in a worker thread, which code written for ``invoke`` may not
+  expect. A graph with a context schema (``StateGraph(..., context_schema=Context)``) gets ``context=Context()``,
+  built from its defaults (given no context, LangGraph leaves ``runtime.context`` None, which nodes such as the
+  template's ``runtime.context.model`` cannot read);
 * an OpenAI Agents SDK ``Agent``: ``atlas_plugins.openai_agents.with_atlas(agent, config).run_sync(task)``;
 * a class (or an instance of one) with an entry method: ``@atlas_agent(config=...)`` applied to the class, an
   instance made with no arguments, its entry method called with the task;
 * a function ``f(task) -> str`` (``f(task, instructions=...)`` gets lessons and guidance too):
   ``Supervisor(config).supervise(task, ...)``.
+
+The import path is the project's: the working folder and the folder of the config file are put on ``sys.path``, and
+so is a ``src/`` folder in either (a src layout, such as LangGraph's application template), so ``react_agent.graph``
+imports from the project root as it does once the project is installed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import inspect
 import json
@@ -27,11 +38,23 @@ from ..errors import AtlasError
 from ._common import fmt_reward, load_config
 
 
-def _ensure_import_path(config_path: Path | None) -> None:
-    folders = [Path.cwd()]
+def import_folders(config_path: Path | None) -> list[Path]:
+    """The folders ``atlas run`` imports the agent from, in order: the config file's folder and the working
+    folder, each followed by its ``src/`` folder when that is a src layout (a folder, not itself a package)."""
+    roots = [Path.cwd().resolve()]
     if config_path is not None:
-        folders.insert(0, config_path.resolve().parent)
-    for folder in reversed(folders):
+        roots.insert(0, config_path.resolve().parent)
+    folders: list[Path] = []
+    for root in roots:
+        src = root / "src"
+        for folder in (root, src) if src.is_dir() and not (src / "__init__.py").exists() else (root,):
+            if folder not in folders:
+                folders.append(folder)
+    return folders
+
+
+def _ensure_import_path(config_path: Path | None) -> None:
+    for folder in reversed(import_folders(config_path)):
         text = str(folder)
         if text not in sys.path:
             sys.path.insert(0, text)
@@ -46,8 +69,10 @@ def load_object(import_path: str) -> Any:
         missing = exc.name or ""
         if module_name == missing or module_name.startswith(missing + "."):
             raise AtlasError(f"agent.import_path {import_path!r}: no module named {missing!r}; run from the project root "
-                             "(or the folder of atlas.yaml) or fix agent.import_path") from None
-        raise AtlasError(f"agent.import_path {import_path!r}: importing {module_name} failed: {exc}") from None
+                             "(atlas run imports from the working folder, the folder of atlas.yaml and a src/ folder in "
+                             "either) or fix agent.import_path") from None
+        raise AtlasError(f"agent.import_path {import_path!r}: importing {module_name} failed: {exc}; install what the "
+                         "project needs (e.g. pip install -e . in its root)") from None
     except Exception as exc:  # noqa: BLE001 - the user's module failed at import time: one line saying so
         raise AtlasError(f"agent.import_path {import_path!r}: importing {module_name} failed: {type(exc).__name__}: {_first_line(exc)}") from None
     target: Any = module
@@ -125,13 +150,72 @@ def run_agent(*, config: Path | None, task: str, as_json: bool) -> None:
 def _run_langgraph(obj: Any, config: Any, task: str, agent: Any) -> tuple[Any, Any]:
     from atlas_plugins.langgraph import with_atlas
 
+    context = graph_context(obj)  # before the wrap: a context schema that cannot be built stops here, in one line
+    use_async = needs_async(obj)  # of the user's graph: the wrapped one has a sync and an async path at every node
     app = with_atlas(obj, config, agent_name=agent.name)
+    inputs = {"messages": [("user", task)]}
+    extra = {"context": context} if context is not None else {}
     try:
-        output = app.invoke({"messages": [("user", task)]})
+        if use_async:
+            output = asyncio.run(app.ainvoke(inputs, **extra))
+        else:
+            output = app.invoke(inputs, **extra)
         result = app.session_result()
     finally:
         app.supervisor.close()
     return _last_message(output, result), result
+
+
+def needs_async(graph: Any) -> bool:
+    """Whether a LangGraph graph must run through the async API: a node (or a tool of a ToolNode, or a node of a
+    subgraph) has only an async implementation, so ``invoke`` would raise ``TypeError: No synchronous function
+    provided``."""
+    return _async_only(graph, set(), 0)
+
+
+def _async_only(runnable: Any, seen: set[int], depth: int) -> bool:
+    if runnable is None or id(runnable) in seen or depth > 20:
+        return False
+    seen.add(id(runnable))
+    if inspect.iscoroutinefunction(runnable):
+        return True
+    # RunnableCallable (a node made from `async def`) and RunnableLambda keep the sync function in .func, the async one in .afunc
+    if getattr(runnable, "afunc", None) is not None and getattr(runnable, "func", None) is None:
+        return True
+    # a tool with only a coroutine (StructuredTool from `async def`), alone or in a ToolNode
+    if getattr(runnable, "coroutine", None) is not None and getattr(runnable, "func", None) is None and hasattr(runnable, "args_schema"):
+        return True
+    tools = getattr(runnable, "tools_by_name", None)
+    if isinstance(tools, dict) and any(_async_only(tool, seen, depth + 1) for tool in tools.values()):
+        return True
+    children: list[Any] = []
+    builder = getattr(runnable, "builder", None)  # a compiled StateGraph
+    specs = getattr(builder, "nodes", None) if builder is not None else None
+    if specs is None and _from_module(runnable, "langgraph.graph", ("StateGraph",)):
+        specs = runnable.nodes
+    if isinstance(specs, dict):
+        children += [getattr(spec, "runnable", None) for spec in specs.values()]
+    elif _from_module(runnable, "langgraph.pregel", ("Pregel",)) and isinstance(getattr(runnable, "nodes", None), dict):
+        children += [getattr(node, "bound", None) for node in runnable.nodes.values()]  # a graph with no builder
+    children += list(getattr(runnable, "steps", None) or [])  # RunnableSequence
+    children.append(getattr(runnable, "bound", None))  # RunnableBinding (with_config, bind)
+    return any(_async_only(child, seen, depth + 1) for child in children if child is not None)
+
+
+def graph_context(graph: Any) -> Any:
+    """The run context for a graph with a context schema: a dataclass or pydantic schema built from its defaults
+    (``Context()``), ``{}`` for another schema (a TypedDict); None when the graph has none."""
+    schema = getattr(graph, "context_schema", None)
+    if schema is None:
+        return None
+    if not (dataclasses.is_dataclass(schema) or hasattr(schema, "model_fields")):
+        return {}
+    try:
+        return schema()
+    except Exception as exc:  # noqa: BLE001 - the user's schema: one line saying what to change
+        name = getattr(schema, "__name__", str(schema))
+        raise AtlasError(f"the graph's context schema {name} cannot be built with no arguments "
+                         f"({type(exc).__name__}: {_first_line(exc)}); atlas run passes {name}(): give its fields defaults") from None
 
 
 def _last_message(output: Any, result: Any) -> Any:
