@@ -522,6 +522,13 @@ def _at_checkpoint(config: RunnableConfig, checkpoint_id: str) -> RunnableConfig
     return {**config, "configurable": {**(config.get("configurable") or {}), "checkpoint_id": checkpoint_id}}  # type: ignore[typeddict-item]
 
 
+def _no_fork_at_exit(session: _Session | None, kwargs: Mapping[str, Any]) -> None:
+    """With ``durability="exit"`` no input checkpoint is written to fork a retry from: the answer stands."""
+    if session is not None and session.rerun == "checkpoint" and (
+            kwargs.get("durability") == "exit" or kwargs.get("checkpoint_during") is False):
+        session.rerun = None
+
+
 def _escalation_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The stream options that apply to the escalation graph (breakpoints name the user's nodes)."""
     return {k: v for k, v in kwargs.items() if k not in ("interrupt_before", "interrupt_after")}
@@ -579,6 +586,7 @@ class AtlasGraph(CompiledStateGraph):
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         adapter = self._atlas
         config, session = adapter.begin(self, input, config)
+        _no_fork_at_exit(session, kwargs)
         if session is None:
             yield from super().stream(input, config, **kwargs)
             return
@@ -611,6 +619,7 @@ class AtlasGraph(CompiledStateGraph):
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
         adapter = self._atlas
         config, session = await adapter.abegin(self, input, config)
+        _no_fork_at_exit(session, kwargs)
         if session is None:
             async for chunk in super().astream(input, config, **kwargs):
                 yield chunk

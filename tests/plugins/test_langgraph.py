@@ -651,3 +651,14 @@ def test_a_tool_that_returns_a_command_is_stored_by_its_tool_message(make_superv
     assert out["note"] == "buy milk"
     [step] = [s for s in steps_of(supervisor, app.session_result().session_id) if s.kind == "tool_call"]
     assert (step.tool_name, step.output) == ("remember", "noted: buy milk")
+
+
+def test_with_durability_exit_a_rejected_answer_stands(make_supervisor) -> None:
+    supervisor = make_supervisor({"teacher": {"Verdict": REJECT}}, supervision={"lane": "paired"})
+    app = with_atlas(agent(AIMessage("Some items."), AIMessage("never asked for")), supervisor=supervisor, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "exit-1"}}
+    out = app.invoke({"messages": [HumanMessage(QUESTION)]}, config, durability="exit")
+    assert out["messages"][-1].content == "Some items." and len(ToolCallingFake.seen) == 3  # no checkpoint to fork from
+    result = app.session_result(config)
+    assert (result.attempts, result.accepted) == (1, False)
+    assert "retry_skipped" in events_of(supervisor, result.session_id)
