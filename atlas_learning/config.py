@@ -197,8 +197,9 @@ class SupervisionConfig(_Section):
     #: Sessions a check decided are read at once (the check's result stands in for the reward); a lane forced by
     #: ``lane`` never waits. 0: never wait.
     history_wait_s: float = Field(0.5, ge=0)
-    #: Seconds a family's stored history, read when a session begins, is reused by the next ones. Sessions this
-    #: process stores show at once; another process's within this time. 0: read it at every begin.
+    #: Seconds a family's stored history and a key's playbook version, read when a session begins, are reused by
+    #: the next ones. Sessions this process stores and playbook changes it makes show at once; another process's
+    #: within this time. 0: read them at every begin.
     history_cache_s: float = Field(2.0, ge=0)
     #: Threads that finish sessions in the background (judging, learning, storing) after the user's call returned.
     finish_workers: int = Field(2, ge=1, le=32)

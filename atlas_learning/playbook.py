@@ -369,12 +369,17 @@ class PlaybookRegistry:
     #: Compare-and-set attempts before giving up on a change set; each lost race waits a little longer.
     max_attempts = 30
 
-    def __init__(self, store: Store, config: PlaybookConfig | None = None, *, redactor: Redactor | None = None) -> None:
+    def __init__(self, store: Store, config: PlaybookConfig | None = None, *, redactor: Redactor | None = None,
+                 view_cache_s: float = 0.0) -> None:
         self.store = store
         self.config = config or PlaybookConfig()
         self.redactor = redactor or Redactor()
         self._views: dict[str, PlaybookView] = {}
         self._views_lock = threading.Lock()
+        #: Seconds a view's version is trusted without a read; this process's own changes reset it (they show at
+        #: once), another process's show within this time. 0: the version is read at every :meth:`view`.
+        self.view_cache_s = view_cache_s
+        self._checked: dict[str, float] = {}
 
     # -------------------------------------------------------------------------------------------- reads
     def live_entries(self, learning_key: str) -> list[PlaybookEntryRecord]:
@@ -397,19 +402,24 @@ class PlaybookRegistry:
     def view(self, learning_key: str) -> PlaybookView:
         """The key's live entries with their relevance index, re-read only when the registry version moved.
 
-        One primary-key read per call; the entries and the index are reused across sessions until a change
-        (an add, a refinement, a status change) bumps the version."""
+        One primary-key read per call, at most one per ``view_cache_s`` (this process's own changes force the
+        next); the entries and the index are reused across sessions until a change (an add, a refinement, a
+        status change) bumps the version."""
+        now = time.monotonic()
+        with self._views_lock:
+            cached = self._views.get(learning_key)
+            checked = self._checked.get(learning_key)
+        if cached is not None and checked is not None and now - checked < self.view_cache_s:
+            return cached
         registry = PlaybookRegistryRecord.__table__  # type: ignore[attr-defined]
         rows = self.store.read(registry.select().with_only_columns(registry.c.version).where(registry.c.learning_key == learning_key))
         version = rows[0][0] if rows else 0
+        if cached is None or cached.version != version:
+            cached = PlaybookView(learning_key, version, self.live_entries(learning_key) if version else [])
         with self._views_lock:
-            cached = self._views.get(learning_key)
-        if cached is not None and cached.version == version:
-            return cached
-        fresh = PlaybookView(learning_key, version, self.live_entries(learning_key) if version else [])
-        with self._views_lock:
-            self._views[learning_key] = fresh
-        return fresh
+            self._views[learning_key] = cached
+            self._checked[learning_key] = now
+        return cached
 
     def cached(self, learning_key: str, ids: Sequence[str]) -> list[PlaybookEntryRecord]:
         """The cached copies (with this process's latest counts) of some entries of a key; [] when not cached."""
@@ -595,6 +605,8 @@ class PlaybookRegistry:
                     )
                     if bumped.rowcount != 1:
                         raise _Conflict
+                with self._views_lock:  # this process changed the key: the next view reads the version again
+                    self._checked.pop(learning_key, None)
                 return applied
             except _Conflict:
                 last_error = _Conflict("another session changed the playbook first")

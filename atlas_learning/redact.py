@@ -9,6 +9,7 @@ adds more (``redaction.patterns``). Dict values under a secret-looking key are r
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +34,12 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
 )
 
 _SECRET_KEY = re.compile(r"(?i)^(?:.*[_-])?(?:api[_-]?key|secret|token|password|passwd|authorization|private[_-]?key|credentials?)$")
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    """Whether a dict key names a secret (the same few column and argument names come back on every row)."""
+    return _SECRET_KEY.match(key) is not None
 
 
 def _scoped(pattern: str) -> str:
@@ -80,7 +87,7 @@ class Redactor:
             return self.text(value)
         if isinstance(value, dict):
             return {
-                key: self.replacement if isinstance(key, str) and _SECRET_KEY.match(key) and isinstance(item, str) and item else self.value(item)
+                key: self.replacement if isinstance(key, str) and isinstance(item, str) and item and _secret_key(key) else self.value(item)
                 for key, item in value.items()
             }
         if isinstance(value, (list, tuple)):

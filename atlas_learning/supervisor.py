@@ -236,7 +236,8 @@ class Supervisor:
         self.models = models or RoleModels(self.config)
         self.redactor = Redactor(self.config.redaction.patterns, enabled=self.config.redaction.enabled)
         self.recorder = Recorder(self.store, spool_dir=self.config.storage.spool_dir, redactor=self.redactor)
-        self.playbook = PlaybookRegistry(self.store, self.config.playbook, redactor=self.redactor)
+        self.playbook = PlaybookRegistry(self.store, self.config.playbook, redactor=self.redactor,
+                                         view_cache_s=self.config.supervision.history_cache_s)
         self.families = TaskFamilies(self.store, threshold=self.config.supervision.family_similarity)
         self._random = random.Random(self.config.playbook.seed)
         #: (learning key, family) -> the lessons (ids, texts, statuses) and the triggers the synthesizer was asked

@@ -560,3 +560,15 @@ def test_entries_read_in_a_fresh_process(store_url: str) -> None:
     done = subprocess.run([sys.executable, "-c", code, store_url], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "Read the file before answering it."
+
+
+def test_the_playbook_view_trusts_its_version_for_view_cache_s_and_this_process_s_changes_show_at_once(store) -> None:
+    ours = PlaybookRegistry(store, PlaybookConfig(), view_cache_s=60)
+    theirs = PlaybookRegistry(store, PlaybookConfig())  # another process on the same store
+    [mine] = ours.apply("files", [LessonChange(op="add", lesson="Count the items with count_lines, never by eye.")])
+    assert [e.id for e in ours.view("files").entries] == [mine.entry_id]
+    [other] = theirs.apply("files", [LessonChange(op="add", lesson="Quote the file path exactly as given.")])
+    assert [e.id for e in ours.view("files").entries] == [mine.entry_id]  # within view_cache_s: not read again
+    [third] = ours.apply("files", [LessonChange(op="add", lesson="Report the count as a number, not a word.")])
+    assert {e.id for e in ours.view("files").entries} == {mine.entry_id, other.entry_id, third.entry_id}  # own change: read
+    assert {e.id for e in PlaybookRegistry(store, PlaybookConfig()).view("files").entries} == {mine.entry_id, other.entry_id, third.entry_id}
