@@ -52,7 +52,6 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler, BaseCallbackManager, CallbackManager
 from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.callbacks import GraphCallbackHandler
 from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
@@ -158,17 +157,19 @@ class _RunWatcher(GraphCallbackHandler):
         self.interrupted = True
 
 
-def _watched(config: RunnableConfig, watcher: _RunWatcher) -> RunnableConfig:
-    """``config`` with ``watcher`` as a handler of the graph run itself, not inherited by its nodes."""
+def _watched(config: RunnableConfig, watcher: _RunWatcher, recorder: BaseCallbackHandler) -> RunnableConfig:
+    """``config`` with ``watcher`` as a handler of the graph run itself (not inherited by its nodes) and the
+    step ``recorder`` as a handler of everything in it (every model and tool call, in any node or subgraph)."""
     callbacks = config.get("callbacks")
     if callbacks is None:
-        manager: BaseCallbackManager = CallbackManager(handlers=[watcher], inheritable_handlers=[])
+        manager: BaseCallbackManager = CallbackManager(handlers=[recorder, watcher], inheritable_handlers=[recorder])
     elif isinstance(callbacks, BaseCallbackManager):
         manager = callbacks.copy()
+        manager.add_handler(recorder, inherit=True)
         manager.add_handler(watcher, inherit=False)
     else:
         handlers = list(callbacks)
-        manager = CallbackManager(handlers=[*handlers, watcher], inheritable_handlers=handlers)
+        manager = CallbackManager(handlers=[*handlers, recorder, watcher], inheritable_handlers=[*handlers, recorder])
     return {**config, "callbacks": manager}  # type: ignore[typeddict-item]
 
 
@@ -261,7 +262,10 @@ class _Adapter:
             return config, existing, None, False  # type: ignore[return-value]
         return config, None, existing, True  # type: ignore[return-value]
 
-    def _begin_arguments(self, graph: AtlasGraph, input: Any, config: RunnableConfig) -> tuple[str, dict[str, Any], str | None]:
+    def _begin_arguments(self, graph: AtlasGraph, input: Any, config: RunnableConfig
+                         ) -> tuple[str, dict[str, Any], str | None] | None:
+        """(the task, the begin options, how a retry reruns), or None when the call runs nothing (``None`` on a
+        thread whose run is over): no session for it."""
         configurable = config.get("configurable") or {}
         thread = configurable.get("thread_id")
         options = begin_options(configurable, learning_key=self.learning_key, checks=self.checks,
@@ -275,17 +279,23 @@ class _Adapter:
             rerun = "input"
         else:
             rerun = "checkpoint"
-        return self.task(input if fresh else self._state_at(graph, config, input)), {"agent_name": self.agent_name, **options}, rerun
+        if fresh:
+            return self.task(input), {"agent_name": self.agent_name, **options}, rerun
+        snapshot = self._snapshot(graph, config)
+        if snapshot is not None and input is None and not snapshot.next and not configurable.get("checkpoint_id"):
+            return None
+        values = snapshot.values if snapshot is not None else (getattr(input, "update", None) or {})
+        return self.task(values), {"agent_name": self.agent_name, **options}, rerun
 
     @staticmethod
-    def _state_at(graph: AtlasGraph, config: RunnableConfig, input: Any) -> Any:
-        """The state a continuing run starts from (its task is there); the Command's update when it has none."""
+    def _snapshot(graph: AtlasGraph, config: RunnableConfig) -> Any:
+        """The state a continuing run starts from (its task is there); None without a readable checkpointer."""
         try:
             if graph.checkpointer is not None and not isinstance(graph.checkpointer, bool):
-                return graph.get_state(config).values
+                return graph.get_state(config)
         except Exception:  # noqa: BLE001 - an async-only checkpointer, say
             pass
-        return getattr(input, "update", None) or {}
+        return None
 
     def _open(self, run: SupervisedRun, config: RunnableConfig, input: Any, rerun: str | None) -> _Session:
         session = _Session(run, _StepRecorder(run), _AsyncStepRecorder(run), rerun=rerun, input=input)
@@ -294,15 +304,18 @@ class _Adapter:
         return session
 
     def begin(self, graph: AtlasGraph, input: Any, config: RunnableConfig | None) -> tuple[RunnableConfig, _Session | None]:
-        """The call's config and the session of its run: the one it continues, else a new one (None when
-        supervision failed: the graph runs unsupervised)."""
+        """The call's config and the session of its run: the one it continues, else a new one (None when the call
+        runs nothing, or supervision failed: the graph runs unsupervised)."""
         config, existing, stale, new = self.prepare(graph, input, config)
         if stale is not None:
             _safe(stale.run.cancelled)
         if not new:
             return config, existing
         try:
-            task, options, rerun = self._begin_arguments(graph, input, config)
+            arguments = self._begin_arguments(graph, input, config)
+            if arguments is None:
+                return config, None
+            task, options, rerun = arguments
             return config, self._open(self.supervisor.begin(task, **options), config, input, rerun)
         except Exception:  # noqa: BLE001 - supervision never fails the user's run
             log.exception("atlas could not begin a session; the graph runs unsupervised")
@@ -315,8 +328,11 @@ class _Adapter:
         if not new:
             return config, existing
         try:
-            task, options, rerun = await asyncio.to_thread(self._begin_arguments, graph, input, config) \
+            arguments = await asyncio.to_thread(self._begin_arguments, graph, input, config) \
                 if input is None or isinstance(input, Command) else self._begin_arguments(graph, input, config)
+            if arguments is None:
+                return config, None
+            task, options, rerun = arguments
             return config, self._open(await self.supervisor.abegin(task, **options), config, input, rerun)
         except Exception:  # noqa: BLE001
             log.exception("atlas could not begin a session; the graph runs unsupervised")
@@ -433,29 +449,35 @@ class _Adapter:
         messages = [m for m in state.get(self.messages_key) or [] if getattr(m, "id", None) != INSTRUCTIONS_ID]
         return {**state, self.messages_key: [instructions_message(instructions), *messages]}
 
-    def node_config(self, config: RunnableConfig, session: _Session, recorder: BaseCallbackHandler) -> RunnableConfig:
-        from langchain_core.runnables.config import merge_configs
-
-        return merge_configs(config, {"callbacks": [recorder]})
-
     def wrap(self, name: str, inner: Any) -> Any:
-        """The node's runnable with the session's instructions in its input and its calls recorded; outside a
-        supervised run (a session that could not begin) it is the user's runnable, called as is."""
+        """The node's runnable with the session's instructions in its input (and for
+        :func:`current_instructions`) and, when it made no model or tool call, recorded as a node step. Its
+        config is LangGraph's own: the step recorder is a handler of the whole run. A chain (``prompt | model``)
+        stays a chain LangGraph flattens into the node's own run: only a first step that adds the instructions
+        is put in front of it."""
         adapter = self
+        from langchain_core.runnables import RunnableSequence
+
+        if isinstance(inner, RunnableSequence):
+            def prepare(state: Any, config: RunnableConfig) -> Any:
+                session = adapter.session(config)
+                return adapter.node_input(state, session.run) if session is not None else state
+
+            async def aprepare(state: Any, config: RunnableConfig) -> Any:
+                return prepare(state, config)
+
+            return RunnableSequence(_node(prepare, aprepare, f"{name}:atlas"), *inner.steps)
 
         def call(state: Any, config: RunnableConfig) -> Any:
             session = adapter.session(config)
             if session is None:
                 return inner.invoke(state, config)
             before, started = len(session.run.steps), time.perf_counter()
-            node_config = adapter.node_config(config, session, session.recorder)
-            token = var_child_runnable_config.set(node_config)  # nodes built with trace=False read the ambient config
             running = _node_run.set(session.run)
             try:
-                update = inner.invoke(adapter.node_input(state, session.run), node_config)
+                update = inner.invoke(adapter.node_input(state, session.run), config)
             finally:
                 _node_run.reset(running)
-                var_child_runnable_config.reset(token)
             adapter.record_node(session.run, name, state, update, before, started)
             return update
 
@@ -464,14 +486,11 @@ class _Adapter:
             if session is None:
                 return await inner.ainvoke(state, config)
             before, started = len(session.run.steps), time.perf_counter()
-            node_config = adapter.node_config(config, session, session.arecorder)
-            token = var_child_runnable_config.set(node_config)
             running = _node_run.set(session.run)
             try:
-                update = await inner.ainvoke(adapter.node_input(state, session.run), node_config)
+                update = await inner.ainvoke(adapter.node_input(state, session.run), config)
             finally:
                 _node_run.reset(running)
-                var_child_runnable_config.reset(token)
             adapter.record_node(session.run, name, state, update, before, started)
             return update
 
@@ -597,9 +616,9 @@ class AtlasGraph(CompiledStateGraph):
             while call is not None:
                 watcher = _RunWatcher()
                 if session.escalates:
-                    yield from adapter.escalation_graph(self).stream(call[0], _watched(call[1], watcher), **_escalation_kwargs(kwargs))
+                    yield from adapter.escalation_graph(self).stream(call[0], _watched(call[1], watcher, session.recorder), **_escalation_kwargs(kwargs))
                 else:
-                    yield from super().stream(call[0], _watched(call[1], watcher), **kwargs)
+                    yield from super().stream(call[0], _watched(call[1], watcher, session.recorder), **kwargs)
                 if watcher.interrupted:  # paused: the call that resumes it goes on with this session
                     session.rerun = None  # a resumed run cannot be run again: the person answered
                     return
@@ -631,8 +650,8 @@ class AtlasGraph(CompiledStateGraph):
             while call is not None:
                 watcher = _RunWatcher()
                 graph = adapter.escalation_graph(self) if session.escalates else None
-                chunks = graph.astream(call[0], _watched(call[1], watcher), **_escalation_kwargs(kwargs)) if graph is not None \
-                    else super().astream(call[0], _watched(call[1], watcher), **kwargs)
+                chunks = graph.astream(call[0], _watched(call[1], watcher, session.arecorder), **_escalation_kwargs(kwargs)) if graph is not None \
+                    else super().astream(call[0], _watched(call[1], watcher, session.arecorder), **kwargs)
                 async for chunk in chunks:
                     yield chunk
                 if watcher.interrupted:
