@@ -126,10 +126,26 @@ def _table_named(name: str) -> type[SQLModel]:
     return _TABLES[name]
 
 
-@dataclass(frozen=True)
 class _Insert:
-    spec: TableSpec
-    row: dict[str, Any]
+    """A new row. Given as ``fields`` (:meth:`Recorder.insert_later`), it is redacted and completed when the
+    writer first reads it, off the caller's thread."""
+
+    __slots__ = ("spec", "_row", "_fields", "_redactor")
+
+    def __init__(self, spec: TableSpec, row: dict[str, Any] | None = None, *, fields: dict[str, Any] | None = None,
+                 redactor: Redactor | None = None) -> None:
+        self.spec = spec
+        self._row = row
+        self._fields = fields
+        self._redactor = redactor
+
+    @property
+    def row(self) -> dict[str, Any]:
+        if self._row is None:
+            fields = self._fields or {}
+            self._row = self.spec.row(self._redactor.value(fields) if self._redactor is not None else fields)
+            self._fields = None
+        return self._row
 
     def as_json(self) -> dict[str, Any]:
         return {"op": "insert", "table": self.spec.name, "row": self.row}
@@ -212,6 +228,15 @@ class Recorder:
         row = spec.row(self.redactor.value(fields))
         self._submit(_Insert(spec, row))
         return row
+
+    def insert_later(self, table: type[SQLModel], /, **fields: Any) -> None:
+        """Enqueue a new row that nobody reads back (an event): it is redacted and completed in the writer's
+        thread, not the caller's. Unknown column names are an error now."""
+        spec = TableSpec.of(table)
+        unknown = fields.keys() - table.model_fields.keys()
+        if unknown:
+            raise ValueError(f"{spec.name} has no column {sorted(unknown)[0]!r}")
+        self._submit(_Insert(spec, fields=fields, redactor=self.redactor))
 
     def update(self, table: type[SQLModel], key: Any, /, **fields: Any) -> None:
         """Enqueue new values for columns of one row."""
@@ -475,10 +500,11 @@ def _clean_text(value: str, limit: int | None = None) -> str:
     """Text any backend stores: no NUL bytes (PostgreSQL refuses them), no lone surrogates, within ``limit``."""
     if "\x00" in value:
         value = value.replace("\x00", "")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "replace").decode("utf-8")
+    if not value.isascii():  # only non-ASCII text can hold a lone surrogate
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "replace").decode("utf-8")
     return value[:limit] if limit is not None and len(value) > limit else value
 
 

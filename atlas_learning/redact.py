@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+from datetime import datetime
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,6 +35,10 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
 )
 
 _SECRET_KEY = re.compile(r"(?i)^(?:.*[_-])?(?:api[_-]?key|secret|token|password|passwd|authorization|private[_-]?key|credentials?)$")
+
+
+#: Values with no text in them (returned as they are, without a call).
+_PLAIN = frozenset({int, float, bool, type(None), datetime})
 
 
 @functools.lru_cache(maxsize=4096)
@@ -83,13 +88,25 @@ class Redactor:
         """A copy of a str, dict, list or tuple with secrets replaced; other values are returned as they are."""
         if not self.enabled:
             return value
+        return self._value(value)
+
+    def _value(self, value: Any) -> Any:
+        kind = type(value)
+        if kind in _PLAIN:  # most fields of a row: nothing to look at, no call to make
+            return value
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
-            return {
-                key: self.replacement if isinstance(key, str) and isinstance(item, str) and item and _secret_key(key) else self.value(item)
-                for key, item in value.items()
-            }
+            copy = {}
+            for key, item in value.items():
+                kind = type(item)
+                if kind in _PLAIN:
+                    copy[key] = item
+                elif isinstance(item, str):
+                    copy[key] = self.replacement if item and isinstance(key, str) and _secret_key(key) else self.text(item)
+                else:
+                    copy[key] = self._value(item)
+            return copy
         if isinstance(value, (list, tuple)):
-            return [self.value(item) for item in value]
+            return [self._value(item) for item in value]
         return value

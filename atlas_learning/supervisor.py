@@ -1325,7 +1325,8 @@ class SupervisedRun:
         with self._lock:
             seq = self._seq
             self._seq += 1
-        self.supervisor.recorder.insert(TrajectoryEventRecord, session_id=self.session_id, seq=seq, event_type=event_type, payload=payload)
+        self.supervisor.recorder.insert_later(TrajectoryEventRecord, session_id=self.session_id, seq=seq, event_type=event_type,
+                                              payload=dict(payload))
         self.supervisor.events.publish(AtlasEvent(event_type, self.session_id, payload))
 
     def _call_record(self, request: Ask, usage: Usage, latency_s: float, attempts: int, error: str | None, model: Any) -> None:
