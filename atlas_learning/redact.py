@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import datetime
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 __all__ = ["Redactor", "DEFAULT_PATTERNS", "REDACTED"]

@@ -41,19 +41,24 @@ def postgres_admin_url() -> str:
     return PG_ADMIN_URL
 
 
+def fresh_schema(admin_url: str, prefix: str = "atlas_test") -> Iterator[str]:
+    """A URL whose connections see an empty schema of their own, dropped afterwards (a fixture's body)."""
+    import psycopg
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    plain = admin_url.replace("+psycopg", "")
+    with psycopg.connect(plain, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    separator = "&" if "?" in admin_url else "?"
+    yield f"{admin_url}{separator}options=-csearch_path%3D{schema}"
+    with psycopg.connect(plain, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 @pytest.fixture
 def postgres_url(postgres_admin_url: str) -> Iterator[str]:
     """A URL whose connections see an empty schema of their own."""
-    import psycopg
-
-    schema = f"atlas_test_{uuid.uuid4().hex[:12]}"
-    plain = postgres_admin_url.replace("+psycopg", "")
-    with psycopg.connect(plain, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')
-    separator = "&" if "?" in postgres_admin_url else "?"
-    yield f"{postgres_admin_url}{separator}options=-csearch_path%3D{schema}"
-    with psycopg.connect(plain, autocommit=True) as connection:
-        connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    yield from fresh_schema(postgres_admin_url)
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ around the user's nodes (the drawing only: they run as described above).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import itertools
 import json
@@ -698,33 +699,33 @@ def _escalate_node(adapter: _Adapter) -> Any:
 
     def atlas_escalate(state: Any, config: RunnableConfig) -> dict[str, Any]:
         session = adapter.session(config)
-        if session is None:
-            return {}
-        if session.start is None:
-            token = _in_escalation.set(True)
-            try:
+        if session is not None and session.start is None:
+            with _asking():
                 adapter.start(session)
-            finally:
-                _in_escalation.reset(token)
         return _delivered(adapter, session)
 
     async def aatlas_escalate(state: Any, config: RunnableConfig) -> dict[str, Any]:
         session = adapter.session(config)
-        if session is None:
-            return {}
-        if session.start is None:
-            token = _in_escalation.set(True)
-            try:
+        if session is not None and session.start is None:
+            with _asking():
                 await adapter.astart(session)
-            finally:
-                _in_escalation.reset(token)
         return _delivered(adapter, session)
 
     return _node(atlas_escalate, aatlas_escalate, ESCALATE)
 
 
-def _delivered(adapter: _Adapter, session: _Session) -> dict[str, Any]:
-    answer = session.start.answer if session.start is not None else None
+@contextlib.contextmanager
+def _asking() -> Iterator[None]:
+    """Inside the escalation node: the human escalation may pause the run with ``interrupt()``."""
+    token = _in_escalation.set(True)
+    try:
+        yield
+    finally:
+        _in_escalation.reset(token)
+
+
+def _delivered(adapter: _Adapter, session: _Session | None) -> dict[str, Any]:
+    answer = session.start.answer if session is not None and session.start is not None else None
     if answer is None or not adapter.messages_key:
         return {}
     from langchain_core.messages import AIMessage

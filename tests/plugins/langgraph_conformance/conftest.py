@@ -20,6 +20,7 @@ import pytest
 from atlas_learning.store import SessionRecord
 from atlas_learning.supervisor import Supervisor
 from atlas_plugins.langgraph import with_atlas
+from tests.conftest import fresh_schema
 from tests.support import make_supervisor  # noqa: F401 - the fixture
 
 from ._harness import Built, Driver, Factory, Transcript, assert_same, drive_pattern
@@ -91,16 +92,7 @@ def shared_sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def shared_postgres_url(postgres_admin_url: str) -> Iterator[str]:
     """One schema of the ``test`` database for the folder (as tests/conftest.py's ``postgres_url`` makes one per test)."""
-    import psycopg
-
-    schema = f"atlas_conformance_{uuid.uuid4().hex[:12]}"
-    plain = postgres_admin_url.replace("+psycopg", "")
-    with psycopg.connect(plain, autocommit=True) as connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')
-    separator = "&" if "?" in postgres_admin_url else "?"
-    yield f"{postgres_admin_url}{separator}options=-csearch_path%3D{schema}"
-    with psycopg.connect(plain, autocommit=True) as connection:
-        connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    yield from fresh_schema(postgres_admin_url, "atlas_conformance")
 
 
 SETTINGS = [pytest.param(("sqlite", "auto"), id="sqlite-auto"), pytest.param(("sqlite", "default"), id="sqlite-default"),
