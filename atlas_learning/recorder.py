@@ -229,6 +229,22 @@ class Recorder:
         self._submit(_Insert(spec, row))
         return row
 
+    def insert_soon(self, table: type[SQLModel], /, **fields: Any) -> dict[str, Any]:
+        """Enqueue a new row and return its fields (secrets redacted, its id made now) for the caller to keep;
+        the row is completed for the store (defaults, JSON-safe values, column lengths) in the writer's thread.
+        For a table whose id a default factory makes (steps). Unknown column names are an error now."""
+        spec = TableSpec.of(table)
+        unknown = fields.keys() - table.model_fields.keys()
+        if unknown:
+            raise ValueError(f"{spec.name} has no column {sorted(unknown)[0]!r}")
+        redacted = self.redactor.value(fields)
+        if redacted.get(spec.primary_key) is None:
+            factory = table.model_fields[spec.primary_key].default_factory
+            if factory is not None:
+                redacted[spec.primary_key] = factory()  # type: ignore[call-arg]
+        self._submit(_Insert(spec, fields=dict(redacted)))
+        return redacted
+
     def insert_later(self, table: type[SQLModel], /, **fields: Any) -> None:
         """Enqueue a new row that nobody reads back (an event): it is redacted and completed in the writer's
         thread, not the caller's. Unknown column names are an error now."""

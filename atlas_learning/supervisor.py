@@ -726,7 +726,7 @@ class SupervisedRun:
         text_output = output if output is None or isinstance(output, str) else as_text(output)
         with self._lock:
             index = len(self.steps)
-            row = self.supervisor.recorder.insert(
+            row = self.supervisor.recorder.insert_soon(
                 StepRecord, session_id=self.session_id, step_index=index, attempt=len(self.attempts) + 1, kind=kind,
                 name=name or tool_name or kind, description=description, tool_name=tool_name, tool_args=tool_args, input=input,
                 output=text_output, error=error, status="error" if error else "ok", input_tokens=input_tokens,
@@ -751,7 +751,7 @@ class SupervisedRun:
         if role == "student":
             with self._lock:  # this call was made with the step guidance: it has been shown
                 self._step_guidance = []
-        self.supervisor.recorder.insert(
+        self.supervisor.recorder.insert_later(
             ModelCallRecord, session_id=self.session_id, role=role, purpose="agent", provider=provider, model=model,
             input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd, latency_ms=latency_ms,
         )

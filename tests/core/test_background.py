@@ -414,3 +414,30 @@ def test_the_history_cache_takes_this_process_s_stored_sessions_without_a_read(m
     assert len(cached.rewards) == len(first.rewards) + 1
     fresh = probe.load_history(supervisor.store, "files", 10)  # what a read of the store says now
     assert (cached.rewards, cached.lanes, cached.interventions) == (fresh.rewards, fresh.lanes, fresh.interventions)
+
+
+def test_rows_completed_in_the_writer_are_stored_as_the_caller_s_would_be(store_url, tmp_path) -> None:
+    """insert_soon / insert_later leave redaction (soon: at once) and the row's completion to the writer: what
+    lands is redacted, JSON-safe and cut to its columns, as a row built in the caller's thread."""
+    import datetime
+
+    from atlas_learning.recorder import Recorder
+    from atlas_learning.store import Store, StepRecord
+
+    secret = "sk-proj-" + "a" * 32
+    with Store(store_url) as store:
+        recorder = Recorder(store, spool_dir=tmp_path / "spool")
+        recorder.insert(SessionRecord, id="s1", learning_key="k", agent_name="a", task="t")
+        kept = recorder.insert_soon(StepRecord, session_id="s1", tool_name="login", name="n" * 400,
+                                    tool_args={"token": "hunter22", "note": f"key {secret}", "when": datetime.date(2026, 12, 2)})
+        assert kept["id"] and kept["tool_args"]["token"] == "[REDACTED]" and secret not in kept["tool_args"]["note"]
+        recorder.insert_later(TrajectoryEventRecord, session_id="s1", seq=0, event_type="step", payload={"error": f"bad {secret}"})
+        with pytest.raises(ValueError, match="no column"):
+            recorder.insert_later(TrajectoryEventRecord, session_id="s1", nonsense=1)
+        assert recorder.flush()
+        [step] = store.rows(StepRecord, StepRecord.session_id == "s1")
+        assert step.id == kept["id"] and len(step.name) == 256 and step.status == "ok"
+        assert step.tool_args == {"token": "[REDACTED]", "note": "key [REDACTED]", "when": "2026-12-02"}
+        [event] = store.rows(TrajectoryEventRecord, TrajectoryEventRecord.session_id == "s1")
+        assert event.payload == {"error": "bad [REDACTED]"}
+        recorder.close()
