@@ -422,7 +422,7 @@ def test_rows_completed_in_the_writer_are_stored_as_the_caller_s_would_be(store_
     import datetime
 
     from atlas_learning.recorder import Recorder
-    from atlas_learning.store import Store, StepRecord
+    from atlas_learning.store import StepRecord, Store
 
     secret = "sk-proj-" + "a" * 32
     with Store(store_url) as store:
