@@ -884,7 +884,7 @@ class SupervisedRun:
         supervisor, config = self.supervisor, self.config
         # The session row goes before the probe's model call: it and every later row point at it.
         self.started_at = utcnow()
-        supervisor.recorder.insert(SessionRecord, id=self.session_id, learning_key=self.learning_key, task_family=self.task_family,
+        supervisor.recorder.insert_later(SessionRecord, id=self.session_id, learning_key=self.learning_key, task_family=self.task_family,
                                    agent_name=self.agent_name, task=self.task, session_metadata=self.metadata,
                                    started_at=self.started_at)
         if view is not None and view.entries:
