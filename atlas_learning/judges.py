@@ -21,6 +21,7 @@ from typing import Any
 from .config import JudgesConfig
 from .flows import Ask, AskAll, Flow
 from .prompts import render_steps, session_judge_messages, step_judge_messages
+from .redact import Redactor
 from .schemas import SessionJudgement, StepJudgements
 
 __all__ = [
@@ -221,10 +222,15 @@ def judge_steps_flow(task: str, steps: Sequence[dict[str, Any]], config: JudgesC
     return rewards, f"{len(rewards)} steps scored" + (f", {missing} left unscored by the judge" if missing else "")
 
 
+#: The built-in patterns, run on a judge's raw reply before it is cut (the recorder redacts the stored sample again
+#: with the configured patterns): a secret the cut would split is found whole.
+_REDACT_BEFORE_CUT = Redactor()
+
+
 def _sample(judge: str, temperature: float, output: SessionJudgement | None, error: str | None, text: str) -> dict[str, Any]:
     sample: dict[str, Any] = {"judge": judge, "temperature": temperature}
     if output is not None:
         sample.update(output.model_dump())
     else:
-        sample.update({"error": error, "raw": text[:500]})
+        sample.update({"error": error, "raw": _REDACT_BEFORE_CUT.text(text)[:500]})
     return sample

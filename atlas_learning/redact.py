@@ -9,10 +9,12 @@ adds more (``redaction.patterns``). Dict values under a secret-looking key are r
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import re
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
 from typing import Any
 
 __all__ = ["Redactor", "DEFAULT_PATTERNS", "REDACTED"]
@@ -20,25 +22,34 @@ __all__ = ["Redactor", "DEFAULT_PATTERNS", "REDACTED"]
 REDACTED = "[REDACTED]"
 
 #: A pattern's named group ``keep`` (a prefix such as ``Bearer `` or ``api_key=``) is kept; the rest is replaced.
+#: Every pattern runs in linear time on any input: a pattern that could start inside a long run of word characters
+#: is anchored to the run's start with a lookbehind, so no position is tried twice over a long token.
 DEFAULT_PATTERNS: tuple[str, ...] = (
     r"sk-ant-[A-Za-z0-9_\-]{16,}",  # Anthropic
     r"sk-(?:proj-|svcacct-)?[A-Za-z0-9_\-]{20,}",  # OpenAI
     r"AIza[0-9A-Za-z_\-]{35}",  # Google API key
     r"(?:AKIA|ASIA)[0-9A-Z]{16}",  # AWS access key id
     r"gh[pousr]_[A-Za-z0-9]{36,}",  # GitHub token
+    r"github_pat_[A-Za-z0-9_]{22,}",  # GitHub fine-grained token
+    r"(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}",  # Stripe keys
     r"xox[abposr]-[A-Za-z0-9\-]{10,}",  # Slack token
     r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",  # JWT
     r"(?i)(?P<keep>bearer\s+)[A-Za-z0-9._~+/\-]{12,}=*",  # Authorization: Bearer <token>
-    r"(?P<keep>[a-z][a-z0-9+.\-]*://[^\s:/@]+:)[^\s@/]+(?=@)",  # user:password@ in a URL or DSN
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",  # PEM private keys
-    r"(?i)(?P<keep>(?:api[_-]?key|secret|token|password|passwd)[\"']?\s*[:=]\s*[\"']?)(?=[^\s\"',;}]*[A-Za-z])[^\s\"',;}]{6,}",
+    r"(?i)(?P<keep>authorization[\"']?\s*[:=]\s*[\"']?basic\s+)[A-Za-z0-9+/]{8,}={0,2}",  # Authorization: Basic <b64>
+    r"(?<![A-Za-z0-9+.\-])(?P<keep>[a-z][a-z0-9+.\-]*://[^\s:/@]+:)[^\s@]+(?=@)",  # user:password@ in a URL or DSN
+    # PEM private keys; a block cut before its END line still loses its body
+    # (its header lines, its base64 body, its END line when there is one: a block cut before the end loses its body)
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:\s*[A-Za-z-]+:[^\n]*)*[A-Za-z0-9+/=\s]*(?:-----END [A-Z ]*PRIVATE KEY-----)?",
+    # key=value, key: value, for a name that holds a secret-like word; the name is taken whole (possessive), once
+    r"(?i)(?<![A-Za-z0-9_\-])(?P<keep>(?=[A-Za-z0-9_\-]*?(?:api[_-]?key|secret|token|password|passwd|access[_-]?key|credential))"
+    r"[A-Za-z0-9_\-]*+[\"']?\s*[:=]\s*[\"']?)(?=[^\s\"',;}]*[A-Za-z0-9])[^\s\"',;}]{6,}",
 )
 
 _SECRET_KEY = re.compile(r"(?i)^(?:.*[_-])?(?:api[_-]?key|secret|token|password|passwd|authorization|private[_-]?key|credentials?)$")
 
 
 #: Values with no text in them (returned as they are, without a call).
-_PLAIN = frozenset({int, float, bool, type(None), datetime})
+_PLAIN = frozenset({int, float, bool, type(None), datetime, date})
 
 
 @functools.lru_cache(maxsize=4096)
@@ -80,6 +91,14 @@ class Redactor:
             value = pattern.sub(self._replace, value)
         return value
 
+    def clip(self, data: Any, limit: int = 4000) -> Any:
+        """JSON-ready ``data`` redacted, or its JSON text redacted and then cut at ``limit`` characters when longer
+        (redacted first: a secret the cut would split is still found whole)."""
+        text = json.dumps(data, ensure_ascii=False, default=str)
+        if len(text) <= limit:
+            return self.value(data)
+        return self.text(text)[:limit] + "…[cut]"
+
     def _replace(self, match: re.Match[str]) -> str:
         keep = match.groupdict().get("keep")
         return (keep or "") + self.replacement
@@ -105,8 +124,34 @@ class Redactor:
                 elif isinstance(item, str):
                     copy[key] = self.replacement if item and isinstance(key, str) and _secret_key(key) else self.text(item)
                 else:
-                    copy[key] = self._value(item)
+                    copy[key] = self.replacement if item and isinstance(key, str) and _secret_key(key) and _scalar(item) \
+                        else self._value(item)
             return copy
-        if isinstance(value, (list, tuple)):
+        if isinstance(value, (list, tuple, set, frozenset)):
             return [self._value(item) for item in value]
+        plain = _plain(value)
+        return plain if plain is value else self._value(plain)
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (bytes, bytearray, int, float))
+
+
+def _plain(value: Any) -> Any:
+    """A value that is not a str, dict or list as what it will be stored as (so its text is redacted, not its
+    JSON later): a pydantic model's or a dataclass's fields, a mapping as a dict, bytes as text, else its text."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            return dump(mode="json")
+        except Exception:  # noqa: BLE001 - a model that cannot dump itself is stored as its text
+            return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: getattr(value, field.name, None) for field in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(key): item for key, item in value.items()}
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, date):
         return value
+    return str(value)

@@ -177,6 +177,8 @@ def test_review_changes_status_and_logs_who_when_why(world) -> None:
     assert again.stdout.startswith("approved 0 sessions (1 already approved)")
     assert cli(config, "review", "quarantine", second, env={"USER": "bo"}).stdout.startswith("quarantined 1 session")
     assert cli(config, "review", "pending", second, env={"USER": None}).exit_code == 0
+    leaked = "sk-proj-" + "Q7w8E9r0" * 4  # a reviewer pasting a key into a note: stored redacted
+    assert cli(config, "review", "quarantine", ids["files"][2], "--note", f"key {leaked} seen in output").exit_code == 0
 
     with Store(world["store_url"]) as store:
         assert store.get(SessionRecord, first).review_status == "approved"
@@ -188,6 +190,8 @@ def test_review_changes_status_and_logs_who_when_why(world) -> None:
         ("pending", "approved", "ana"), ("approved", "quarantined", "bo"), ("quarantined", "pending", "cli")]
     assert log[0].note == "checked by hand" and log[0].created_at is not None
     assert len(first_log) == 1  # the no-op approval wrote nothing
+    with Store(world["store_url"]) as store:
+        assert store.get(SessionRecord, ids["files"][2]).review_note == "key [REDACTED] seen in output"
 
 
 def test_review_all_pending_with_min_reward(world) -> None:

@@ -27,7 +27,12 @@ def review(*, config: Path | None, action: str, sessions: list[str], all_pending
     if min_reward is not None and not all_pending:
         raise AtlasError("--min-reward selects among pending sessions; use it with --all-pending")
     who = reviewer or os.environ.get("USER") or "cli"
-    with open_store(load_config(config)) as store:
+    loaded = load_config(config)
+    from ..redact import Redactor
+
+    # A note is free text a reviewer types: it goes through the same redactor as everything else stored.
+    note = Redactor(loaded.redaction.patterns, enabled=loaded.redaction.enabled).text(note) if note else note
+    with open_store(loaded) as store:
         chosen = {record.id for record in resolve_sessions(store, sessions)} if sessions else set()
         if all_pending:
             chosen.update(r.id for r in store.list_sessions(SessionFilter(review_status=["pending"], min_reward=min_reward)))

@@ -508,7 +508,8 @@ class _Adapter:
             from atlas_learning.store import utcnow
 
             ended = utcnow()
-            run.record_step(kind="node", name=name, input=_clip_json(state), output=_clip_json(update),
+            redactor = self.supervisor.redactor
+            run.record_step(kind="node", name=name, input=_clip_json(state, redactor), output=_clip_json(update, redactor),
                             started_at=ended - timedelta(seconds=time.perf_counter() - started), ended_at=ended)
         except Exception:  # noqa: BLE001 - recording must never fail the user's node
             log.exception("could not record node %s", name)
@@ -824,12 +825,9 @@ def _node(func: Callable[..., Any], afunc: Callable[..., Any], name: str) -> Any
     return _NodeRunnable(func, afunc=afunc, name=name)
 
 
-def _clip_json(value: Any, limit: int = 4000) -> Any:
-    import json
-
-    data = to_jsonable(value)
-    text = json.dumps(data, ensure_ascii=False, default=str)
-    return data if len(text) <= limit else text[:limit] + "…[cut]"
+def _clip_json(value: Any, redactor: Any, limit: int = 4000) -> Any:
+    """A state or update as JSON data for a node step, redacted, and cut (after the redaction) when long."""
+    return redactor.clip(to_jsonable(value), limit)
 
 
 class _Steps:

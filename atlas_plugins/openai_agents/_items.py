@@ -98,11 +98,10 @@ def to_jsonable(value: Any) -> Any:
     return str(value)
 
 
-def clip(value: Any, limit: int = 4000) -> Any:
-    """``value`` as JSON-ready data, or its JSON text cut at ``limit`` characters when longer."""
-    data = to_jsonable(value)
-    text = json.dumps(data, ensure_ascii=False, default=str)
-    return data if len(text) <= limit else text[:limit] + "…[cut]"
+def clip(value: Any, redactor: Any, limit: int = 4000) -> Any:
+    """``value`` as JSON-ready data, redacted by the supervisor's ``redactor``, or its JSON text redacted and then
+    cut at ``limit`` characters when longer."""
+    return redactor.clip(to_jsonable(value), limit)
 
 
 def parse_arguments(arguments: Any) -> Any:

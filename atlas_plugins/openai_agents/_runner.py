@@ -266,7 +266,7 @@ class _Session:
             ended = utcnow()
             name = getattr(agent, "name", "") or "agent"
             where = f" inside {nested.get('tool_name') or 'a tool call'}" if nested else ""
-            run.record_step(kind="model_call", name=name, output=clip(_response_output(response)),
+            run.record_step(kind="model_call", name=name, output=clip(_response_output(response), run.supervisor.redactor),
                             input_tokens=input_tokens, output_tokens=output_tokens,
                             started_at=ended - timedelta(milliseconds=latency_ms) if latency_ms is not None else None,
                             ended_at=ended, description=f"{name}{where} called {model}",
@@ -291,7 +291,7 @@ class _Session:
             step = run.record_step(
                 kind="tool_call", name=name, tool_name=name,
                 tool_args=parse_arguments(arguments) if arguments is not None else None,
-                output=_tool_output(result), ended_at=ended,
+                output=_tool_output(result, run.supervisor.redactor), ended_at=ended,
                 started_at=ended - timedelta(seconds=time.perf_counter() - started) if started is not None else None,
                 metadata={"agent": getattr(agent, "name", None), "call_id": getattr(context, "tool_call_id", None)},
             )
@@ -977,10 +977,10 @@ def _response_output(response: Any) -> Any:
     return text if not calls else {"content": text, "tool_calls": calls}
 
 
-def _tool_output(result: Any) -> Any:
+def _tool_output(result: Any, redactor: Any) -> Any:
     if result is None or isinstance(result, str):
         return result
-    return clip(result)
+    return clip(result, redactor)
 
 
 def _is_run_result(value: Any) -> bool:

@@ -102,8 +102,8 @@ class AtlasTraceProcessor(TracingProcessor):
                 "name": exported.get("name") if isinstance(exported, dict) else None,
                 "started_at": span.started_at,
                 "ended_at": span.ended_at,
-                "error": clip(span.error, 1000) if span.error else None,
-                "data": clip(exported, self.data_limit),
+                "error": clip(span.error, run.supervisor.redactor, 1000) if span.error else None,
+                "data": clip(exported, run.supervisor.redactor, self.data_limit),
             }
             # The core's event writer (ordered per session, stored and published like every other event).
             run.record_event("span", payload)

@@ -663,3 +663,20 @@ def test_with_durability_exit_a_rejected_answer_stands(make_supervisor) -> None:
     result = app.session_result(config)
     assert (result.attempts, result.accepted) == (1, False)
     assert "retry_skipped" in events_of(supervisor, result.session_id)
+
+
+def test_a_secret_in_a_node_step_is_redacted_before_the_step_is_cut(make_supervisor) -> None:
+    class Doc(TypedDict):
+        text: str
+        summary: str
+
+    secret = "sk-proj-" + "Z9y8X7w6" * 4
+    graph = StateGraph(Doc)
+    graph.add_node("summarise", lambda s: {"summary": f"{len(s['text'])} characters"})
+    graph.add_edge(START, "summarise")
+    graph.add_edge("summarise", END)
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    app = with_atlas(graph, supervisor=supervisor, agent_name="docs", task_from=lambda state: "summarise the document")
+    app.invoke({"text": "x" * 3975 + secret})  # the step's 4,000-character cut falls inside the key
+    [step] = steps_of(supervisor, app.session_result().session_id)
+    assert step.kind == "node" and "[REDACTED]" in step.input and secret[:12] not in step.input
