@@ -156,9 +156,16 @@ class _Update:
     spec: TableSpec
     key: Any
     fields: dict[str, Any]
+    #: Columns the row must still hold for the update to apply (a reviewer's decision is never overwritten).
+    only_if: dict[str, Any] | None = None
+    #: A row inserted in the same transaction only when the update applied (the log of what it changed).
+    then: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"op": "update", "table": self.spec.name, "key": self.key, "fields": self.fields}
+        data = {"op": "update", "table": self.spec.name, "key": self.key, "fields": self.fields}
+        if self.only_if is not None:
+            data.update(only_if=self.only_if, then=self.then)
+        return data
 
 
 @dataclass(frozen=True)
@@ -182,7 +189,10 @@ def _decode_op(line: dict[str, Any]) -> _Write:
         return _Insert(spec, spec.decode(line["row"]))
     if line["op"] == "increment":
         return _Increment(spec, tuple(line["keys"]), dict(line["deltas"]))
-    return _Update(spec, line["key"], spec.decode(line["fields"]))
+    then = line.get("then")
+    if then is not None:
+        then = {"table": then["table"], "row": TableSpec.of(_table_named(then["table"])).decode(then["row"])}
+    return _Update(spec, line["key"], spec.decode(line["fields"]), line.get("only_if"), then)
 
 
 class Recorder:
@@ -254,14 +264,21 @@ class Recorder:
             raise ValueError(f"{spec.name} has no column {sorted(unknown)[0]!r}")
         self._submit(_Insert(spec, fields=fields, redactor=self.redactor))
 
-    def update(self, table: type[SQLModel], key: Any, /, **fields: Any) -> None:
-        """Enqueue new values for columns of one row."""
+    def update(self, table: type[SQLModel], key: Any, /, *, only_if: dict[str, Any] | None = None,
+               then: tuple[type[SQLModel], dict[str, Any]] | None = None, **fields: Any) -> None:
+        """Enqueue new values for columns of one row; with ``only_if``, only while the row still holds those
+        values, and then (in the same transaction) insert ``then``'s row (a table and its fields)."""
         spec = TableSpec.of(table)
         unknown = fields.keys() - table.model_fields.keys()
         if unknown:
             raise ValueError(f"{spec.name} has no column {sorted(unknown)[0]!r}")
         redacted = self.redactor.value(fields)
-        self._submit(_Update(spec, key, {name: spec.storable(name, value) for name, value in redacted.items()}))
+        logged = None
+        if then is not None:
+            then_spec = TableSpec.of(then[0])
+            logged = {"table": then_spec.name, "row": then_spec.row(self.redactor.value(then[1]))}
+        self._submit(_Update(spec, key, {name: spec.storable(name, value) for name, value in redacted.items()},
+                             dict(only_if) if only_if is not None else None, logged))
 
     def increment(self, table: type[SQLModel], keys: Iterable[Any], /, **deltas: float) -> None:
         """Enqueue ``column = column + delta`` for the rows with these keys. Ordered with the other writes and
@@ -393,7 +410,13 @@ class Recorder:
                     group.append(write.row)
                 elif isinstance(write, _Update):
                     key_column = write.spec.table.c[write.spec.primary_key]
-                    connection.execute(update(write.spec.table).where(key_column == write.key).values(**write.fields))
+                    statement = update(write.spec.table).where(key_column == write.key)
+                    for name, value in (write.only_if or {}).items():
+                        statement = statement.where(write.spec.table.c[name] == value)
+                    applied = connection.execute(statement.values(**write.fields)).rowcount
+                    if write.then is not None and applied:
+                        then_spec = TableSpec.of(_table_named(write.then["table"]))
+                        connection.execute(insert(then_spec.table), [write.then["row"]])
                 elif isinstance(write, _Increment):
                     table = write.spec.table
                     connection.execute(update(table).where(table.c[write.spec.primary_key].in_(write.keys))

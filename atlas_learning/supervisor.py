@@ -1102,10 +1102,9 @@ class SupervisedRun:
                 self._emit("drift_alert", {"reason": drift.reason, "z": drift.z_score, "mad_z": drift.mad_z_score})
         review_status, review_note = "pending", drift_reason if drift_alert else None
         threshold = config.review.auto_approve_min_reward
-        if not drift_alert and threshold is not None and reward.score is not None and reward.score >= threshold:
+        # Only a session that completed, with a reward, can be approved without a person.
+        if not error and not drift_alert and threshold is not None and reward.score is not None and reward.score >= threshold:
             review_status, review_note = "approved", f"auto-approved: reward {reward.score:.3f} >= {threshold}"
-            recorder.insert(ReviewLogRecord, session_id=self.session_id, from_status="pending", to_status="approved",
-                            reviewer="atlas:auto-approval", note=review_note)
 
         final_score = mean_or_none(scored) if scored else reward.score
         unaided = self._unaided_score(final_score)
@@ -1120,12 +1119,17 @@ class SupervisedRun:
         recorder.update(
             SessionRecord, self.session_id, status=status, final_answer=answer_text,
             reward=reward.score, reward_reason=reward.reason, checks_passed=checks_passed, explored=explored,
-            review_status=review_status,
-            review_note=review_note, drift_alert=drift_alert, drift_reason=drift_reason or None, usage_by_role=usage,
+            drift_alert=drift_alert, drift_reason=drift_reason or None, usage_by_role=usage,
             total_tokens=total.total_tokens, total_cost_usd=total.cost_usd, interventions=self.interventions, retries=self.retries,
             finished_at=utcnow(), session_metadata=self._session_metadata(
                 learning=learning_note, steps_judged=step_note, unaided_score=unaided, **({"error": error} if error else {})),
         )
+        # The review status is set only while nobody decided it: a reviewer's approval or quarantine made while the
+        # session ran stands; an auto-approval is logged only when it applied.
+        approval_log = (ReviewLogRecord, {"session_id": self.session_id, "from_status": "pending", "to_status": "approved",
+                                          "reviewer": "atlas:auto-approval", "note": review_note}) if review_status == "approved" else None
+        recorder.update(SessionRecord, self.session_id, only_if={"review_status": "pending"}, then=approval_log,
+                        review_status=review_status, review_note=review_note)
         self.finished = SessionResult(
             session_id=self.session_id, learning_key=self.learning_key, lane=self.lane, decision=self.decision,
             final_answer=answer_text, accepted=accepted, verdicts=list(self.verdicts), attempts=len(self.attempts),

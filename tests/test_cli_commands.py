@@ -196,14 +196,17 @@ def test_review_changes_status_and_logs_who_when_why(world) -> None:
 
 def test_review_all_pending_with_min_reward(world) -> None:
     config, ids = world["config"], world["ids"]
+    with Store(world["store_url"]) as store:  # a session still running is never approved half-done
+        store.add(SessionRecord(id="running-1", learning_key="files", agent_name="files", task="still going", reward=0.99))
     result = cli(config, "review", "approve", "--all-pending", "--min-reward", "0.5", "--json")
     assert result.exit_code == 0, result.output
     changed = json.loads(result.stdout)
     assert changed["changed"] == 4 and {s["session_id"] for s in changed["sessions"]} == {*ids["files"], ids["math"][0]}
     with Store(world["store_url"]) as store:
         assert store.get(SessionRecord, ids["math"][1]).review_status == "pending"  # reward 0.16 stays pending
+        assert store.get(SessionRecord, "running-1").review_status == "pending"
         assert len(store.rows(ReviewLogRecord)) == 4
-    assert cli(config, "review", "quarantine", "--all-pending").stdout.startswith("quarantined 1 session")
+    assert cli(config, "review", "quarantine", "--all-pending").stdout.startswith("quarantined 1 session")  # not the running one
     one_error_line(cli(config, "review", "approve"), "name the sessions to approve")
     one_error_line(cli(config, "review", "approve", ids["math"][0], "--min-reward", "0.5"), "--min-reward selects among pending")
 

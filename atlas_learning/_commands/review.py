@@ -35,7 +35,9 @@ def review(*, config: Path | None, action: str, sessions: list[str], all_pending
     with open_store(loaded) as store:
         chosen = {record.id for record in resolve_sessions(store, sessions)} if sessions else set()
         if all_pending:
-            chosen.update(r.id for r in store.list_sessions(SessionFilter(review_status=["pending"], min_reward=min_reward)))
+            # Only finished sessions: one still running (or never finished) would be approved half-done.
+            chosen.update(r.id for r in store.list_sessions(SessionFilter(review_status=["pending"], status=["completed", "failed"],
+                                                                          min_reward=min_reward)))
         changed: list[dict[str, str]] = []
         unchanged = 0
         with store.transaction() as tx:

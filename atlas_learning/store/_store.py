@@ -76,6 +76,8 @@ class SessionFilter:
     learning_key: str | None = None
     lane: str | None = None
     review_status: Sequence[str] | None = None
+    #: The sessions' own status: ``running``, ``completed``, ``failed``.
+    status: Sequence[str] | None = None
     min_reward: float | None = None
     max_reward: float | None = None
     since: datetime | None = None
@@ -91,6 +93,8 @@ class SessionFilter:
             statement = statement.where(SessionRecord.lane == self.lane)
         if self.review_status is not None:
             statement = statement.where(col(SessionRecord.review_status).in_(list(self.review_status)))
+        if self.status is not None:
+            statement = statement.where(col(SessionRecord.status).in_(list(self.status)))
         if self.min_reward is not None:
             statement = statement.where(col(SessionRecord.reward) >= self.min_reward)
         if self.max_reward is not None:

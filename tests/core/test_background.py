@@ -4,6 +4,7 @@ semantics and the protocol's decisions; on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import textwrap
@@ -441,3 +442,44 @@ def test_rows_completed_in_the_writer_are_stored_as_the_caller_s_would_be(store_
         [event] = store.rows(TrajectoryEventRecord, TrajectoryEventRecord.session_id == "s1")
         assert event.payload == {"error": "bad [REDACTED]"}
         recorder.close()
+
+
+def test_a_reviewer_s_decision_made_while_the_session_ran_is_never_overwritten(make_supervisor) -> None:
+    from atlas_learning.store import ReviewLogRecord
+
+    supervisor = make_supervisor(review={"auto_approve_min_reward": 0.5}, supervision={"lane": "auto"}, drift={"enabled": False})
+    quarantined = supervisor.begin(TASK, agent_name="files")
+    assert supervisor.recorder.flush()
+    with supervisor.store.transaction() as tx:  # a reviewer quarantines it while it runs
+        record = tx.get(SessionRecord, quarantined.session_id)
+        record.review_status = "quarantined"
+        tx.add(record)
+    quarantined.finish("3 items")
+    approved = supervisor.begin(TASK, agent_name="files")
+    approved.finish("3 items")
+    assert supervisor.drain(10)
+    assert supervisor.store.get(SessionRecord, quarantined.session_id).review_status == "quarantined"
+    assert supervisor.store.get(SessionRecord, approved.session_id).review_status == "approved"  # nobody decided
+    logs = supervisor.store.rows(ReviewLogRecord)
+    assert [(log.session_id, log.to_status) for log in logs] == [(approved.session_id, "approved")]  # logged where it applied
+
+
+def test_only_a_completed_session_with_a_reward_is_auto_approved(make_supervisor) -> None:
+    supervisor = make_supervisor(review={"auto_approve_min_reward": 0.5}, supervision={"lane": "auto"}, drift={"enabled": False})
+    run = supervisor.begin(TASK, agent_name="files")
+    run.failed(RuntimeError("disk on fire"))
+    assert supervisor.drain(10)
+    stored = supervisor.store.get(SessionRecord, run.session_id)
+    assert stored.status == "failed" and stored.review_status == "pending"
+
+
+def test_a_conditional_update_survives_the_spool(tmp_path) -> None:
+    from atlas_learning.recorder import TableSpec, _decode_op, _Update
+    from atlas_learning.store import ReviewLogRecord
+
+    spec, log = TableSpec.of(SessionRecord), TableSpec.of(ReviewLogRecord)
+    row = log.row({"session_id": "s1", "from_status": "pending", "to_status": "approved", "reviewer": "atlas", "note": "ok"})
+    write = _Update(spec, "s1", {"review_status": "approved"}, {"review_status": "pending"}, {"table": log.name, "row": row})
+    back = _decode_op(json.loads(json.dumps(write.as_json(), default=str)))
+    assert (back.key, back.fields, back.only_if) == ("s1", {"review_status": "approved"}, {"review_status": "pending"})
+    assert back.then["table"] == log.name and back.then["row"]["created_at"] == row["created_at"]
