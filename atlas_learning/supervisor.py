@@ -1057,8 +1057,10 @@ class SupervisedRun:
         else:
             answer = yield Ask("teacher", "escalation", execution_messages(self.task, self.teacher_instructions))
             source = "teacher"
-        self._emit("escalated", {"to": source, "error": answer.error})
-        if not answer.ok:
+        # An empty answer is no answer: the student runs instead, and the event says why.
+        error = answer.error if not answer.ok else (None if (answer.text or "").strip() else f"the {source} gave an empty answer")
+        self._emit("escalated", {"to": source, "error": error})
+        if error is not None:
             return None
         self._guidance(answer.text, kind="escalation", source=source)
         return answer.text

@@ -241,6 +241,16 @@ def test_start_reviews_an_empty_plan_in_coach_and_answers_in_escalate(make_super
     assert run.start(can_take_answer=False).answer is None and "supervision_level" in run.metadata
     run.finish("3")
 
+    blank = make_supervisor({"teacher": {"text": "   "}}, supervision={"lane": "escalate"})
+    run = blank.begin(TASK, agent_name="files")
+    assert run.start().answer is None  # an empty teacher answer is no answer: the student runs
+    result = run.finish("3")
+    assert result.final_answer == "3"
+    assert blank.drain(10)
+    [event] = blank.store.rows(TrajectoryEventRecord, TrajectoryEventRecord.session_id == run.session_id,
+                               TrajectoryEventRecord.event_type == "escalated")
+    assert event.payload["error"] == "the teacher gave an empty answer"
+
 
 def test_guidance_holds_for_the_whole_retry_and_clears_on_the_next_verdict(make_supervisor) -> None:
     supervisor = make_supervisor({"teacher": {"Verdict": [REJECT, ACCEPT]}}, supervision={"lane": "paired"})
