@@ -263,10 +263,11 @@ class _Adapter:
             return config, existing, None, False  # type: ignore[return-value]
         return config, None, existing, True  # type: ignore[return-value]
 
-    def _begin_arguments(self, graph: AtlasGraph, input: Any, config: RunnableConfig
+    def _begin_arguments(self, graph: AtlasGraph, input: Any, config: RunnableConfig, writes_at_exit: bool
                          ) -> tuple[str, dict[str, Any], str | None] | None:
         """(the task, the begin options, how a retry reruns), or None when the call runs nothing (``None`` on a
-        thread whose run is over): no session for it."""
+        thread whose run is over): no session for it. With ``writes_at_exit`` (``durability="exit"``) no input
+        checkpoint is written to fork a retry from: the answer stands."""
         configurable = config.get("configurable") or {}
         thread = configurable.get("thread_id")
         options = begin_options(configurable, learning_key=self.learning_key, checks=self.checks,
@@ -279,7 +280,7 @@ class _Adapter:
         elif graph.checkpointer is None:
             rerun = "input"
         else:
-            rerun = "checkpoint"
+            rerun = None if writes_at_exit else "checkpoint"
         if fresh:
             return self.task(input), {"agent_name": self.agent_name, **options}, rerun
         snapshot = self._snapshot(graph, config)
@@ -304,7 +305,8 @@ class _Adapter:
             self.sessions[config["configurable"][self.config_key]] = session
         return session
 
-    def begin(self, graph: AtlasGraph, input: Any, config: RunnableConfig | None) -> tuple[RunnableConfig, _Session | None]:
+    def begin(self, graph: AtlasGraph, input: Any, config: RunnableConfig | None, writes_at_exit: bool = False
+              ) -> tuple[RunnableConfig, _Session | None]:
         """The call's config and the session of its run: the one it continues, else a new one (None when the call
         runs nothing, or supervision failed: the graph runs unsupervised)."""
         config, existing, stale, new = self.prepare(graph, input, config)
@@ -313,7 +315,7 @@ class _Adapter:
         if not new:
             return config, existing
         try:
-            arguments = self._begin_arguments(graph, input, config)
+            arguments = self._begin_arguments(graph, input, config, writes_at_exit)
             if arguments is None:
                 return config, None
             task, options, rerun = arguments
@@ -322,15 +324,16 @@ class _Adapter:
             log.exception("atlas could not begin a session; the graph runs unsupervised")
             return config, None
 
-    async def abegin(self, graph: AtlasGraph, input: Any, config: RunnableConfig | None) -> tuple[RunnableConfig, _Session | None]:
+    async def abegin(self, graph: AtlasGraph, input: Any, config: RunnableConfig | None, writes_at_exit: bool = False
+                     ) -> tuple[RunnableConfig, _Session | None]:
         config, existing, stale, new = self.prepare(graph, input, config)
         if stale is not None:
             await _asafe(stale.run.acancelled)
         if not new:
             return config, existing
         try:
-            arguments = await asyncio.to_thread(self._begin_arguments, graph, input, config) \
-                if input is None or isinstance(input, Command) else self._begin_arguments(graph, input, config)
+            arguments = await asyncio.to_thread(self._begin_arguments, graph, input, config, writes_at_exit) \
+                if input is None or isinstance(input, Command) else self._begin_arguments(graph, input, config, writes_at_exit)
             if arguments is None:
                 return config, None
             task, options, rerun = arguments
@@ -543,11 +546,9 @@ def _at_checkpoint(config: RunnableConfig, checkpoint_id: str) -> RunnableConfig
     return {**config, "configurable": {**(config.get("configurable") or {}), "checkpoint_id": checkpoint_id}}  # type: ignore[typeddict-item]
 
 
-def _no_fork_at_exit(session: _Session | None, kwargs: Mapping[str, Any]) -> None:
-    """With ``durability="exit"`` no input checkpoint is written to fork a retry from: the answer stands."""
-    if session is not None and session.rerun == "checkpoint" and (
-            kwargs.get("durability") == "exit" or kwargs.get("checkpoint_during") is False):
-        session.rerun = None
+def _writes_at_exit(kwargs: Mapping[str, Any]) -> bool:
+    """Whether the call writes its checkpoints only at exit (``durability="exit"``, or the deprecated form)."""
+    return kwargs.get("durability") == "exit" or kwargs.get("checkpoint_during") is False
 
 
 def _escalation_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -606,12 +607,10 @@ class AtlasGraph(CompiledStateGraph):
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         adapter = self._atlas
-        config, session = adapter.begin(self, input, config)
-        _no_fork_at_exit(session, kwargs)
+        config, session = adapter.begin(self, input, config, _writes_at_exit(kwargs))
         if session is None:
             yield from super().stream(input, config, **kwargs)
             return
-        watcher = _RunWatcher()
         try:
             adapter.start(session)
             call: tuple[Any, RunnableConfig] | None = (input, config)
@@ -639,13 +638,11 @@ class AtlasGraph(CompiledStateGraph):
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
         adapter = self._atlas
-        config, session = await adapter.abegin(self, input, config)
-        _no_fork_at_exit(session, kwargs)
+        config, session = await adapter.abegin(self, input, config, _writes_at_exit(kwargs))
         if session is None:
             async for chunk in super().astream(input, config, **kwargs):
                 yield chunk
             return
-        watcher = _RunWatcher()
         try:
             await adapter.astart(session)
             call: tuple[Any, RunnableConfig] | None = (input, config)
