@@ -262,26 +262,30 @@ def select_entries(entries: Iterable[PlaybookEntryRecord], relevance: Mapping[st
     ranked by relevance and impact, minus those withheld, within ``token_budget`` counted on the rendered block.
 
     ``draw`` gives uniform numbers in [0, 1) for withholding (None: nothing is withheld)."""
-    render = render_examples if kind == "example" else render_lessons
-    entries = list(entries)
+    header, separator, piece = _BLOCKS[kind == "example"]
     scores: dict[str, float] = {}
+    applying: list[PlaybookEntryRecord] = []
+    boost, threshold = config.family_boost, config.relevance_threshold
     for entry in entries:
         if entry.audience != audience or entry.kind != kind or entry.status not in LIVE:
             continue
-        if entry.task_family is not None and family is not None and entry.task_family != family:
+        scope = entry.task_family
+        if scope is not None and family is not None and scope != family:
             continue  # scoped to another family: never applies here
-        score = relevance.get(entry.id, 0.0) + (config.family_boost if entry.task_family is not None and entry.task_family == family else 0.0)
-        if score >= config.relevance_threshold:
-            scores[entry.id] = round(score, 4)
-    ranked = sorted((e for e in entries if e.id in scores),
-                    key=lambda e: (scores[e.id] + 0.5 * (_impact(e) or 0.0), e.status == "active", e.created_at), reverse=True)
+        entry_id = entry.id
+        score = relevance.get(entry_id, 0.0) + (boost if scope is not None and scope == family else 0.0)
+        if score >= threshold:
+            scores[entry_id] = round(score, 4)
+            applying.append(entry)
+    ranked = sorted(applying, key=lambda e: (scores[e.id] + 0.5 * (_impact(e) or 0.0), e.status == "active", e.created_at),
+                    reverse=True)
     chosen: list[PlaybookEntryRecord] = []
     withheld: list[PlaybookEntryRecord] = []
-    length = 0  # of the rendered block so far, grown entry by entry (each block is its entries' pieces joined)
+    length = len(header) - len(separator)  # of the rendered block so far: the header, then the pieces joined
     for entry in ranked:
         if max_count is not None and len(chosen) >= max_count:
             break
-        grown = len(render([entry])) if not chosen else length + len(render([chosen[0], entry])) - len(render([chosen[0]]))
+        grown = length + len(separator) + len(piece(entry))
         if math.ceil(grown / 4) > token_budget:  # estimate_tokens of a text that long
             continue  # does not fit: neither with nor without, so the comparison stays fair
         if draw is not None and _withhold(entry, config, draw):
@@ -300,19 +304,33 @@ def select_lessons(entries: Sequence[PlaybookEntryRecord], task: str, *, audienc
                           token_budget=token_budget, config=config or PlaybookConfig()).chosen
 
 
+_LESSONS_HEADER = "Lessons from earlier runs; follow them:\n"
+
+
+def _lesson_line(entry: PlaybookEntryRecord) -> str:
+    return f"- {entry.lesson}" + (f" (when {entry.applies_when})" if entry.applies_when else "")
+
+
+def _example_piece(entry: PlaybookEntryRecord) -> str:
+    return f"Worked example from an earlier run that passed its checks:\n{entry.lesson}"
+
+
+#: Each block as (header, separator, piece of one entry): lessons, then worked examples. The renderers below and
+#: the budget count in :func:`select_entries` are built from these, so the count is the rendered length.
+_BLOCKS: tuple[tuple[str, str, Callable[[PlaybookEntryRecord], str]], ...] = (
+    (_LESSONS_HEADER, "\n", _lesson_line), ("", "\n\n", _example_piece))
+
+
 def render_lessons(entries: Sequence[PlaybookEntryRecord]) -> str:
     """Lessons as an instruction block; empty when there are none."""
     if not entries:
         return ""
-    lines = [f"- {e.lesson}" + (f" (when {e.applies_when})" if e.applies_when else "") for e in entries]
-    return "Lessons from earlier runs; follow them:\n" + "\n".join(lines)
+    return _LESSONS_HEADER + "\n".join(_lesson_line(e) for e in entries)
 
 
 def render_examples(entries: Sequence[PlaybookEntryRecord]) -> str:
     """Worked examples as an instruction block; empty when there are none."""
-    if not entries:
-        return ""
-    return "\n\n".join(f"Worked example from an earlier run that passed its checks:\n{e.lesson}" for e in entries)
+    return "\n\n".join(_example_piece(e) for e in entries)
 
 
 def render_playbook(entries: Sequence[PlaybookEntryRecord]) -> str:

@@ -151,15 +151,45 @@ class _Insert:
         return {"op": "insert", "table": self.spec.name, "row": self.row}
 
 
-@dataclass(frozen=True)
 class _Update:
-    spec: TableSpec
-    key: Any
-    fields: dict[str, Any]
-    #: Columns the row must still hold for the update to apply (a reviewer's decision is never overwritten).
-    only_if: dict[str, Any] | None = None
-    #: A row inserted in the same transaction only when the update applied (the log of what it changed).
-    then: dict[str, Any] | None = None
+    """New values for columns of one row. Given with a ``redactor`` (:meth:`Recorder.update`), its values are
+    redacted and made storable when the writer first reads them, off the caller's thread."""
+
+    __slots__ = ("spec", "key", "only_if", "_fields", "_then", "_redactor")
+
+    def __init__(self, spec: TableSpec, key: Any, fields: dict[str, Any], only_if: dict[str, Any] | None = None,
+                 then: dict[str, Any] | None = None, *, redactor: Redactor | None = None) -> None:
+        self.spec = spec
+        self.key = key
+        #: Columns the row must still hold for the update to apply (a reviewer's decision is never overwritten).
+        self.only_if = only_if
+        self._fields = fields
+        #: A row inserted in the same transaction only when the update applied (the log of what it changed).
+        self._then = then
+        self._redactor = redactor
+
+    def _complete(self) -> None:
+        redactor = self._redactor
+        if redactor is None:
+            return
+        # Computed first and published after: a reader on another thread sees the raw values only together with
+        # the redactor, so it completes them too (the same result) instead of reading them raw.
+        fields = {name: self.spec.storable(name, value) for name, value in redactor.value(self._fields).items()}
+        then = self._then
+        if then is not None:
+            then = {"table": then["table"], "row": TableSpec.of(_table_named(then["table"])).row(redactor.value(then["row"]))}
+        self._fields, self._then = fields, then
+        self._redactor = None
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        self._complete()
+        return self._fields
+
+    @property
+    def then(self) -> dict[str, Any] | None:
+        self._complete()
+        return self._then
 
     def as_json(self) -> dict[str, Any]:
         data = {"op": "update", "table": self.spec.name, "key": self.key, "fields": self.fields}
@@ -272,13 +302,13 @@ class Recorder:
         unknown = fields.keys() - table.model_fields.keys()
         if unknown:
             raise ValueError(f"{spec.name} has no column {sorted(unknown)[0]!r}")
-        redacted = self.redactor.value(fields)
         logged = None
         if then is not None:
-            then_spec = TableSpec.of(then[0])
-            logged = {"table": then_spec.name, "row": then_spec.row(self.redactor.value(then[1]))}
-        self._submit(_Update(spec, key, {name: spec.storable(name, value) for name, value in redacted.items()},
-                             dict(only_if) if only_if is not None else None, logged))
+            logged = {"table": TableSpec.of(then[0]).name, "row": dict(then[1])}
+        # Redacted and made storable in the writer's thread: the values given must not change after the call
+        # (the top-level mapping is copied here).
+        self._submit(_Update(spec, key, dict(fields), dict(only_if) if only_if is not None else None, logged,
+                             redactor=self.redactor))
 
     def increment(self, table: type[SQLModel], keys: Iterable[Any], /, **deltas: float) -> None:
         """Enqueue ``column = column + delta`` for the rows with these keys. Ordered with the other writes and

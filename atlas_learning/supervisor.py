@@ -76,6 +76,7 @@ from .store import (
     GuidanceRecord,
     ModelCallRecord,
     PlanRecord,
+    PlaybookEntryRecord,
     ReviewLogRecord,
     RewardRecord,
     SessionRecord,
@@ -922,17 +923,20 @@ class SupervisedRun:
         config = self.config
         candidates, relevance = view.candidates(self.task, self.task_family, threshold=config.playbook.relevance_threshold)
         self._entries = candidates
+        groups: dict[tuple[str, str], list[PlaybookEntryRecord]] = {}
+        for entry in candidates:  # each selection below looks only at its own audience and kind
+            groups.setdefault((entry.audience, entry.kind), []).append(entry)
         common: dict[str, Any] = {"family": self.task_family, "config": config.playbook,
                                   "draw": self.supervisor.draw if explore else None}
-        student = select_entries(candidates, relevance, audience="student", kind="lesson",
+        student = select_entries(groups.get(("student", "lesson"), ()), relevance, audience="student", kind="lesson",
                                  token_budget=config.playbook.inject_token_budget, **common)
-        teacher = select_entries(candidates, relevance, audience="teacher", kind="lesson",
+        teacher = select_entries(groups.get(("teacher", "lesson"), ()), relevance, audience="teacher", kind="lesson",
                                  token_budget=config.playbook.inject_token_budget, **common)
         # Examples fit in what the lessons left of the injection budget (and in their own): the student's playbook
         # text as a whole stays within inject_token_budget.
         used = estimate_tokens(render_playbook(student.chosen) + "\n\n") if student.chosen else 0
         room = min(config.examples.token_budget, config.playbook.inject_token_budget - used)
-        examples = (select_entries(candidates, relevance, audience="student", kind="example", token_budget=room,
+        examples = (select_entries(groups.get(("student", "example"), ()), relevance, audience="student", kind="example", token_budget=room,
                                    max_count=config.examples.max_injected, **common)
                     if config.examples.enabled and room > 0 else Selection([], [], {}))
         self.lessons, self.teacher_lessons, self.examples = student.chosen, teacher.chosen, examples.chosen
