@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .supervisor import SessionResult
 
-__all__ = ["BackgroundFinisher", "PendingSession", "as_session_result"]
+__all__ = ["BackgroundFinisher", "DeadlinePassed", "PendingSession", "as_session_result", "run_with_deadline"]
 
 log = logging.getLogger("atlas_learning")
 
@@ -185,3 +185,33 @@ def _run(job: Callable[[], Any], future: Future[Any]) -> None:
     except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the result
         log.exception("a background session finish failed")
         future.set_exception(exc)
+
+
+class DeadlinePassed(TimeoutError):
+    """A call given to :func:`run_with_deadline` did not answer in time (it goes on in its own thread)."""
+
+
+def run_with_deadline(seconds: float, call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)`` in a daemon thread of its own, waited for at most ``seconds`` from when it starts
+    (:class:`DeadlinePassed`; the abandoned call finishes there and holds no shared worker, nor the interpreter's
+    exit). When no thread can start (interpreter exit), it runs in the caller's thread."""
+    outcome: list[Any] = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, call(*args)))
+        except BaseException as exc:  # noqa: BLE001 - handed back to the waiting caller
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=target, name="atlas-call", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:
+        return call(*args)
+    thread.join(seconds)
+    if not outcome:
+        raise DeadlinePassed(f"no answer within {seconds:.1f}s")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value

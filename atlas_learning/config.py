@@ -129,6 +129,16 @@ class StorageConfig(_Section):
     url: str = "sqlite:///.atlas/atlas.db"
     spool_dir: str = ".atlas/spool"
     echo: bool = False
+    #: The most a session's begin (and the supervisor's start) waits for store reads. Past it the session begins
+    #: with no history and no lessons, and its metadata says why (``store_unavailable``); while that read is still
+    #: stuck, later begins do not wait at all.
+    read_budget_s: float = Field(default=2.0, gt=0)
+    #: Seconds to establish a PostgreSQL connection.
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    #: Seconds to wait for a lock: SQLite's busy timeout, PostgreSQL's ``lock_timeout``.
+    lock_timeout_s: float = Field(default=5.0, gt=0)
+    #: PostgreSQL's ``statement_timeout`` in seconds: a statement running longer is cancelled by the server.
+    statement_timeout_s: float = Field(default=10.0, gt=0)
 
     @field_validator("url")
     @classmethod

@@ -413,6 +413,10 @@ class Recorder:
                 self._commit_one_by_one(writes)
         except _STORE_DOWN as exc:
             self._last_attempt = time.monotonic()
+            # The next attempt starts over: fresh connections (a SQLite file made writable again, a restarted
+            # server) and the schema checked again (a database re-created empty gets it).
+            self._migrated = False
+            self.store.engine.dispose()
             if not self.degraded:
                 log.warning("store unavailable, spooling to %s: %s", self.spool_dir, str(exc).splitlines()[0])
             self._spool_or_reject(writes, exc)

@@ -35,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from .background import BackgroundFinisher, PendingSession
+from .background import BackgroundFinisher, DeadlinePassed, PendingSession, run_with_deadline
 from .config import AtlasConfig
 from .context import current_session_options
 from .errors import AtlasError, ModelError, StoreError
@@ -257,6 +257,7 @@ class Supervisor:
         self.store_problem: str | None = None
         self.store_retry_s = 5.0
         self._store_checked = 0.0
+        self._connecting = False
         self._connect_store()
         supervision = self.config.supervision
         self.finisher = BackgroundFinisher(workers=supervision.finish_workers, max_pending=supervision.max_pending_finishes)
@@ -273,15 +274,34 @@ class Supervisor:
         atexit.register(_drain_at_exit, weakref.ref(self))
 
     def _connect_store(self) -> None:
+        """Migrate the store and replay spools left by earlier runs, waiting at most ``storage.read_budget_s``:
+        a store that does not answer by then is unavailable (sessions spool) until the attempt, which goes on in
+        the background, succeeds. One attempt at a time."""
         self._store_checked = time.monotonic()
+        with self._random_lock:
+            if self._connecting:
+                return
+            self._connecting = True
+
+        def connect() -> None:
+            try:
+                self.store.migrate()
+                replayed = self.recorder.replay_spool()
+                if replayed:
+                    log.warning("replayed %d rows spooled by an earlier run", replayed)
+                self.store_problem = None
+            except Exception as exc:  # noqa: BLE001 - a broken store or spool must not stop the agent
+                self.store_problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                log.warning("store unavailable; sessions will spool: %s", self.store_problem)
+                self.store.engine.dispose()  # the next attempt starts from fresh connections
+            finally:
+                self._connecting = False
+
+        budget = self.config.storage.read_budget_s
         try:
-            self.store.migrate()
-            replayed = self.recorder.replay_spool()
-            if replayed:
-                log.warning("replayed %d rows spooled by an earlier run", replayed)
-            self.store_problem = None
-        except Exception as exc:  # noqa: BLE001 - a broken store or spool must not stop the agent
-            self.store_problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            run_with_deadline(budget, connect)
+        except DeadlinePassed:
+            self.store_problem = f"the store did not answer within {budget:g} s (storage.read_budget_s)"
             log.warning("store unavailable; sessions will spool: %s", self.store_problem)
 
     def draw(self) -> float:
@@ -449,31 +469,6 @@ class Supervisor:
             if len(self._results) > _RECENT_RESULTS:  # the oldest finished ones go; pending ones stay
                 for session_id in [sid for sid, p in self._results.items() if p.done()][: len(self._results) - _RECENT_RESULTS]:
                     del self._results[session_id]
-
-    def _run_with_deadline(self, seconds: float, call: Callable[..., Any], *args: Any) -> Any:
-        """``call(*args)`` in a daemon thread of its own, waited for at most ``seconds`` from when it starts
-        (TimeoutError; the abandoned call finishes there and holds no shared worker). When no thread can start
-        (interpreter exit), it runs in the caller's thread."""
-        outcome: list[Any] = []
-
-        def target() -> None:
-            try:
-                outcome.append((True, call(*args)))
-            except BaseException as exc:  # noqa: BLE001 - handed back to the waiting caller
-                outcome.append((False, exc))
-
-        thread = threading.Thread(target=target, name="atlas-call", daemon=True)
-        try:
-            thread.start()
-        except RuntimeError:
-            return call(*args)
-        thread.join(seconds)
-        if not outcome:
-            raise _DeadlinePassed(f"no answer within {seconds:.1f}s")
-        ok, value = outcome[0]
-        if not ok:
-            raise value
-        return value
 
     def close(self) -> None:
         """Wait for pending finishes (up to ``supervision.drain_timeout_s``), flush and stop the recorder, release
@@ -864,17 +859,22 @@ class SupervisedRun:
 
     # ------------------------------------------------------------------------------------------- flows
     def _load(self) -> PlaybookView | None:
-        """The store reads a session begins with: its task family, the family's history, the key's playbook."""
+        """The store reads a session begins with: its task family, the family's history, the key's playbook.
+        They wait at most ``storage.read_budget_s`` in all; past it the session begins with no history and no
+        lessons, and says why."""
         supervisor, config = self.supervisor, self.config
         view: PlaybookView | None = None
         if supervisor._store_usable():
             try:
-                self._resolve_family()
-                if config.supervision.lane is None:  # a forced lane needs no history to be decided
-                    supervisor.wait_settled(self.learning_key, self.task_family, config.supervision.history_wait_s)
-                self._history = load_history(supervisor.store, self.learning_key, config.supervision.history_window, self.task_family,
-                                             supervisor.unsettled(self.learning_key, self.task_family), supervisor.history_cache)
-                view = supervisor.playbook.view(self.learning_key) if config.playbook.enabled else None
+                with supervisor.store.read_budget():  # a store that hangs costs this call the budget at most
+                    self._resolve_family()
+                    if config.supervision.lane is None:  # a forced lane needs no history to be decided
+                        supervisor.wait_settled(self.learning_key, self.task_family,
+                                                min(config.supervision.history_wait_s, supervisor.store.budget_left() or 0.0))
+                    self._history = load_history(supervisor.store, self.learning_key, config.supervision.history_window,
+                                                 self.task_family, supervisor.unsettled(self.learning_key, self.task_family),
+                                                 supervisor.history_cache)
+                    view = supervisor.playbook.view(self.learning_key) if config.playbook.enabled else None
             except StoreError as exc:
                 self._history = KeyHistory(unavailable=str(exc))
         else:
@@ -950,6 +950,8 @@ class SupervisedRun:
 
     def _session_metadata(self, **extra: Any) -> dict[str, Any]:
         notes: dict[str, Any] = {"lane_signals": self.decision.signals}
+        if self._history.unavailable is not None:
+            notes["store_unavailable"] = self._history.unavailable
         if self.withheld:
             notes["lessons_withheld"] = [e.id for e in self.withheld]
         if self._family_note:
@@ -1392,8 +1394,8 @@ class SupervisedRun:
                 response = call()
             else:
                 try:
-                    response = self.supervisor._run_with_deadline(deadline, contextvars.copy_context().run, call)  # noqa: SLF001
-                except _DeadlinePassed:
+                    response = run_with_deadline(deadline, contextvars.copy_context().run, call)
+                except DeadlinePassed:
                     return self._past_deadline(request, started, model)
         except Exception as exc:  # noqa: BLE001 - supervision must never break the user's run
             return self._failed_call(request, exc, started, model)
@@ -1485,10 +1487,6 @@ class SupervisedRun:
             if isinstance(exc, self.supervisor.control_flow):
                 raise
             return Answer(error=f"human callback failed: {type(exc).__name__}: {exc}")
-
-
-class _DeadlinePassed(Exception):
-    """A supervision call was abandoned at ``supervision.max_supervision_seconds``."""
 
 
 def _error_text(error: BaseException | str) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextvars
+import math
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,10 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Session, SQLModel, col, select
 
+from ..background import DeadlinePassed, run_with_deadline
 from ..config import AtlasConfig, StorageConfig
 from ..errors import StoreError
 from .tables import MetaRecord, SessionRecord
@@ -23,6 +27,9 @@ from .tables import MetaRecord, SessionRecord
 __all__ = ["Store", "SessionFilter", "Migration", "MIGRATIONS", "SCHEMA_VERSION"]
 
 R = TypeVar("R", bound=SQLModel)
+
+#: When reads in this context must be done by (time.monotonic()), set by :meth:`Store.read_budget`.
+_read_deadline: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("atlas_store_read_deadline", default=None)
 
 
 @dataclass(frozen=True)
@@ -134,9 +141,14 @@ class Store:
             url = url.storage
         storage = url if isinstance(url, StorageConfig) else StorageConfig(url=url) if url else StorageConfig()
         self.url = storage.url
+        self.storage = storage
         self.backend = "postgresql" if self.url.startswith("postgresql") else "sqlite"
         self.engine = self._create_engine(echo or storage.echo)
         self._migrate_lock = threading.Lock()
+        #: Budgeted reads that ran past their budget and have not returned yet, and since when the oldest runs.
+        self._stuck_reads = 0
+        self._stuck_since = 0.0
+        self._stuck_lock = threading.Lock()
         if migrate:
             self.migrate()
 
@@ -152,10 +164,21 @@ class Store:
                     path.parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise StoreError(f"cannot create {path.parent} for the SQLite store ({exc.strerror}); fix storage.url") from None
-            engine = create_engine(self.url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+            engine = create_engine(self.url, echo=echo, connect_args={"check_same_thread": False,
+                                                                      "timeout": self.storage.lock_timeout_s})
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
-        return create_engine(self.url, echo=echo, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+        storage = self.storage
+        # Every wait is bounded: connecting, locks and statements (by the server), and a path that went silent
+        # (TCP keepalives notice an idle connection whose peer vanished; tcp_user_timeout, unacknowledged sends).
+        options = f"-c statement_timeout={round(storage.statement_timeout_s * 1000)} -c lock_timeout={round(storage.lock_timeout_s * 1000)}"
+        given = make_url(self.url).query.get("options")  # the URL's own options (a search_path) stay, and win
+        if given:
+            options = " ".join([options, *([given] if isinstance(given, str) else given)])
+        return create_engine(self.url, echo=echo, pool_pre_ping=True, connect_args={
+            "connect_timeout": max(1, math.ceil(storage.connect_timeout_s)), "options": options,
+            "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+            "tcp_user_timeout": round(max(storage.statement_timeout_s, storage.connect_timeout_s) * 1000)})
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -243,12 +266,64 @@ class Store:
             return list(session.exec(statement).all())
 
     def read(self, statement: Any) -> list[Any]:
-        """Rows of a read-only SELECT, without an ORM session (the supervisor's hot path)."""
+        """Rows of a read-only SELECT, without an ORM session (the supervisor's hot path). Inside
+        :meth:`read_budget` it waits at most what is left of the budget (StoreError after that)."""
+        budget = _read_deadline.get()
+        if budget is None:
+            return self._read_now(statement)
+        deadline, seconds = budget
+        with self._stuck_lock:
+            stuck, since = self._stuck_reads, self._stuck_since
+        if stuck:
+            raise StoreError(f"the store at {_redact_url(self.url)} has not answered a read for "
+                             f"{time.monotonic() - since:.0f} s; going on without what it holds until it does")
+        state = {"late": False, "done": False}
+
+        def watched() -> list[Any]:
+            try:
+                return self._read_now(statement)
+            finally:
+                with self._stuck_lock:
+                    state["done"] = True
+                    if state["late"]:
+                        self._stuck_reads -= 1
+
+        try:
+            return run_with_deadline(max(0.0, deadline - time.monotonic()), watched)
+        except DeadlinePassed:
+            with self._stuck_lock:  # past the budget, the read counts as stuck until it returns
+                if not state["done"]:
+                    state["late"] = True
+                    if not self._stuck_reads:
+                        self._stuck_since = time.monotonic()
+                    self._stuck_reads += 1
+            raise StoreError(f"the store at {_redact_url(self.url)} did not answer within "
+                             f"{seconds:g} s (storage.read_budget_s); going on without what it holds") from None
+
+    def _read_now(self, statement: Any) -> list[Any]:
         try:
             with self.engine.connect() as connection:
                 return list(connection.execute(statement))
         except SQLAlchemyError as exc:
             raise self.as_store_error(exc) from None
+
+    @staticmethod
+    def budget_left() -> float | None:
+        """Seconds left of the :meth:`read_budget` in force (never below 0), or None outside one."""
+        budget = _read_deadline.get()
+        return None if budget is None else max(0.0, budget[0] - time.monotonic())
+
+    @contextmanager
+    def read_budget(self, seconds: float | None = None) -> Iterator[None]:
+        """Reads (:meth:`read`) in this block wait at most ``seconds`` in all (``storage.read_budget_s`` by default):
+        past it they raise StoreError, and while one such read is still stuck, later budgeted reads fail at once.
+        For reads on a user's call, which must go on without what the store holds rather than wait for it."""
+        seconds = self.storage.read_budget_s if seconds is None else seconds
+        token = _read_deadline.set((time.monotonic() + seconds, seconds))
+        try:
+            yield
+        finally:
+            _read_deadline.reset(token)
 
     def update_session(self, session_id: str, **fields: Any) -> SessionRecord:
         """Set fields of a session and return it; StoreError if it does not exist."""
