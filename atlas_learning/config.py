@@ -139,6 +139,15 @@ class StorageConfig(_Section):
     lock_timeout_s: float = Field(default=5.0, gt=0)
     #: PostgreSQL's ``statement_timeout`` in seconds: a statement running longer is cancelled by the server.
     statement_timeout_s: float = Field(default=10.0, gt=0)
+    #: Every recorded row is appended to a journal in ``spool_dir`` before the recording call returns, so a
+    #: process killed at any point loses nothing (the next process replays it, each line once). False: rows go to
+    #: disk only when the store cannot take them, and a crash loses what the writer had not committed yet (up to
+    #: about 50 ms of rows), for a little less work on the caller's thread.
+    write_ahead: bool = True
+    #: A session left ``running`` whose process cannot be checked (it ran on another host) is marked ``abandoned``
+    #: this many seconds after it started, by the next process that opens the store. One whose process on this
+    #: host is gone is marked at once.
+    abandon_after_s: float = Field(default=86400.0, gt=0)
 
     @field_validator("url")
     @classmethod

@@ -5,8 +5,10 @@ batches, one transaction per batch. When the store fails (unreachable, locked, r
 to a JSONL spool file under ``storage.spool_dir`` and every later row follows it there, so order is kept; the
 writer retries the store at most once a second, and on success replays the spool in one transaction and
 deletes it. A spool left by an earlier process (a crash, an outage that outlived the run) is replayed by the
-next :meth:`Recorder.replay_spool`, which the supervisor calls on start. Replays insert with ON CONFLICT DO
-NOTHING, so a row that did reach the store is not written twice.
+next :meth:`Recorder.replay_spool`, which the supervisor calls on start. A replay writes each spooled line
+once: the file's mark (how many of its lines are stored) is written in the transaction that stores them, and
+read before the next replay of that file, wherever a crash stopped the last one; inserts also use ON CONFLICT
+DO NOTHING.
 
 Non-finite floats become None (PostgreSQL's JSON refuses them). A row the database rejects as such (a
 constraint it breaks, a value it cannot take) is written to ``rejected-*.jsonl`` beside the spool
@@ -20,10 +22,12 @@ from __future__ import annotations
 
 import atexit
 import collections
+import hashlib
 import json
 import logging
 import math
 import os
+import tempfile
 import threading
 import time
 import uuid
@@ -33,13 +37,14 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, String, insert, update
+import orjson
+from sqlalchemy import JSON, String, insert, select, update
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlmodel import SQLModel
 
 from .errors import StoreError
 from .redact import Redactor
-from .store import Store
+from .store import SpoolMarkRecord, Store
 from .store.tables import UTCDateTime
 
 __all__ = ["Recorder", "TableSpec"]
@@ -235,10 +240,19 @@ class Recorder:
     #: Queued writes that wake the writer at once.
     wake_at = 500
 
-    def __init__(self, store: Store, *, spool_dir: str | os.PathLike[str], redactor: Redactor | None = None) -> None:
+    #: A fully stored journal this many lines long is deleted and a new one begun.
+    rotate_lines = 20_000
+
+    def __init__(self, store: Store, *, spool_dir: str | os.PathLike[str], redactor: Redactor | None = None,
+                 write_ahead: bool = True) -> None:
         self.store = store
-        self.spool_dir = Path(spool_dir)
+        self.configured_spool_dir = Path(spool_dir)
+        #: Where this recorder's journal goes: the configured folder, or the first fallback that can be written.
+        self.spool_dir = self.configured_spool_dir
         self.redactor = redactor or Redactor()
+        #: Every write is appended to the journal before the recording call returns (SIGKILL loses nothing);
+        #: without it, writes reach the journal only when the store fails (a crash loses the last ``linger_s``).
+        self.write_ahead = write_ahead
         #: Writes waiting for the writer, in order. Only the first write of a burst wakes the writer (a thread
         #: switch per row would cost the caller more than the row); it then lets the burst gather for ``linger_s``,
         #: less when a flush, close or a long queue hurries it.
@@ -246,8 +260,17 @@ class Recorder:
         self._wake = threading.Event()
         self._hurry = threading.Event()
         self._queue_lock = threading.Lock()
-        self._spool_path: Path | None = None
-        self._spool_file: Any = None
+        #: The journal (spool file) of this process: its path, file descriptor and lines written so far.
+        self._journal_path: Path | None = None
+        self._journal_fd: int | None = None
+        self._journal_lines = 0
+        self._journal_failed = False
+        #: Lines of the journal stored (or rejected): the writer's mark; and the last line held while degraded.
+        self._handled = 0
+        self._held_through = 0
+        #: The last resort when no folder can take a journal: rows kept in memory until the store takes them.
+        self._held: list[_Write] = []
+        self._degraded = False
         self._last_attempt = 0.0
         self._migrated = False
         self._closed = False
@@ -260,7 +283,12 @@ class Recorder:
     @property
     def degraded(self) -> bool:
         """True while rows are going to the spool instead of the store."""
-        return self._spool_path is not None
+        return self._degraded
+
+    @property
+    def journal_path(self) -> Path | None:
+        """This process's journal (a spool file other processes replay if this one dies), once it has one."""
+        return self._journal_path
 
     def insert(self, table: type[SQLModel], /, **fields: Any) -> dict[str, Any]:
         """Enqueue a new row (secrets redacted) and return it, with its id when the writer makes ids."""
@@ -312,8 +340,7 @@ class Recorder:
 
     def increment(self, table: type[SQLModel], keys: Iterable[Any], /, **deltas: float) -> None:
         """Enqueue ``column = column + delta`` for the rows with these keys. Ordered with the other writes and
-        spooled like them; a spool replayed after a crash that came between its commit and its deletion may
-        count an increment twice (these are statistics, not records)."""
+        spooled like them (a replay applies each spooled increment once)."""
         spec = TableSpec.of(table)
         unknown = deltas.keys() - table.model_fields.keys()
         if unknown:
@@ -323,9 +350,11 @@ class Recorder:
             self._submit(_Increment(spec, keys, {name: float(delta) for name, delta in deltas.items()}))
 
     def _submit(self, write: _Write) -> None:
+        data = _encode(write.as_json()) if self.write_ahead else None
         with self._queue_lock:  # the closed check, the append and the wake-up are one step: none is lost
             if not self._closed:
-                self._queue.append(write)
+                line = self._journal_append(data) if data is not None else None
+                self._queue.append((write, line))
                 queued = len(self._queue)
                 if queued == 1 or queued >= self.wake_at:
                     self._wake.set()
@@ -334,7 +363,7 @@ class Recorder:
                 return
         with self._closed_lock:  # the writer thread is gone: write (or spool) in the caller's thread
             log.warning("recorder used after close(); writing a %s row synchronously", write.spec.name)
-            self._write([write])
+            self._write([(write, None)])
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until everything enqueued before this call is committed or spooled. False on timeout."""
@@ -358,7 +387,11 @@ class Recorder:
             self._wake.set()
             self._hurry.set()
         self._thread.join(timeout=30)
-        self._close_spool()
+        with self._queue_lock:
+            self._retire_journal_if_stored()
+        if self._journal_fd is not None:  # not all stored: it stays, for the next process to replay
+            os.close(self._journal_fd)
+            self._journal_fd = None
         atexit.unregister(self.close)
 
     def replay_spool(self) -> int:
@@ -368,8 +401,9 @@ class Recorder:
         """
         self._ensure_schema()
         replayed = 0
-        for path in sorted(self.spool_dir.glob("spool-*.jsonl")):
-            if path == self._spool_path:
+        folders = dict.fromkeys([self.configured_spool_dir, *_fallback_dirs(self.store), self.spool_dir])
+        for path in sorted(p for folder in folders for p in folder.glob("spool-*.jsonl")):
+            if path == self._journal_path:
                 continue
             replayed += self._replay_file(path)
         return replayed
@@ -384,7 +418,7 @@ class Recorder:
                 batch = [self._queue.popleft() for _ in range(min(1000, len(self._queue)))]
                 if not self._queue:
                     self._wake.clear()  # the next write wakes the writer again (under this lock: never lost)
-            writes: list[_Write] = []
+            writes: list[tuple[_Write, int | None]] = []
             for entry in batch:
                 if entry is None:
                     self._write(writes)
@@ -397,20 +431,31 @@ class Recorder:
                     writes.append(entry)
             self._write(writes)
 
-    def _write(self, writes: list[_Write]) -> None:
-        """Commit, or spool, or reject: whatever happens, never raise (the writer thread must not die)."""
-        if not writes:
+    def _write(self, entries: list[tuple[_Write, int | None]]) -> None:
+        """Commit, or hold (in the journal), or reject: whatever happens, never raise (the writer must not die).
+        ``entries`` are writes with their journal line (None: not journaled)."""
+        if not entries:
             return
+        writes = [write for write, _ in entries]
+        lines = [line for _, line in entries]
+        journal = self._journal_path.name if self._journal_path is not None else None
+        last = max((line for line in lines if line is not None), default=None)
         try:
             if self.degraded:
                 if time.monotonic() - self._last_attempt < self.retry_interval_s:
-                    self._spool(writes)
+                    self._hold(entries)
                     return
                 self._recover()
             try:
-                self._commit(writes)
+                self._commit(writes, mark=(journal, last) if journal and last else None)
             except (IntegrityError, DataError):
-                self._commit_one_by_one(writes)
+                marks = [(journal, line) for line in lines] if journal and all(lines) else None
+                self._commit_one_by_one(writes, marks=marks)  # type: ignore[arg-type]
+            if last is not None:
+                self._handled = last
+                with self._queue_lock:
+                    if self._journal_lines >= self.rotate_lines:
+                        self._retire_journal_if_stored()
         except _STORE_DOWN as exc:
             self._last_attempt = time.monotonic()
             # The next attempt starts over: fresh connections (a SQLite file made writable again, a restarted
@@ -418,20 +463,42 @@ class Recorder:
             self._migrated = False
             self.store.engine.dispose()
             if not self.degraded:
-                log.warning("store unavailable, spooling to %s: %s", self.spool_dir, str(exc).splitlines()[0])
-            self._spool_or_reject(writes, exc)
+                log.warning("store unavailable, keeping writes in %s: %s", self.spool_dir, str(exc).splitlines()[0])
+            self._degraded = True
+            self._hold(entries)
         except Exception as exc:  # a bug or a value nothing could store: keep the rows, keep the thread
             log.exception("recorder could not write %d rows; keeping them in %s", len(writes), self._rejected_path())
             self._reject(writes, exc)
+
+    def _hold(self, entries: list[tuple[_Write, int | None]]) -> None:
+        """Keep writes the store cannot take now: journaled ones are already on disk; the others go to the
+        journal now, or (when no folder takes one) stay in memory."""
+        for write, line in entries:
+            if line is None:
+                with self._queue_lock:
+                    line = self._journal_append(_encode(write.as_json()))
+                if line is None:
+                    self._held.append(write)
+                    continue
+            self._held_through = max(self._held_through, line)
+        if self._journal_fd is not None:
+            os.fsync(self._journal_fd)
 
     def _ensure_schema(self) -> None:
         if not self._migrated:
             self.store.migrate()
             self._migrated = True
 
-    def _commit(self, writes: Iterable[_Write], *, replay: bool = False) -> None:
+    def _commit(self, writes: Iterable[_Write], *, replay: bool = False, mark: tuple[str, int] | None = None) -> None:
+        """Write ``writes`` in one transaction; with ``mark`` (a spool file's name, its lines now stored), record
+        it in the same transaction, so a later replay of that file starts after them."""
         self._ensure_schema()
         with self.store.engine.begin() as connection:
+            if mark is not None:
+                marks = SpoolMarkRecord.__table__  # type: ignore[attr-defined]
+                name, lines = mark
+                if not connection.execute(update(marks).where(marks.c.name == name).values(lines=lines)).rowcount:
+                    connection.execute(insert(marks), [{"name": name, "lines": lines}])
             group: list[dict[str, Any]] = []
             group_spec: TableSpec | None = None
             for write in [*writes, None]:
@@ -465,50 +532,92 @@ class Recorder:
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
         return dialect_insert(spec.table).on_conflict_do_nothing()
 
-    def _commit_one_by_one(self, writes: list[_Write], *, replay: bool = False) -> None:
-        """Commit rows singly, moving those the database refuses to the rejected file."""
+    def _commit_one_by_one(self, writes: list[_Write], *, replay: bool = False, marks: list[tuple[str, int]] | None = None) -> None:
+        """Commit rows singly, moving those the database refuses to the rejected file; ``marks`` (one per write)
+        are the spool marks each commit records."""
         for position, write in enumerate(writes):
+            mark = marks[position] if marks is not None else None
             try:
-                self._commit([write], replay=replay)
+                self._commit([write], replay=replay, mark=mark)
             except (IntegrityError, DataError) as exc:
                 log.error("store rejected a %s row: %s", write.spec.name, _reason(exc))
                 self._reject([write], exc)
+                if mark is not None:
+                    self._commit([], mark=mark)  # rejected is handled: a replay does not reject it again
             except _STORE_DOWN:
-                if replay:
-                    raise
-                self._spool(writes[position:])
-                return
+                raise  # the caller holds them all; what was committed is marked, and a replay skips it
 
-    # -------------------------------------------------------------------------------------------- spool
-    def _spool(self, writes: list[_Write]) -> None:
-        if self._spool_file is None:
-            self.spool_dir.mkdir(parents=True, exist_ok=True)
-            path = self.spool_dir / f"spool-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
-            handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held open while degraded
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            self._spool_path, self._spool_file = path, handle
-        for write in writes:
-            self._spool_file.write(json.dumps(write.as_json(), default=str) + "\n")
-        self._spool_file.flush()
-        os.fsync(self._spool_file.fileno())
-
-    def _spool_or_reject(self, writes: list[_Write], cause: Exception) -> None:
+    # ------------------------------------------------------------------------------------------ journal
+    def _journal_append(self, data: bytes) -> int | None:
+        """Append one line to this process's journal (under the queue lock, so the file keeps the queue's order)
+        and return its number; None when no folder can take a journal (then rows are kept in memory)."""
+        if self._journal_fd is None and not self._open_journal():
+            return None
+        assert self._journal_fd is not None
         try:
-            self._spool(writes)
-        except OSError as exc:  # nowhere to spool either: say so loudly and keep them in memory's last resort
-            log.error("cannot spool to %s (%s); %d rows kept in the rejected file if possible", self.spool_dir, exc, len(writes))
-            self._reject(writes, cause)
+            os.write(self._journal_fd, data)
+        except OSError as exc:
+            log.error("cannot write the journal %s (%s); keeping rows in memory until the store takes them",
+                      self._journal_path, exc)
+            os.close(self._journal_fd)
+            self._journal_fd, self._journal_failed = None, True
+            return None
+        self._journal_lines += 1
+        return self._journal_lines
+
+    def _open_journal(self) -> bool:
+        if self._journal_failed:
+            return False
+        for folder in dict.fromkeys([self.configured_spool_dir, *_fallback_dirs(self.store)]):
+            path = folder / f"spool-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            except OSError as exc:
+                log.warning("cannot keep a journal in %s (%s); trying the next folder", folder, exc.strerror or exc)
+                continue
+            if fcntl is not None:  # held while this process lives: another process's replay skips it
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if folder != self.configured_spool_dir:
+                log.warning("storage.spool_dir %s cannot be written; keeping the journal in %s", self.configured_spool_dir, folder)
+            self.spool_dir = folder
+            self._journal_path, self._journal_fd, self._journal_lines = path, fd, 0
+            self._handled = self._held_through = 0
+            return True
+        self._journal_failed = True
+        log.error("no folder can take a journal (storage.spool_dir %s, and the fallbacks); rows are kept in memory "
+                  "only until the store takes them: a crash now loses them", self.configured_spool_dir)
+        return False
+
+    def _retire_journal_if_stored(self) -> None:
+        """Delete the journal once every line of it is stored (under the queue lock); the next write begins a
+        new one."""
+        if self._journal_fd is None or self._degraded or self._handled < self._journal_lines or self._queue:
+            return
+        path = self._journal_path
+        assert path is not None
+        os.close(self._journal_fd)
+        self._journal_fd, self._journal_path, self._journal_lines = None, None, 0
+        self._handled = self._held_through = 0
+        path.unlink(missing_ok=True)
+        self._forget_mark(path)
 
     def _recover(self) -> None:
-        """Replay this process's own spool (raising if the store is still down), then leave degraded mode."""
-        assert self._spool_path is not None and self._spool_file is not None
-        self._spool_file.flush()
-        count = self._replay_lines(self._spool_path.read_text(encoding="utf-8", errors="replace").splitlines(), self._spool_path)
-        path = self._spool_path
-        self._close_spool()
-        path.unlink(missing_ok=True)
-        log.warning("store reachable again: replayed %d spooled rows", count)
+        """Store what was held while the store was down (raising if it still is), then leave degraded mode: the
+        journal's lines up to the last one held (from the store's mark on), then rows kept in memory."""
+        if self._journal_path is not None and self._held_through:
+            lines = self._journal_path.read_text(encoding="utf-8", errors="replace").splitlines()
+            count = self._replay_lines(lines[: self._held_through], self._journal_path)
+            self._handled = self._held_through
+            log.warning("store reachable again: stored %d rows kept in the journal", count)
+        if self._held:
+            self._commit(self._held, replay=True)
+            log.warning("store reachable again: stored %d rows kept in memory", len(self._held))
+            self._held = []
+        self._degraded = False
+        if not self.write_ahead:  # the journal only held what the store could not take: all of it is stored now
+            with self._queue_lock:
+                self._retire_journal_if_stored()
 
     def _replay_file(self, path: Path) -> int:
         with open(path, "r+", encoding="utf-8", errors="replace") as handle:
@@ -519,24 +628,44 @@ class Recorder:
                     return 0  # a live process is still spooling here
             count = self._replay_lines(handle.read().splitlines(), path)
             path.unlink()
+        self._forget_mark(path)
         return count
 
     def _replay_lines(self, lines: list[str], source: Path) -> int:
-        """Write spooled lines in one transaction, or row by row when some are refused; raises if the store is down."""
+        """Write spooled lines in one transaction, or row by row when some are refused; raises if the store is down.
+
+        Exactly once: the file's mark (its lines already stored) is read first and written with the rows, so a
+        replay interrupted anywhere (before its commit, after it, before the file's deletion) is taken up where
+        it stopped, and no line is written twice (increments and review logs included)."""
         self._ensure_schema()
-        writes = []
-        for number, line in enumerate(lines, 1):
+        marks = SpoolMarkRecord.__table__  # type: ignore[attr-defined]
+        done = self.store.read(select(marks.c.lines).where(marks.c.name == source.name))
+        start = done[0][0] if done else 0
+        writes: list[_Write] = []
+        positions: list[tuple[str, int]] = []
+        for number, line in enumerate(lines[start:], start + 1):
             if not line.strip():
                 continue
             try:
                 writes.append(_decode_op(json.loads(line)))
+                positions.append((source.name, number))
             except (ValueError, KeyError, TypeError) as exc:  # a torn last line after a crash, or a foreign file
                 self._append(self._rejected_path(), [{"source": f"{source.name}:{number}", "line": line, "error": str(exc)}])
         try:
-            self._commit(writes, replay=True)
+            self._commit(writes, replay=True, mark=(source.name, len(lines)))
         except (IntegrityError, DataError):
-            self._commit_one_by_one(writes, replay=True)
+            self._commit_one_by_one(writes, replay=True, marks=positions)
+            self._commit([], mark=(source.name, len(lines)))
         return len(writes)
+
+    def _forget_mark(self, source: Path) -> None:
+        """The file is gone: its mark is not needed (best effort; a mark left behind only takes a row)."""
+        marks = SpoolMarkRecord.__table__  # type: ignore[attr-defined]
+        try:
+            with self.store.engine.begin() as connection:
+                connection.execute(marks.delete().where(marks.c.name == source.name))
+        except SQLAlchemyError as exc:
+            log.debug("could not delete the spool mark of %s: %s", source.name, _reason(exc))
 
     def _reject(self, writes: list[_Write], cause: Exception) -> None:
         try:
@@ -547,12 +676,6 @@ class Recorder:
     def _rejected_path(self) -> Path:
         return self.spool_dir / f"rejected-{os.getpid()}.jsonl"
 
-    def _close_spool(self) -> None:
-        if self._spool_file is not None:
-            self._spool_file.close()
-        self._spool_file = None
-        self._spool_path = None
-
     @staticmethod
     def _append(path: Path, lines: list[dict[str, Any]]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -562,6 +685,25 @@ class Recorder:
 
 
 _STORE_DOWN = (OperationalError, InterfaceError, StoreError, OSError, SQLAlchemyError)
+
+
+def _encode(data: dict[str, Any]) -> bytes:
+    """One journal line."""
+    try:
+        return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
+    except (TypeError, orjson.JSONEncodeError):  # a value orjson refuses (an int past 64 bits): the slow way
+        return (json.dumps(data, default=str) + "\n").encode("utf-8", "replace")
+
+
+def _fallback_dirs(store: Store) -> list[Path]:
+    """Folders for a journal when ``storage.spool_dir`` cannot be written, one per store (by its URL): the
+    user's state folder, then the temporary folder. A later process looks there too when it replays."""
+    url = store.url
+    if store.backend == "sqlite" and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        url = "sqlite:///" + str(Path(url[len("sqlite:///"):]).resolve())
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return [state / "atlas-plugins" / "spool" / digest, Path(tempfile.gettempdir()) / f"atlas-plugins-{os.getuid() if hasattr(os, 'getuid') else 'user'}" / digest]
 
 
 def _reason(exc: BaseException) -> str:

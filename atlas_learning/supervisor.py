@@ -84,6 +84,7 @@ from .store import (
     Store,
     TrajectoryEventRecord,
     new_id,
+    process_owner,
     utcnow,
 )
 from .student import render_instructions
@@ -236,7 +237,8 @@ class Supervisor:
         self.store = store or Store(self.config.storage, migrate=False)
         self.models = models or RoleModels(self.config)
         self.redactor = Redactor(self.config.redaction.patterns, enabled=self.config.redaction.enabled)
-        self.recorder = Recorder(self.store, spool_dir=self.config.storage.spool_dir, redactor=self.redactor)
+        self.recorder = Recorder(self.store, spool_dir=self.config.storage.spool_dir, redactor=self.redactor,
+                                 write_ahead=self.config.storage.write_ahead)
         self.playbook = PlaybookRegistry(self.store, self.config.playbook, redactor=self.redactor,
                                          view_cache_s=self.config.supervision.history_cache_s)
         self.families = TaskFamilies(self.store, threshold=self.config.supervision.family_similarity)
@@ -289,6 +291,10 @@ class Supervisor:
                 replayed = self.recorder.replay_spool()
                 if replayed:
                     log.warning("replayed %d rows spooled by an earlier run", replayed)
+                # After the replay: a session whose end reached only the spool is not abandoned.
+                abandoned = self.store.mark_abandoned(older_than_s=self.config.storage.abandon_after_s)
+                if abandoned:
+                    log.warning("marked %d sessions abandoned: their processes died while they ran", abandoned)
                 self.store_problem = None
             except Exception as exc:  # noqa: BLE001 - a broken store or spool must not stop the agent
                 self.store_problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -887,7 +893,7 @@ class SupervisedRun:
         self.started_at = utcnow()
         supervisor.recorder.insert_later(SessionRecord, id=self.session_id, learning_key=self.learning_key, task_family=self.task_family,
                                    agent_name=self.agent_name, task=self.task, session_metadata=self.metadata,
-                                   started_at=self.started_at)
+                                   started_at=self.started_at, owner=process_owner())
         if view is not None and view.entries:
             self._select(view, explore=False)
         prior = prior_decision(self._history, coverage([*self.lessons, *self.teacher_lessons], self.task), config.supervision)

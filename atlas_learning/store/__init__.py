@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from ._store import MIGRATIONS, SCHEMA_VERSION, Migration, SessionFilter, Store
+from ._store import MIGRATIONS, SCHEMA_VERSION, Migration, SessionFilter, Store, owner_alive, process_owner
 from .tables import (
     LANE_SOURCES,
     LANES,
@@ -29,6 +29,7 @@ from .tables import (
     ReviewLogRecord,
     RewardRecord,
     SessionRecord,
+    SpoolMarkRecord,
     StepRecord,
     TrajectoryEventRecord,
     new_id,
@@ -41,9 +42,12 @@ __all__ = [
     "Migration",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "owner_alive",
+    "process_owner",
     "LANES",
     "LANE_SOURCES",
     "SESSION_STATUSES",
+    "SpoolMarkRecord",
     "REVIEW_STATUSES",
     "STEP_KINDS",
     "PLAYBOOK_AUDIENCES",

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextvars
 import math
+import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +24,7 @@ from sqlmodel import Session, SQLModel, col, select
 from ..background import DeadlinePassed, run_with_deadline
 from ..config import AtlasConfig, StorageConfig
 from ..errors import StoreError
-from .tables import MetaRecord, SessionRecord
+from .tables import MetaRecord, SessionRecord, SpoolMarkRecord
 
 __all__ = ["Store", "SessionFilter", "Migration", "MIGRATIONS", "SCHEMA_VERSION"]
 
@@ -66,11 +68,20 @@ def _add_task_families(connection: Connection) -> None:
         connection.execute(text("CREATE INDEX ix_sessions_key_family_started ON sessions (learning_key, task_family, started_at)"))
 
 
+def _add_owners_and_spool_marks(connection: Connection) -> None:
+    if "owner" not in {c["name"] for c in inspect(connection).get_columns("sessions")}:
+        connection.execute(text("ALTER TABLE sessions ADD COLUMN owner VARCHAR(160)"))
+    if "ix_sessions_status" not in {i["name"] for i in inspect(connection).get_indexes("sessions")}:
+        connection.execute(text("CREATE INDEX ix_sessions_status ON sessions (status)"))
+    SpoolMarkRecord.__table__.create(connection, checkfirst=True)  # type: ignore[attr-defined]
+
+
 #: The schema's history, oldest first. Append a Migration for every change to the tables; never edit one that
 #: has shipped. A new database is created from the current tables and stamped with the latest version.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _create_initial_schema),
     Migration(2, "task families, checks in the loop, worked examples, playbook history reasons", _add_task_families),
+    Migration(3, "session owners (abandoned sessions), spool marks (replays write each line once)", _add_owners_and_spool_marks),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 _MIGRATION_LOCK_ID = 7_274_527  # PostgreSQL advisory lock serialising concurrent migrators
@@ -116,6 +127,47 @@ class SessionFilter:
         if self.limit is not None:
             statement = statement.limit(self.limit)
         return statement
+
+
+_owners: dict[int, str] = {}
+
+
+def process_owner() -> str:
+    """This process as a session's owner: ``host:pid:start``, where ``start`` is the process's start time in
+    clock ticks since boot on Linux (a reused pid is then another owner) and 0 elsewhere."""
+    pid = os.getpid()
+    owner = _owners.get(pid)
+    if owner is None:
+        owner = _owners[pid] = f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+    return owner
+
+
+def _start_ticks(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name in parentheses may hold spaces
+
+
+def owner_alive(owner: str) -> bool | None:
+    """Whether the process named by ``owner`` still runs: None when it cannot be told (another host)."""
+    parts = owner.split(":")
+    try:
+        host, pid, start = ":".join(parts[:-2]), int(parts[-2]), int(parts[-1])
+    except (ValueError, IndexError):
+        return None
+    if host != socket.gethostname():
+        return None
+    if start and Path("/proc").is_dir():
+        return _start_ticks(pid) == start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _redact_url(url: str) -> str:
@@ -352,6 +404,25 @@ class Store:
         statement = unpaged.apply(select(func.count()).select_from(SessionRecord)).order_by(None)
         with self.transaction() as session:
             return int(session.exec(statement).one())
+
+    def mark_abandoned(self, *, older_than_s: float) -> int:
+        """Mark ``abandoned`` the sessions left ``running`` by processes that died, and return how many: at once
+        for this host's dead processes; after ``older_than_s`` since their start for owners that cannot be
+        checked (another host, no owner recorded). Each keeps whatever it recorded."""
+        me = process_owner()
+        running = SessionRecord.__table__  # type: ignore[attr-defined]
+        with self._connect() as connection, connection.begin():
+            owners = [row[0] for row in connection.execute(
+                select(running.c.owner).where(running.c.status == "running").distinct())]
+            alive = {owner: owner_alive(owner) for owner in owners if owner is not None and owner != me}
+            dead = [owner for owner, state in alive.items() if state is False]
+            kept = [me, *(owner for owner, state in alive.items() if state is True)]
+            now = datetime.now(timezone.utc)
+            unknown = (running.c.started_at < now - timedelta(seconds=older_than_s)) & (
+                running.c.owner.is_(None) | running.c.owner.not_in(kept))
+            condition = running.c.owner.in_(dead) | unknown if dead else unknown
+            statement = running.update().where(running.c.status == "running", condition).values(status="abandoned", finished_at=now)
+            return connection.execute(statement).rowcount or 0
 
     def as_store_error(self, exc: Exception) -> StoreError:
         """A one-line StoreError for a database exception; ``retryable`` when it was a lost race."""

@@ -24,6 +24,7 @@ __all__ = [
     "LANES",
     "LANE_SOURCES",
     "SESSION_STATUSES",
+    "SpoolMarkRecord",
     "REVIEW_STATUSES",
     "STEP_KINDS",
     "PLAYBOOK_AUDIENCES",
@@ -48,7 +49,8 @@ __all__ = [
 
 LANES = ("auto", "paired", "coach", "escalate")
 LANE_SOURCES = ("prior", "probe", "config", "fallback")
-SESSION_STATUSES = ("running", "completed", "failed")
+#: ``abandoned``: its process died while it ran (marked by the next process that opened the store).
+SESSION_STATUSES = ("running", "completed", "failed", "abandoned")
 REVIEW_STATUSES = ("pending", "approved", "quarantined")
 STEP_KINDS = ("model_call", "tool_call", "node")
 PLAYBOOK_AUDIENCES = ("student", "teacher")
@@ -128,6 +130,7 @@ class SessionRecord(SQLModel, table=True):
         Index("ix_sessions_review_started", "review_status", "started_at"),
         Index("ix_sessions_started", "started_at", "id"),  # unfiltered listings and exports page on this
         Index("ix_sessions_key_family_started", "learning_key", "task_family", "started_at"),  # a family's lane history
+        Index("ix_sessions_status", "status"),  # the sweep for sessions whose process died
     )
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     learning_key: str = Field(max_length=256)
@@ -165,6 +168,18 @@ class SessionRecord(SQLModel, table=True):
     session_metadata: dict[str, Any] = _json_dict()
     started_at: datetime = _time()
     finished_at: datetime | None = _time(nullable=True)
+    #: The process that runs the session, ``host:pid:start`` (see ``atlas_learning.store.process_owner``): a
+    #: session left ``running`` by a process that no longer exists is marked ``abandoned``.
+    owner: str | None = Field(default=None, max_length=160)
+
+
+class SpoolMarkRecord(SQLModel, table=True):
+    """How many lines of a spool file are in the store: written in the transaction that stores them, so a replay
+    interrupted at any point (even between its commit and the file's deletion) never writes a line twice."""
+
+    __tablename__ = "atlas_spool_marks"
+    name: str = Field(primary_key=True, max_length=200)
+    lines: int = 0
 
 
 class PlanRecord(SQLModel, table=True):

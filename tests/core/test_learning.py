@@ -415,13 +415,28 @@ def test_migration_2_upgrades_a_version_1_database_in_place(store_url: str) -> N
             connection.execute(text("UPDATE atlas_meta SET value = '1' WHERE key = 'schema_version'"))
         assert old.schema_version() == 1 and "reason" not in columns(old.engine)["playbook_versions"]
     with Store(store_url) as upgraded:
-        assert upgraded.schema_version() == SCHEMA_VERSION == 2
+        assert upgraded.schema_version() == SCHEMA_VERSION == 3
         assert columns(upgraded.engine) == fresh
         assert "ix_sessions_key_family_started" in {i["name"] for i in inspect(upgraded.engine).get_indexes("sessions")}
         assert upgraded.get(SessionRecord, "a" * 32).task == "kept through the upgrade"
         registry = PlaybookRegistry(upgraded)
         registry.apply("k", [LessonChange(op="add", lesson="Read the file before answering.", reason="after upgrade")])
         assert registry.live_entries("k")[0].kind == "lesson" and registry.history("k")[0].reason == "after upgrade"
+
+
+def test_migration_3_adds_session_owners_and_spool_marks_in_place(store_url: str) -> None:
+    with Store(store_url) as old:
+        fresh = columns(old.engine)
+        old.add(SessionRecord(id="b" * 32, learning_key="k", agent_name="a", task="kept through the upgrade"))
+        with old.engine.begin() as connection:
+            connection.execute(text("DROP INDEX ix_sessions_status"))
+            connection.execute(text("ALTER TABLE sessions DROP COLUMN owner"))
+            connection.execute(text("DROP TABLE atlas_spool_marks"))
+            connection.execute(text("UPDATE atlas_meta SET value = '2' WHERE key = 'schema_version'"))
+    with Store(store_url) as upgraded:
+        assert upgraded.schema_version() == 3
+        assert columns(upgraded.engine) == fresh
+        assert upgraded.get(SessionRecord, "b" * 32).owner is None
 
 
 def test_family_scoped_candidates_see_fresh_impact_counts(store) -> None:
