@@ -326,6 +326,13 @@ def run_command(
 
 def main() -> None:
     """Console entry point: run the app, turning Atlas errors into one line and exit status 2."""
+    for position, argument in enumerate(sys.argv[1:], 1):
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the OS could not decode arrive as lone surrogates
+            print(f"atlas: error: argument {position} ({argument.encode('utf-8', 'replace').decode()!r}) is not valid "
+                  "UTF-8; pass UTF-8 text", file=sys.stderr)
+            raise SystemExit(2) from None
     try:
         app()
     except AtlasError as error:

@@ -696,6 +696,9 @@ class PlaybookRegistry:
                 elif change.op == "retire":
                     entry.status = "retired"
                     applied.append(self._bump(tx, entry, "retire", version, session_id, change.reason or "retired by the synthesizer"))
+            else:  # an id the synthesizer made up, or one retired meanwhile: said, not dropped silently
+                applied.append(AppliedChange("refused", str(change.entry_id or ""), (change.lesson or "").strip(), version,
+                                             f"no live entry {change.entry_id!r} to {change.op}"))
         applied.extend(self._enforce_budget(tx, [e for e in lessons if e.status in LIVE], version, session_id))
         return applied
 

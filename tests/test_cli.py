@@ -72,3 +72,20 @@ def test_unreachable_store_is_one_line(tmp_path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("atlas: error: cannot use PostgreSQL at postgresql+psycopg://postgres@127.0.0.1:1/none")
+
+
+def test_bad_bytes_and_out_of_range_numbers_are_one_line_errors(tmp_path) -> None:
+    (tmp_path / "atlas.yaml").write_bytes(b"storage:\n  url: sqlite:///\xff\xfe.db\n")
+    result = atlas("config", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "atlas.yaml: not UTF-8 text" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "atlas.yaml").unlink()
+    result = subprocess.run([sys.executable.encode(), b"-c", b"from atlas_learning.cli import main; main()", b"sessions",
+                             b"--key", b"k\xff"], capture_output=True, cwd=tmp_path, env=_clean_env())
+    assert result.returncode == 2 and b"argument 3" in result.stderr and b"not valid UTF-8" in result.stderr
+    assert b"Traceback" not in result.stderr
+    result = atlas("sessions", "--limit", str(10**20), cwd=tmp_path)
+    assert result.returncode == 2 and "--limit: at most" in result.stderr and "Traceback" not in result.stderr
+    result = atlas("sessions", "--since", "3000000d", cwd=tmp_path)  # before year 1: every session is newer
+    assert result.returncode == 0, result.stderr
+    assert "no sessions match" in result.stdout

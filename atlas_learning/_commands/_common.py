@@ -56,7 +56,10 @@ def parse_since(value: str | None, *, option: str = "--since") -> datetime | Non
     relative = _RELATIVE.match(value)
     if relative:
         amount, unit = float(relative.group(1)), relative.group(2).lower()
-        return datetime.now(timezone.utc) - timedelta(**{_UNITS[unit]: amount})
+        try:
+            return datetime.now(timezone.utc) - timedelta(**{_UNITS[unit]: amount})
+        except OverflowError:  # before year 1: every session is newer
+            return datetime.min.replace(tzinfo=timezone.utc)
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -85,7 +88,12 @@ def check_limit(value: int | None, option: str = "--limit") -> int | None:
         return None
     if value < 0:
         raise AtlasError(f"{option}: expected a positive number (0 for no limit), got {value}")
+    if value > _MAX_LIMIT:  # past what every backend takes as a LIMIT (a 64-bit integer)
+        raise AtlasError(f"{option}: at most {_MAX_LIMIT} (0 for no limit), got {value}")
     return value
+
+
+_MAX_LIMIT = 2**63 - 1
 
 
 def resolve_session(store: Store, reference: str) -> SessionRecord:

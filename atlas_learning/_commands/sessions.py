@@ -59,12 +59,12 @@ def list_sessions(*, config: Path | None, key: str | None, lane: str | None, sta
         out.print("no sessions match" + (" (try a wider filter)" if _filtered(where) else "; run an agent under Atlas first"))
         return
     table = Table(title=None, box=None, header_style="bold", pad_edge=False)
-    for name, justify in (("id", "left"), ("key", "left"), ("lane", "left"), ("reward", "right"), ("review", "left"),
+    for name, justify in (("id", "left"), ("key", "left"), ("lane", "left"), ("status", "left"), ("reward", "right"), ("review", "left"),
                           ("steps", "right"), ("tokens", "right"), ("started (UTC)", "left")):
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for record in records:
         review = record.review_status + (" (drift)" if record.drift_alert else "")
-        table.add_row(short(record.id), Text(clip(record.learning_key, 40)), record.lane or "-", fmt_reward(record.reward),
+        table.add_row(short(record.id), Text(clip(record.learning_key, 40)), record.lane or "-", record.status, fmt_reward(record.reward),
                       review, str(sum(counts.get(record.id, {}).values())), str(record.total_tokens), fmt_time(record.started_at))
     out.print(table)
     if matching > len(records):
