@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+import mmap
 import os
 import tempfile
 import threading
@@ -242,6 +243,8 @@ class Recorder:
 
     #: A fully stored journal this many lines long is deleted and a new one begun.
     rotate_lines = 20_000
+    #: Bytes of the journal written through a shared memory map (a sparse file: disk is used only as it fills).
+    journal_map_bytes = 64 * 1024 * 1024
 
     def __init__(self, store: Store, *, spool_dir: str | os.PathLike[str], redactor: Redactor | None = None,
                  write_ahead: bool = True) -> None:
@@ -263,6 +266,10 @@ class Recorder:
         #: The journal (spool file) of this process: its path, file descriptor and lines written so far.
         self._journal_path: Path | None = None
         self._journal_fd: int | None = None
+        #: The journal's first ``journal_map_bytes`` are memory-mapped: an append is a copy into the page cache
+        #: (kept by the kernel when the process is killed), not a system call. Past them, lines are appended.
+        self._journal_map: mmap.mmap | None = None
+        self._journal_offset = 0
         self._journal_lines = 0
         self._journal_failed = False
         #: Lines of the journal stored (or rejected): the writer's mark; and the last line held while degraded.
@@ -390,8 +397,8 @@ class Recorder:
         with self._queue_lock:
             self._retire_journal_if_stored()
         if self._journal_fd is not None:  # not all stored: it stays, for the next process to replay
-            os.close(self._journal_fd)
-            self._journal_fd = None
+            self._sync_journal()
+            self._close_journal()
         atexit.unregister(self.close)
 
     def replay_spool(self) -> int:
@@ -481,8 +488,7 @@ class Recorder:
                     self._held.append(write)
                     continue
             self._held_through = max(self._held_through, line)
-        if self._journal_fd is not None:
-            os.fsync(self._journal_fd)
+        self._sync_journal()
 
     def _ensure_schema(self) -> None:
         if not self._migrated:
@@ -554,16 +560,36 @@ class Recorder:
         if self._journal_fd is None and not self._open_journal():
             return None
         assert self._journal_fd is not None
+        end = self._journal_offset + len(data)
         try:
-            os.write(self._journal_fd, data)
-        except OSError as exc:
+            if self._journal_map is not None and end <= len(self._journal_map):
+                self._journal_map[self._journal_offset:end] = data
+                self._journal_offset = end
+            else:  # past the mapped part (the store has been down long): appended after it
+                os.write(self._journal_fd, data)
+        except (OSError, ValueError) as exc:
             log.error("cannot write the journal %s (%s); keeping rows in memory until the store takes them",
                       self._journal_path, exc)
-            os.close(self._journal_fd)
-            self._journal_fd, self._journal_failed = None, True
+            self._close_journal()
+            self._journal_failed = True
             return None
         self._journal_lines += 1
         return self._journal_lines
+
+    def _sync_journal(self) -> None:
+        """Push the journal to disk (while the store is down, and at close): a power cut then loses nothing
+        either."""
+        if self._journal_map is not None:
+            self._journal_map.flush()
+        if self._journal_fd is not None:
+            os.fsync(self._journal_fd)
+
+    def _close_journal(self) -> None:
+        if self._journal_map is not None:
+            self._journal_map.close()
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+        self._journal_map, self._journal_fd, self._journal_offset = None, None, 0
 
     def _open_journal(self) -> bool:
         if self._journal_failed:
@@ -572,12 +598,19 @@ class Recorder:
             path = folder / f"spool-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
             except OSError as exc:
                 log.warning("cannot keep a journal in %s (%s); trying the next folder", folder, exc.strerror or exc)
                 continue
             if fcntl is not None:  # held while this process lives: another process's replay skips it
                 fcntl.flock(fd, fcntl.LOCK_EX)
+            try:  # a sparse file: the unwritten rest reads as NUL bytes, which replays skip
+                os.ftruncate(fd, self.journal_map_bytes)
+                self._journal_map = mmap.mmap(fd, self.journal_map_bytes)
+            except (OSError, ValueError) as exc:  # no shared maps here: every line is a write() instead
+                log.debug("journal %s is not memory-mapped (%s)", path, exc)
+                self._journal_map = None
+            self._journal_offset = 0
             if folder != self.configured_spool_dir:
                 log.warning("storage.spool_dir %s cannot be written; keeping the journal in %s", self.configured_spool_dir, folder)
             self.spool_dir = folder
@@ -596,8 +629,8 @@ class Recorder:
             return
         path = self._journal_path
         assert path is not None
-        os.close(self._journal_fd)
-        self._journal_fd, self._journal_path, self._journal_lines = None, None, 0
+        self._close_journal()
+        self._journal_path, self._journal_lines = None, 0
         self._handled = self._held_through = 0
         path.unlink(missing_ok=True)
         self._forget_mark(path)
@@ -606,7 +639,7 @@ class Recorder:
         """Store what was held while the store was down (raising if it still is), then leave degraded mode: the
         journal's lines up to the last one held (from the store's mark on), then rows kept in memory."""
         if self._journal_path is not None and self._held_through:
-            lines = self._journal_path.read_text(encoding="utf-8", errors="replace").splitlines()
+            lines = _journal_lines(self._journal_path.read_text(encoding="utf-8", errors="replace"))
             count = self._replay_lines(lines[: self._held_through], self._journal_path)
             self._handled = self._held_through
             log.warning("store reachable again: stored %d rows kept in the journal", count)
@@ -626,7 +659,7 @@ class Recorder:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:
                     return 0  # a live process is still spooling here
-            count = self._replay_lines(handle.read().splitlines(), path)
+            count = self._replay_lines(_journal_lines(handle.read()), path)
             path.unlink()
         self._forget_mark(path)
         return count
@@ -685,6 +718,11 @@ class Recorder:
 
 
 _STORE_DOWN = (OperationalError, InterfaceError, StoreError, OSError, SQLAlchemyError)
+
+
+def _journal_lines(text: str) -> list[str]:
+    """A journal's lines: the memory-mapped part's unwritten rest (NUL bytes, never inside a JSON line) dropped."""
+    return text.replace("\x00", "").splitlines()
 
 
 def _encode(data: dict[str, Any]) -> bytes:
