@@ -55,7 +55,7 @@ def main() -> None:
                                                    "write_ahead": write_ahead}, "supervision": {"lane": "auto"}}, environ={})
             supervisors[name] = Supervisor(config, models=InstantRoles(config))
         samples: dict[str, list[float]] = {name: [] for name in supervisors}
-        for name, supervisor in supervisors.items():  # warm up: imports, statement caches, the key's rows
+        for supervisor in supervisors.values():  # warm up: imports, statement caches, the key's rows
             for n in range(10):
                 session(supervisor, args.steps, n)
         n = 0
