@@ -1069,8 +1069,19 @@ class SupervisedRun:
         else:
             answer = yield Ask("teacher", "escalation", execution_messages(self.task, self.teacher_instructions))
             source = "teacher"
-        # An empty answer is no answer: the student runs instead, and the event says why.
-        error = answer.error if not answer.ok else (None if (answer.text or "").strip() else f"the {source} gave an empty answer")
+        # An empty answer, one with no word in it, or one the session's checks refuse is no answer: the student
+        # runs instead, and the event says why.
+        text = answer.text or ""
+        error = answer.error if not answer.ok else None
+        if error is None and not text.strip():
+            error = f"the {source} gave an empty answer"
+        elif error is None and not any(ch.isalnum() for ch in text):
+            error = f"the {source}'s answer has no word in it ({text.strip()[:40]!r})"
+        elif error is None and self.checks:
+            failed = [c for c in run_checks(self.checks, CheckContext(self.task, text, (), self.metadata))
+                      if c.score is not None and c.score < 0.5]
+            if failed:
+                error = f"the {source}'s answer failed its checks: {failed[0].reason or failed[0].name}"
         self._emit("escalated", {"to": source, "error": error})
         if error is not None:
             return None

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from atlas_learning.judges import CheckResult
 from atlas_learning.store import SessionRecord, TrajectoryEventRecord
 
 from .conftest import ACCEPT, GOOD_JUDGEMENT
@@ -250,6 +251,22 @@ def test_start_reviews_an_empty_plan_in_coach_and_answers_in_escalate(make_super
     [event] = blank.store.rows(TrajectoryEventRecord, TrajectoryEventRecord.session_id == run.session_id,
                                TrajectoryEventRecord.event_type == "escalated")
     assert event.payload["error"] == "the teacher gave an empty answer"
+
+
+@pytest.mark.parametrize(("teacher_says", "checks", "why"), [
+    ("{[ ]} ...", (), "has no word in it"),
+    ("I cannot help with that.", (lambda context: CheckResult(1.0 if "3" in context.final_answer else 0.0, "the answer must say 3"),),
+     "failed its checks: the answer must say 3"),
+])
+def test_an_escalated_answer_that_is_garbage_or_fails_its_checks_is_not_delivered(make_supervisor, teacher_says, checks, why) -> None:
+    supervisor = make_supervisor({"teacher": {"text": teacher_says}}, supervision={"lane": "escalate"}, checks=checks)
+    run = supervisor.begin(TASK, agent_name="files")
+    assert run.start().answer is None  # the student runs instead
+    assert run.finish("3 files").final_answer == "3 files"
+    assert supervisor.drain(10)
+    [event] = supervisor.store.rows(TrajectoryEventRecord, TrajectoryEventRecord.session_id == run.session_id,
+                                    TrajectoryEventRecord.event_type == "escalated")
+    assert why in event.payload["error"]
 
 
 def test_guidance_holds_for_the_whole_retry_and_clears_on_the_next_verdict(make_supervisor) -> None:
