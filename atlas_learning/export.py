@@ -5,9 +5,10 @@
 >>> export_sessions(store, "sft.jsonl", format="messages", where=SessionFilter(review_status=None))  # every status
 >>> session_trace(store, session_id)["steps"][0]["tool_params"]
 
-**Review gate.** ``where=None`` exports approved sessions only; pending and quarantined sessions appear only when
-a :class:`~atlas_learning.store.SessionFilter` names them in ``review_status`` or sets it to None (every status,
-an explicit opt-out). A filter passed in is used as it is: set its ``review_status``.
+**Review gate.** Only approved sessions are exported unless asked: ``where=None``, or a
+:class:`~atlas_learning.store.SessionFilter` that leaves ``review_status`` unset, takes approved sessions only;
+pending and quarantined sessions appear only when the filter names them in ``review_status`` or sets it to None
+(every status, an explicit opt-out).
 
 **Trace format.** One JSON object per line, shaped like the Atlas SDK's ``AtlasSessionTrace`` (its
 ``to_dict()``: ``task``, ``final_answer``, ``plan``, ``steps``, ``session_metadata``, ``session_reward``,
@@ -267,7 +268,7 @@ def _iter_pages(store: Store, format: str, where: SessionFilter | None, page_siz
 
     On PostgreSQL a thread reads the next page while this one is built: at most three pages in memory."""
     _check_format(format)
-    where = SessionFilter(review_status=DEFAULT_REVIEW_STATUSES) if where is None else where
+    where = (where or SessionFilter()).gated(DEFAULT_REVIEW_STATUSES)
 
     def fetched() -> Iterator[_Page]:
         with store.engine.connect() as connection:

@@ -110,6 +110,11 @@ def test_the_review_gate_keeps_pending_and_quarantined_sessions_out(store: Store
         assert ids(export_lines(store, format=export_format)) == approved
     assert ids(get_training_sessions(store_url)) == approved
     assert ids(get_training_sessions(store)) == approved  # an open store works too
+    # a filter that does not mention the review status keeps the gate; a listing with it takes every status
+    for export_format in EXPORT_FORMATS:
+        assert ids(export_lines(store, format=export_format, where=SessionFilter(min_reward=0.0))) == \
+            [i for i in approved if store.get(SessionRecord, i).reward is not None]
+    assert len(store.list_sessions(SessionFilter())) == len(sessions)
     # only when asked for
     assert ids(export_lines(store, where=SessionFilter(review_status=("pending",)))) == [sessions["pending"]]
     assert ids(get_training_sessions(store_url, review_status=("quarantined",))) == [sessions["quarantined"]]

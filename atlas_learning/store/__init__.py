@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from ._store import MIGRATIONS, SCHEMA_VERSION, Migration, SessionFilter, Store, owner_alive, process_owner
+from ._store import MIGRATIONS, REVIEW_GATE, SCHEMA_VERSION, Migration, SessionFilter, Store, owner_alive, process_owner
 from .tables import (
     LANE_SOURCES,
     LANES,
@@ -42,6 +42,7 @@ __all__ = [
     "Migration",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "REVIEW_GATE",
     "owner_alive",
     "process_owner",
     "LANES",

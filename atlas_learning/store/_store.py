@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,7 +26,7 @@ from ..config import AtlasConfig, StorageConfig
 from ..errors import StoreError
 from .tables import MetaRecord, SessionRecord, SpoolMarkRecord
 
-__all__ = ["Store", "SessionFilter", "Migration", "MIGRATIONS", "SCHEMA_VERSION"]
+__all__ = ["Store", "SessionFilter", "REVIEW_GATE", "Migration", "MIGRATIONS", "SCHEMA_VERSION"]
 
 R = TypeVar("R", bound=SQLModel)
 
@@ -87,13 +87,27 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 _MIGRATION_LOCK_ID = 7_274_527  # PostgreSQL advisory lock serialising concurrent migrators
 
 
+class _ReviewGate(tuple):  # noqa: SLOT001 - a marker value, compared by identity
+    """The unset ``review_status`` of a :class:`SessionFilter`: the API's own default applies."""
+
+    def __repr__(self) -> str:
+        return "REVIEW_GATE"
+
+
+#: ``SessionFilter.review_status`` when the caller did not set it.
+REVIEW_GATE: Any = _ReviewGate()
+
+
 @dataclass(frozen=True)
 class SessionFilter:
     """Which sessions a listing, export or training query wants. Every field is optional."""
 
     learning_key: str | None = None
     lane: str | None = None
-    review_status: Sequence[str] | None = None
+    #: Review statuses to take; None: every status (an explicit opt-out of the review gate). Left unset
+    #: (:data:`REVIEW_GATE`), listings take every status and everything that produces training data (exports,
+    #: ``atlas train``) takes approved sessions only.
+    review_status: Sequence[str] | None = REVIEW_GATE  # type: ignore[assignment]
     #: The sessions' own status: ``running``, ``completed``, ``failed``.
     status: Sequence[str] | None = None
     min_reward: float | None = None
@@ -103,13 +117,17 @@ class SessionFilter:
     limit: int | None = None
     offset: int = 0
 
+    def gated(self, statuses: Sequence[str]) -> SessionFilter:
+        """This filter with ``statuses`` as its review statuses when the caller left them unset."""
+        return replace(self, review_status=tuple(statuses)) if self.review_status is REVIEW_GATE else self
+
     def apply(self, statement: Any) -> Any:
         """Add this filter's conditions, newest-first order, limit and offset to a select of sessions."""
         if self.learning_key is not None:
             statement = statement.where(SessionRecord.learning_key == self.learning_key)
         if self.lane is not None:
             statement = statement.where(SessionRecord.lane == self.lane)
-        if self.review_status is not None:
+        if self.review_status is not None and self.review_status is not REVIEW_GATE:
             statement = statement.where(col(SessionRecord.review_status).in_(list(self.review_status)))
         if self.status is not None:
             statement = statement.where(col(SessionRecord.status).in_(list(self.status)))
