@@ -209,6 +209,18 @@ def test_review_all_pending_with_min_reward(world) -> None:
     assert cli(config, "review", "quarantine", "--all-pending").stdout.startswith("quarantined 1 session")  # not the running one
     one_error_line(cli(config, "review", "approve"), "name the sessions to approve")
     one_error_line(cli(config, "review", "approve", ids["math"][0], "--min-reward", "0.5"), "--min-reward selects among pending")
+    # named by id, a running or abandoned session is refused for approval (nothing changes), and can be quarantined
+    running, dead = "a1b2c3d4" * 4, "deadbeef" * 4
+    with Store(world["store_url"]) as store:
+        store.add(SessionRecord(id=running, learning_key="files", agent_name="files", task="still going"),
+                  SessionRecord(id=dead, learning_key="files", agent_name="files", task="its process died", status="abandoned"))
+    for unfinished, status in ((running, "running"), (dead, "abandoned")):
+        one_error_line(cli(config, "review", "approve", unfinished),
+                       f"session {unfinished[:12]} is {status}: only finished sessions can be approved")
+    assert cli(config, "review", "quarantine", running).exit_code == 0
+    with Store(world["store_url"]) as store:
+        assert store.get(SessionRecord, dead).review_status == "pending"
+        assert store.get(SessionRecord, running).review_status == "quarantined"
 
 
 # -------------------------------------------------------------------------------------------------------- export

@@ -42,6 +42,11 @@ def review(*, config: Path | None, action: str, sessions: list[str], all_pending
         unchanged = 0
         with store.transaction() as tx:
             rows = tx.exec(select(SessionRecord).where(SessionRecord.id.in_(sorted(chosen))).with_for_update()).all()  # type: ignore[attr-defined]
+            unfinished = [r for r in rows if r.status in ("running", "abandoned")] if to_status == "approved" else []
+            if unfinished:  # approved is training data: a half-done trace must not become one
+                first = unfinished[0]
+                raise AtlasError(f"session {short(first.id)} is {first.status}" + (f" (and {len(unfinished) - 1} more)" if len(unfinished) > 1 else "")
+                                 + ": only finished sessions can be approved; quarantine it, or approve it once it has finished")
             for record in sorted(rows, key=lambda r: r.started_at):
                 if record.review_status == to_status:
                     unchanged += 1
