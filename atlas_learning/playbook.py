@@ -488,7 +488,8 @@ class PlaybookRegistry:
         confirms it (``confirm``)."""
         if not changes:
             return []
-        changes = [c.model_copy(update={"lesson": self.redactor.text(c.lesson), "applies_when": self.redactor.text(c.applies_when)})
+        changes = [c.model_copy(update={"lesson": self.redactor.text(c.lesson), "applies_when": self.redactor.text(c.applies_when),
+                                        "reason": self.redactor.text(c.reason) if c.reason else c.reason})
                    for c in changes]
         return self._with_compare_and_set(learning_key, lambda tx, live, version: self._plan(tx, learning_key, live, version, changes,
                                                                                             session_id, task_family))
@@ -568,7 +569,7 @@ class PlaybookRegistry:
 
     def retire(self, learning_key: str, entry_id: str, *, reason: str = "retired by hand") -> list[AppliedChange]:
         """Retire one entry by hand (for ``atlas playbook retire``); the history row says ``manual: <reason>``."""
-        return self.apply(learning_key, [LessonChange(op="retire", entry_id=entry_id, reason=f"manual: {reason}"[:200])])
+        return self.apply(learning_key, [LessonChange(op="retire", entry_id=entry_id, reason=f"manual: {self.redactor.cut(reason, 192)}")])
 
     # ---------------------------------------------------------------------------------------- internals
     def _refresh_cached(self, learning_key: str, touched: Sequence[PlaybookEntryRecord]) -> None:

@@ -7,6 +7,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from .redact import default_redactor
+
 __all__ = [
     "render_steps",
     "probe_messages",
@@ -24,8 +26,10 @@ Messages = list[dict[str, str]]
 
 
 def _clip(text: Any, limit: int) -> str:
-    value = text if isinstance(text, str) else json.dumps(text, default=str, ensure_ascii=False)
-    return value if len(value) <= limit else value[: max(0, limit - 12)] + " …[cut]"
+    """Text for a prompt (and what is stored of it, such as check results), redacted before it is cut, so a cut
+    never leaves part of a secret."""
+    value = text if isinstance(text, str) else json.dumps(default_redactor().value(text), default=str, ensure_ascii=False)
+    return default_redactor().cut(value, limit, " …[cut]")
 
 
 def render_steps(steps: Sequence[dict[str, Any]], budget_chars: int) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
-__all__ = ["Redactor", "DEFAULT_PATTERNS", "REDACTED"]
+__all__ = ["Redactor", "DEFAULT_PATTERNS", "REDACTED", "default_redactor"]
 
 REDACTED = "[REDACTED]"
 
@@ -39,10 +39,12 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
     r"(?<![A-Za-z0-9+.\-])(?P<keep>[a-z][a-z0-9+.\-]*://[^\s:/@]+:)[^\s@]+(?=@)",  # user:password@ in a URL or DSN
     # PEM private keys; a block cut before its END line still loses its body
     # (its header lines, its base64 body, its END line when there is one: a block cut before the end loses its body)
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:\s*[A-Za-z-]+:[^\n]*)*[A-Za-z0-9+/=\s]*(?:-----END [A-Z ]*PRIVATE KEY-----)?",
+    # (also inside JSON text, where its line breaks are written \n)
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:\s*[A-Za-z-]+:[^\n]*)*(?:[A-Za-z0-9+/=\s]|\\+[nr])*(?:-----END [A-Z ]*PRIVATE KEY-----)?",
     # key=value, key: value, for a name that holds a secret-like word; the name is taken whole (possessive), once
-    r"(?i)(?<![A-Za-z0-9_\-])(?P<keep>(?=[A-Za-z0-9_\-]*?(?:api[_-]?key|secret|token|password|passwd|access[_-]?key|credential))"
-    r"[A-Za-z0-9_\-]*+[\"']?\s*[:=]\s*[\"']?)(?=[^\s\"',;}]*[A-Za-z0-9])[^\s\"',;}]{6,}",
+    # (quotes may be escaped, as in JSON text inside JSON)
+    r"(?i)(?<![A-Za-z0-9_\-])(?P<keep>(?=[A-Za-z0-9_\-]*?(?:api[_-]?key|secret|token|password|passwd|access[_-]?key|credential|"
+    r"authorization|private[_-]?key))[A-Za-z0-9_\-]*+\\?[\"']?\s*[:=]\s*\\?[\"']?)(?=[^\s\"'\\,;}]*[A-Za-z0-9])[^\s\"'\\,;}]{6,}",
 )
 
 _SECRET_KEY = re.compile(r"(?i)^(?:.*[_-])?(?:api[_-]?key|secret|token|password|passwd|authorization|private[_-]?key|credentials?)$")
@@ -94,10 +96,16 @@ class Redactor:
     def clip(self, data: Any, limit: int = 4000) -> Any:
         """JSON-ready ``data`` redacted, or its JSON text redacted and then cut at ``limit`` characters when longer
         (redacted first: a secret the cut would split is still found whole)."""
-        text = json.dumps(data, ensure_ascii=False, default=str)
+        redacted = self.value(data)  # as structure first: a secret under a secret-named key goes whole
+        text = json.dumps(redacted, ensure_ascii=False, default=str)
         if len(text) <= limit:
-            return self.value(data)
+            return redacted
         return self.text(text)[:limit] + "…[cut]"
+
+    def cut(self, text: str, limit: int, marker: str = "…") -> str:
+        """``text`` redacted, then cut at ``limit`` characters (with ``marker``): a cut never splits a secret."""
+        text = self.text(text)
+        return text if len(text) <= limit else text[: max(0, limit - len(marker))] + marker
 
     def _replace(self, match: re.Match[str]) -> str:
         keep = match.groupdict().get("keep")
@@ -119,22 +127,23 @@ class Redactor:
             copy = {}
             for key, item in value.items():
                 kind = type(item)
+                if isinstance(key, str):
+                    if item and kind is not bool and _secret_key(key):
+                        copy[key] = self.replacement  # whatever it holds: text, a number, bytes, a list, a mapping
+                        continue
+                    if len(key) >= 8:
+                        key = self.text(key)  # a key can be a secret too
                 if kind in _PLAIN:
                     copy[key] = item
                 elif isinstance(item, str):
-                    copy[key] = self.replacement if item and isinstance(key, str) and _secret_key(key) else self.text(item)
+                    copy[key] = self.text(item)
                 else:
-                    copy[key] = self.replacement if item and isinstance(key, str) and _secret_key(key) and _scalar(item) \
-                        else self._value(item)
+                    copy[key] = self._value(item)
             return copy
         if isinstance(value, (list, tuple, set, frozenset)):
             return [self._value(item) for item in value]
         plain = _plain(value)
         return plain if plain is value else self._value(plain)
-
-
-def _scalar(value: Any) -> bool:
-    return isinstance(value, (bytes, bytearray, int, float))
 
 
 def _plain(value: Any) -> Any:
@@ -155,3 +164,10 @@ def _plain(value: Any) -> Any:
     if isinstance(value, date):
         return value
     return str(value)
+
+
+@functools.lru_cache(maxsize=1)
+def default_redactor() -> Redactor:
+    """A redactor with the built-in patterns, for text cut where no configured one is at hand (prompts, check
+    reasons): the configured patterns still apply when the text is stored."""
+    return Redactor()

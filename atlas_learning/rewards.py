@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .redact import default_redactor
+
 __all__ = [
     "DEFAULT_EFFICIENCY_WEIGHT",
     "DEFAULT_GUIDANCE_TOKEN_BUDGET",
@@ -109,7 +111,7 @@ def expected_answer_check(context: Any) -> Any:
         return None
     if answer_matches(context.final_answer, expected):
         return 1.0, "matches the expected answer"
-    return 0.0, f"expected {expected[:80]!r}"
+    return 0.0, f"expected {default_redactor().cut(expected, 80)!r}"  # redacted first: a cut never splits a secret
 
 
 @dataclass(frozen=True)

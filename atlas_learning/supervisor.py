@@ -68,7 +68,7 @@ from .prompts import (
     synthesis_messages,
 )
 from .recorder import Recorder
-from .redact import Redactor
+from .redact import Redactor, default_redactor
 from .rewards import expected_answer_check, expected_answer_of, mean_or_none, teaching_reward
 from .schemas import PlanReview, PlaybookChanges, Verdict
 from .store import (
@@ -1472,7 +1472,7 @@ class SupervisedRun:
     def _failed_call(self, request: Ask, exc: Exception, started: float, model: Any) -> Answer:
         reason = str(exc).splitlines()[0] if isinstance(exc, AtlasError) else f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, ModelError):
-            log.warning("%s call for %s failed unexpectedly: %s", request.role, request.purpose, reason)
+            log.warning("%s call for %s failed unexpectedly: %s", request.role, request.purpose, self.supervisor.redactor.text(reason))
         usage = getattr(exc, "usage", None)
         self._call_record(request, usage if isinstance(usage, Usage) else Usage(calls=1), time.perf_counter() - started, 1, reason, model)
         return Answer(None, getattr(exc, "raw_output", ""), error=reason)
@@ -1538,7 +1538,9 @@ def _run_coroutine(awaitable: Awaitable[Any]) -> Any:
 
 def as_text(value: Any) -> str:
     """How a task or answer reads to the teacher, judges and the store: strings as they are, pydantic models and
-    JSON-able values as JSON, anything else as ``str()``; None as ''."""
+    JSON-able values as JSON, anything else as ``str()``; None as ''. A structured value is redacted (built-in
+    patterns) as structure before it becomes text: once in JSON text, a value under a secret-named key, bytes or
+    an escaped line break would hide a secret from the patterns."""
     if value is None:
         return ""
     if isinstance(value, str):
@@ -1549,7 +1551,7 @@ def as_text(value: Any) -> str:
     import json
 
     try:
-        return json.dumps(value, default=str, ensure_ascii=False)
+        return json.dumps(default_redactor().value(value), default=str, ensure_ascii=False)
     except (TypeError, ValueError):
         return str(value)
 

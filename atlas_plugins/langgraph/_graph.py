@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import contextvars
 import itertools
-import json
 import logging
 import threading
 import time
@@ -67,7 +66,7 @@ except ImportError:  # pragma: no cover - a LangGraph that moved it
 from atlas_learning.background import PendingSession
 from atlas_learning.config import AtlasConfig
 from atlas_learning.judges import Check
-from atlas_learning.supervisor import AnswerDecision, Start, SupervisedRun, Supervisor
+from atlas_learning.supervisor import AnswerDecision, Start, SupervisedRun, Supervisor, as_text
 
 from ._control_flow import is_control_flow, register_control_flow
 from ._messages import (
@@ -207,7 +206,7 @@ class _Adapter:
             messages = state_get(value, self.messages_key)
             if messages is not None:
                 return last_text(_as_messages(messages), "human")
-        return json.dumps(to_jsonable(value), ensure_ascii=False, default=str)
+        return as_text(to_jsonable(value))
 
     def answer(self, state: Any) -> str:
         """The answer of a run's final state: ``structured_response`` when the agent gave one, else the last
@@ -216,11 +215,11 @@ class _Adapter:
             return str(self.answer_from(state))
         structured = state_get(state, "structured_response") if state is not None else None
         if structured is not None:
-            return json.dumps(to_jsonable(structured), ensure_ascii=False, default=str)
+            return as_text(to_jsonable(structured))
         if self.messages_key:
             return last_text(state_get(state, self.messages_key) or [], "ai")
         values = {key: state_get(state, key) for key in self.output_keys} if not isinstance(state, Mapping) else state
-        return json.dumps(to_jsonable(values), ensure_ascii=False, default=str)
+        return as_text(to_jsonable(values))
 
     @property
     def can_take_answer(self) -> bool:
