@@ -76,3 +76,26 @@ def test_a_journal_longer_than_its_mapped_part_keeps_every_line(store: Store, tm
     recorder.close()
     assert {row.id for row in store.rows(SessionRecord)} == set(ids)
     assert not journal.exists()  # fully stored: deleted at close
+
+
+def test_a_spool_dir_that_cannot_be_written_falls_back_and_a_later_process_replays_from_there(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from atlas_learning.recorder import Recorder
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")  # (tests run as root, so a read-only mode would not stop a write)
+    recorder = Recorder(store, spool_dir=blocked / "spool")
+    recorder.insert_later(SessionRecord, id="f" * 32, learning_key="k", task="t")
+    journal = recorder.journal_path
+    fallback = tmp_path / "state" / "atlas-plugins" / "spool"
+    assert journal is not None and journal.is_relative_to(fallback)
+    line = journal.read_text().replace("\x00", "").splitlines()[0]
+    assert json.loads(line)["row"]["id"] == "f" * 32  # on disk at once, in the fallback folder
+    recorder.close()
+    # what a process killed before its writer ran leaves there: the next one, configured the same, replays it
+    (journal.parent / "spool-1-1-abcdef.jsonl").write_text(line.replace("f" * 32, "e" * 32) + "\n")
+    later = Recorder(store, spool_dir=blocked / "spool")
+    assert later.replay_spool() == 1
+    later.close()
+    assert store.get(SessionRecord, "e" * 32) is not None and not list(fallback.rglob("spool-*.jsonl"))
