@@ -639,7 +639,7 @@ class Recorder:
         """Store what was held while the store was down (raising if it still is), then leave degraded mode: the
         journal's lines up to the last one held (from the store's mark on), then rows kept in memory."""
         if self._journal_path is not None and self._held_through:
-            lines = _journal_lines(self._journal_path.read_text(encoding="utf-8", errors="replace"))
+            lines = _lines_of(self._journal_path.read_text(encoding="utf-8", errors="replace"))
             count = self._replay_lines(lines[: self._held_through], self._journal_path)
             self._handled = self._held_through
             log.warning("store reachable again: stored %d rows kept in the journal", count)
@@ -659,7 +659,7 @@ class Recorder:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:
                     return 0  # a live process is still spooling here
-            count = self._replay_lines(_journal_lines(handle.read()), path)
+            count = self._replay_lines(_lines_of(handle.read()), path)
             path.unlink()
         self._forget_mark(path)
         return count
@@ -720,7 +720,7 @@ class Recorder:
 _STORE_DOWN = (OperationalError, InterfaceError, StoreError, OSError, SQLAlchemyError)
 
 
-def _journal_lines(text: str) -> list[str]:
+def _lines_of(text: str) -> list[str]:
     """A journal's lines: the memory-mapped part's unwritten rest (NUL bytes, never inside a JSON line) dropped."""
     return text.replace("\x00", "").splitlines()
 

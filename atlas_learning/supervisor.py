@@ -260,6 +260,7 @@ class Supervisor:
         self.store_retry_s = 5.0
         self._store_checked = 0.0
         self._connecting = False
+        self._connect_lock = threading.Lock()
         self._connect_store()
         supervision = self.config.supervision
         self.finisher = BackgroundFinisher(workers=supervision.finish_workers, max_pending=supervision.max_pending_finishes)
@@ -280,7 +281,7 @@ class Supervisor:
         a store that does not answer by then is unavailable (sessions spool) until the attempt, which goes on in
         the background, succeeds. One attempt at a time."""
         self._store_checked = time.monotonic()
-        with self._random_lock:
+        with self._connect_lock:
             if self._connecting:
                 return
             self._connecting = True
