@@ -306,7 +306,8 @@ class Supervisor:
 
         budget = self.config.storage.read_budget_s
         try:
-            run_with_deadline(budget, connect)
+            with self.store.read_budget():  # inside a session's begin, that begin's budget
+                run_with_deadline(self.store.budget_left() or 0.0, connect)
         except DeadlinePassed:
             self.store_problem = f"the store did not answer within {budget:g} s (storage.read_budget_s)"
             log.warning("store unavailable; sessions will spool: %s", self.store_problem)
@@ -871,21 +872,21 @@ class SupervisedRun:
         lessons, and says why."""
         supervisor, config = self.supervisor, self.config
         view: PlaybookView | None = None
-        if supervisor._store_usable():
+        with supervisor.store.read_budget():  # a store that hangs costs this call the budget at most, reconnect included
+            if not supervisor._store_usable():
+                self._history = KeyHistory(unavailable=supervisor.store_problem)
+                return None
             try:
-                with supervisor.store.read_budget():  # a store that hangs costs this call the budget at most
-                    self._resolve_family()
-                    if config.supervision.lane is None:  # a forced lane needs no history to be decided
-                        supervisor.wait_settled(self.learning_key, self.task_family,
-                                                min(config.supervision.history_wait_s, supervisor.store.budget_left() or 0.0))
-                    self._history = load_history(supervisor.store, self.learning_key, config.supervision.history_window,
-                                                 self.task_family, supervisor.unsettled(self.learning_key, self.task_family),
-                                                 supervisor.history_cache)
-                    view = supervisor.playbook.view(self.learning_key) if config.playbook.enabled else None
+                self._resolve_family()
+                if config.supervision.lane is None:  # a forced lane needs no history to be decided
+                    supervisor.wait_settled(self.learning_key, self.task_family,
+                                            min(config.supervision.history_wait_s, supervisor.store.budget_left() or 0.0))
+                self._history = load_history(supervisor.store, self.learning_key, config.supervision.history_window,
+                                             self.task_family, supervisor.unsettled(self.learning_key, self.task_family),
+                                             supervisor.history_cache)
+                view = supervisor.playbook.view(self.learning_key) if config.playbook.enabled else None
             except StoreError as exc:
                 self._history = KeyHistory(unavailable=str(exc))
-        else:
-            self._history = KeyHistory(unavailable=supervisor.store_problem)
         return view
 
     def _begin_flow(self, view: PlaybookView | None) -> Flow[None]:

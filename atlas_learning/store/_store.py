@@ -32,6 +32,10 @@ R = TypeVar("R", bound=SQLModel)
 
 #: When reads in this context must be done by (time.monotonic()), set by :meth:`Store.read_budget`.
 _read_deadline: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("atlas_store_read_deadline", default=None)
+#: The share of a read budget kept for the call's own work once the store has been given up on (raising, logging,
+#: recording the session without history): waits end this much before the budget, so the whole call stays inside
+#: it. Measured: 1-7 ms of that work after a 1 s wait on this project's 2-core machines; 2 % of 1 s is 20 ms.
+_AFTER_WAIT_SHARE = 0.02
 
 
 @dataclass(frozen=True)
@@ -387,9 +391,15 @@ class Store:
     def read_budget(self, seconds: float | None = None) -> Iterator[None]:
         """Reads (:meth:`read`) in this block wait at most ``seconds`` in all (``storage.read_budget_s`` by default):
         past it they raise StoreError, and while one such read is still stuck, later budgeted reads fail at once.
-        For reads on a user's call, which must go on without what the store holds rather than wait for it."""
+        For reads on a user's call, which must go on without what the store holds rather than wait for it.
+        Waits end a small share of the budget early, kept for the call's own work; a budget opened inside another
+        ends no later than the outer one."""
         seconds = self.storage.read_budget_s if seconds is None else seconds
-        token = _read_deadline.set((time.monotonic() + seconds, seconds))
+        deadline = time.monotonic() + seconds * (1 - _AFTER_WAIT_SHARE)
+        outer = _read_deadline.get()
+        if outer is not None and outer[0] <= deadline:  # a budget inside a budget never extends it
+            deadline, seconds = outer
+        token = _read_deadline.set((deadline, seconds))
         try:
             yield
         finally:

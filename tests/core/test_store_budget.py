@@ -56,6 +56,20 @@ def test_budget_left_counts_down_inside_a_budget_only(store: Store) -> None:
     assert Store.budget_left() is None
 
 
+def test_a_budget_keeps_a_reserve_and_one_opened_inside_it_never_extends_it(store: Store) -> None:
+    with store.read_budget(1):
+        left = Store.budget_left()
+        assert left is not None and left < 0.99  # the waits end early: the call's own work fits in the budget
+        with store.read_budget(10):  # a reconnect inside a begin shares the begin's budget
+            inner = Store.budget_left()
+            assert inner is not None and inner <= left
+        with store.read_budget(0.1):  # a shorter one inside is honoured
+            shorter = Store.budget_left()
+            assert shorter is not None and shorter < 0.1
+        assert Store.budget_left() <= left  # the outer budget is back as it was
+    assert Store.budget_left() is None
+
+
 @pytest.mark.postgres
 def test_postgres_statements_and_locks_time_out_on_the_server(postgres_url: str) -> None:
     with Store(StorageConfig(url=postgres_url, statement_timeout_s=0.5, lock_timeout_s=0.25), migrate=False) as store:
