@@ -49,11 +49,13 @@ def _root(
 
 @app.command("config")
 def show_config(config: ConfigOption = None, as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of YAML.")] = False) -> None:
-    """Validate the configuration and print it as Atlas sees it (file, then ATLAS_* variables, then defaults)."""
+    """Validate the configuration and print it as Atlas sees it (file, then ATLAS_* variables, then defaults),
+    with secrets (a password in storage.url, keys in a role's options) redacted."""
     from .config import AtlasConfig
+    from .redact import Redactor
 
     loaded = AtlasConfig.load(config)
-    data = loaded.model_dump(mode="json")
+    data = Redactor(loaded.redaction.patterns).value(loaded.model_dump(mode="json"))
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:

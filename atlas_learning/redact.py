@@ -9,15 +9,18 @@ adds more (``redaction.patterns``). Dict values under a secret-looking key are r
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import json
+import math
 import re
+import string
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
-__all__ = ["Redactor", "DEFAULT_PATTERNS", "REDACTED", "default_redactor"]
+__all__ = ["Redactor", "DEFAULT_PATTERNS", "LIBRARY_PLUGINS", "REDACTED", "default_redactor"]
 
 REDACTED = "[REDACTED]"
 
@@ -33,7 +36,7 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
     r"github_pat_[A-Za-z0-9_]{22,}",  # GitHub fine-grained token
     r"(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}",  # Stripe keys
     r"xox[abposr]-[A-Za-z0-9\-]{10,}",  # Slack token
-    r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",  # JWT
+    r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",  # JWT
     r"(?i)(?P<keep>bearer\s+)[A-Za-z0-9._~+/\-]{12,}=*",  # Authorization: Bearer <token>
     r"(?i)(?P<keep>authorization[\"']?\s*[:=]\s*[\"']?basic\s+)[A-Za-z0-9+/]{8,}={0,2}",  # Authorization: Basic <b64>
     r"(?<![A-Za-z0-9+.\-])(?P<keep>[a-z][a-z0-9+.\-]*://[^\s:/@]+:)[^\s@]+(?=@)",  # user:password@ in a URL or DSN
@@ -46,6 +49,32 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
     r"(?i)(?<![A-Za-z0-9_\-])(?P<keep>(?=[A-Za-z0-9_\-]*?(?:api[_-]?key|secret|token|password|passwd|access[_-]?key|credential|"
     r"authorization|private[_-]?key))[A-Za-z0-9_\-]*+\\?[\"']?\s*[:=]\s*\\?[\"']?)(?=[^\s\"'\\,;}]*[A-Za-z0-9])[^\s\"'\\,;}]{6,}",
 )
+
+#: detect-secrets (Yelp's maintained detector set) plugins whose patterns run beside the built-in ones: provider
+#: key shapes this module has no pattern of its own for (Azure, Discord, GitLab, Mailchimp, PyPI, SendGrid, Slack
+#: webhooks, Square, Telegram, Twilio, Artifactory, IBM and SoftLayer credentials) and second opinions on the ones it
+#: has. A pattern's groups, when it has them, are the secret; otherwise its whole match is. Left out:
+#: JwtTokenDetector and NpmDetector (their patterns backtrack over the whole input: 12 s and 30 s on 200 KB of "eyJ"
+#: or "//"; the JWT and ``key=value`` patterns here cover both), PrivateKeyDetector (it matches the header line only;
+#: the PEM pattern takes the block), KeywordDetector (the ``key=value`` pattern), the high-entropy plugins (any quoted
+#: hash or id would go: entropy is judged here only next to a secret-like name) and IPPublicDetector (an address is
+#: not a secret).
+LIBRARY_PLUGINS: tuple[str, ...] = (
+    "artifactory.ArtifactoryDetector", "aws.AWSKeyDetector", "azure_storage_key.AzureStorageKeyDetector",
+    "basic_auth.BasicAuthDetector", "cloudant.CloudantDetector", "discord.DiscordBotTokenDetector",
+    "github_token.GitHubTokenDetector", "gitlab_token.GitLabTokenDetector", "ibm_cloud_iam.IbmCloudIamDetector",
+    "ibm_cos_hmac.IbmCosHmacDetector", "mailchimp.MailchimpDetector", "openai.OpenAIDetector",
+    "pypi_token.PypiTokenDetector", "sendgrid.SendGridDetector", "slack.SlackDetector",
+    "softlayer.SoftlayerDetector", "square_oauth.SquareOAuthDetector", "stripe.StripeDetector",
+    "telegram_token.TelegramBotTokenDetector", "twilio.TwilioKeyDetector",
+)
+
+#: A token that may be a secret because of the name before it: a secret-like word, at most 24 characters of
+#: anything else on its line ("my api key is", "token (staging) ->"), then 16 or more key characters. Whether it is
+#: one is then judged by its entropy (:func:`_high_entropy`).
+_NEAR_NAME = re.compile(
+    r"(?i)(?<![A-Za-z0-9])(?:api[ _-]?keys?|secrets?|tokens?|passwords?|passwd|passphrase|access[ _-]?keys?|credentials?|"
+    r"private[ _-]?keys?)(?![A-Za-z0-9])[^\n\r]{0,24}?(?<![A-Za-z0-9+/_\-])(?P<token>[A-Za-z0-9+/_\-]{16,}={0,2})(?![A-Za-z0-9+/_\-=])")
 
 _SECRET_KEY = re.compile(r"(?i)^(?:.*[_-])?(?:api[_-]?key|secret|token|password|passwd|authorization|private[_-]?key|credentials?)$")
 
@@ -69,8 +98,80 @@ def _scoped(pattern: str) -> str:
     return f"(?:{pattern})"
 
 
+@functools.lru_cache(maxsize=1)
+def _library_patterns() -> tuple[re.Pattern[str], ...]:
+    """The patterns of :data:`LIBRARY_PLUGINS`, imported on first use (detect-secrets takes about 0.1 s to import)."""
+    import importlib
+
+    patterns: list[re.Pattern[str]] = []
+    for name in LIBRARY_PLUGINS:
+        module, plugin = name.rsplit(".", 1)
+        patterns += getattr(importlib.import_module(f"detect_secrets.plugins.{module}"), plugin).denylist
+    return tuple(patterns)
+
+
+#: A value that is an id or a digest and nothing else (lower-case hex, UUID dashes): no pattern matches one, and
+#: every row carries a few.
+_ID = re.compile(r"[0-9a-f\-]+")
+#: A run of key characters long enough to be what a library pattern or the near-name check looks for.
+_LONG_TOKEN = re.compile(r"[A-Za-z0-9+/=_\-]{16,}")
+#: Tokens longer than this are data, not a provider's key (the longest library shape, a GitLab agent token, is
+#: at most 1,032 characters; PEM blocks have their own pattern).
+_LONGEST_KEY = 4096
+#: How far before a long token its name may start ("cloudant_password = '", "my api key is "), and after it.
+_BEFORE, _AFTER = 64, 2
+
+
+def _windows(value: str) -> list[tuple[int, int]]:
+    """Merged (start, end) windows around the long tokens of ``value``."""
+    windows: list[tuple[int, int]] = []
+    for match in _LONG_TOKEN.finditer(value):
+        if match.end() - match.start() > _LONGEST_KEY or not _may_be_a_key(match.group()):
+            continue  # a blob (base64 data, a digest run), a word run, a CONSTANT_NAME: no provider issues such keys
+        start, end = max(0, match.start() - _BEFORE), min(len(value), match.end() + _AFTER)
+        if windows and start <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], end)
+        else:
+            windows.append((start, end))
+    return windows
+
+
+def _may_be_a_key(token: str) -> bool:
+    """Whether a long token could be a provider's key: it has a digit, or upper- and lower-case letters both. A
+    random key of 16 or more letters and digits fails this about once in a million (lower-case-only keys, such as
+    a Cloudant password, appear only in URLs, where the URL-password pattern takes them); words, paths without
+    digits and CONSTANT_NAMES pass without a look."""
+    return any(c.isdigit() for c in token) or (not token.islower() and not token.isupper())
+
+
+def _random_looking(token: str) -> bool:
+    """Whether a token, or one of its parts of 16 or more characters between ``-_/+=.``, has a Shannon entropy of
+    at least 75 % of what a string of its length and alphabet (hex or not) can have: a random 16-character key has
+    0.74-1.0 (median 0.94), a 32-character hex digest 0.77-1.0, ``token_budget_exceeded_2`` 0.74, a UUID 0.70."""
+    return any(len(part) >= 16 and _entropy_share(part) >= 0.75 for part in (token, *_PARTS.split(token)))
+
+
+_PARTS = re.compile(r"[-_/+=.]+")
+
+
+def _entropy_share(text: str) -> float:
+    """Shannon entropy of ``text`` as a share of the most a string of its length and alphabet (hex or not) has."""
+    length = len(text)
+    entropy = -sum(n / length * math.log2(n / length) for n in collections.Counter(text).values())
+    alphabet = 16 if all(c in string.hexdigits for c in text) else 64
+    return entropy / math.log2(min(length, alphabet))
+
+
+def _high_entropy(token: str) -> bool:
+    """Whether a token after a secret-like name is a secret: it may be a key, and it looks random."""
+    return _may_be_a_key(token) and _random_looking(token)
+
+
 class Redactor:
-    """Replaces secrets in strings and nested JSON-like values. ``enabled=False`` makes it a no-op."""
+    """Replaces secrets in strings and nested JSON-like values. ``enabled=False`` makes it a no-op.
+
+    Three kinds of detector run: the built-in patterns and ``extra_patterns``, detect-secrets' provider patterns
+    (:data:`LIBRARY_PLUGINS`), and high-entropy tokens right after a secret-like name ("my api key is ...")."""
 
     def __init__(self, extra_patterns: Iterable[str] = (), *, enabled: bool = True, replacement: str = REDACTED) -> None:
         self.enabled = enabled
@@ -78,20 +179,48 @@ class Redactor:
         try:
             patterns = [*DEFAULT_PATTERNS, *extra_patterns]
             self._patterns = [re.compile(p) for p in patterns]
-            # One pass to find out whether any pattern matches at all: most text holds no secret.
-            self._any = re.compile("|".join(_scoped(p) for p in patterns))
         except re.error as exc:
             from .errors import ConfigError
 
             raise ConfigError(f"redaction.patterns: invalid regular expression ({exc}); fix or remove it") from None
+        self._library = _library_patterns() if enabled else ()
+        # One pass to find out whether any built-in pattern matches at all: most text holds no secret.
+        self._any = re.compile("|".join(_scoped(p) for p in patterns))
 
     def text(self, value: str) -> str:
         """``value`` with every secret replaced."""
-        if not self.enabled or len(value) < 8 or not self._any.search(value):
+        if not self.enabled or len(value) < 8 or _ID.fullmatch(value):
             return value
-        for pattern in self._patterns:
-            value = pattern.sub(self._replace, value)
-        return value
+        if self._any.search(value):
+            for pattern in self._patterns:
+                value = pattern.sub(self._replace, value)
+        return self._long_tokens(value) if len(value) >= 16 else value
+
+    def _long_tokens(self, value: str) -> str:
+        """``value`` with the secrets replaced that the library patterns and the near-name entropy check find.
+
+        Every one of them ends in a token of at least 11 key characters, so they are looked for only in a window
+        around each such token (the token, what may name it before, a closing quote after): prose and short values
+        pass with one cheap search. The windows are searched in place (``finditer(value, start, end)``), so
+        lookbehinds and anchors see the real text."""
+        spans: list[tuple[int, int]] = []
+        for start, end in _windows(value):
+            for pattern in self._library:
+                for match in pattern.finditer(value, start, end):
+                    groups = [match.span(i) for i in range(1, pattern.groups + 1) if len(match.group(i) or "") >= 8]
+                    spans += groups or [match.span()]  # short groups are prefixes ("ghp", "glpat"): the match is the secret
+            for match in _NEAR_NAME.finditer(value, start, end):
+                if _high_entropy(match.group("token")):
+                    spans.append(match.span("token"))
+        if not spans:
+            return value
+        out, at = [], 0
+        for left, right in sorted(spans):
+            if right <= at:
+                continue
+            out += [value[at:max(at, left)], self.replacement]
+            at = right
+        return "".join([*out, value[at:]])
 
     def clip(self, data: Any, limit: int = 4000) -> Any:
         """JSON-ready ``data`` redacted, or its JSON text redacted and then cut at ``limit`` characters when longer

@@ -28,6 +28,7 @@ from typing import Any
 import typer
 
 from ..errors import AtlasError
+from ..redact import default_redactor
 
 SKIP_DIRS = frozenset({
     ".git", ".hg", ".svn", ".venv", "venv", "env", ".env", "node_modules", "__pycache__", "site-packages", "build", "dist",
@@ -701,7 +702,7 @@ def env_init(*, path: Path, output: Path | None, force: bool) -> None:
     if target.is_dir():
         raise AtlasError(f"--output {target}: is a folder; name a file such as atlas.yaml")
     result = scan(root)
-    text = render_yaml(result)
+    text = default_redactor().text(render_yaml(result))  # an MCP server's args or URL can carry a key
     _check(text)
     try:
         target.write_text(text, encoding="utf-8")

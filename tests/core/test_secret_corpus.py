@@ -92,6 +92,15 @@ SHAPES: dict[str, Callable[[Token], tuple[str, str]]] = {
     "JSON client_secret": lambda t: _shape('{"client_secret": "', t(32), '"}'),
     "access_token in a query": lambda t: _shape("https://api.example.com/v1/items?access_token=", t(32)),
     "X-Api-Key header": lambda t: _shape("X-Api-Key: ", t(32)),
+    # found by detect-secrets' provider patterns (atlas_learning.redact.LIBRARY_PLUGINS)
+    "GitLab personal token": lambda t: _shape("gl" + "pat-", t(20)),
+    "SendGrid key": lambda t: (lambda a, b: ("S" + "G." + a + "." + b, b))(t(22), t(43)),
+    "Twilio account SID": lambda t: _shape("A" + "C", t(32, string.ascii_lowercase + string.digits)),
+    "Telegram bot token": lambda t: _shape(t(10, string.digits, register=False) + ":", t(35)),
+    "Slack webhook": lambda t: (lambda a, b, c: ("https://hooks.slack.com/services/T" + a + "/B" + b + "/" + c, c))(
+        t(10, UPPER), t(10, UPPER), t(24)),
+    # found by its entropy after a secret-like name, in no known shape
+    "random key after its name": lambda t: _shape("the staging api key is ", t(32)),
 }
 SHAPE_NAMES = list(SHAPES)
 
@@ -606,3 +615,38 @@ def test_no_planted_secret_reaches_the_store_the_spool_an_export_or_the_cli(make
         corpus.scan(label, data)
     leaked = len(corpus.leaks)
     assert leaked == 0, corpus.report()
+
+
+def test_no_secret_reaches_what_atlas_config_and_env_init_print_or_write(tmp_path: Path) -> None:
+    """The configuration and a scanned project hold secrets of their own: a DSN password, keys in a role's
+    options, an MCP server's arguments, URL and environment. Neither ``atlas config`` (YAML and JSON) nor the
+    atlas.yaml ``atlas env init`` writes, nor what it prints, holds any of them."""
+    corpus = Corpus(seed=16)
+    password, token, key, arg, url_token, env_token = (corpus.secret(shape, field) for shape, field in (
+        ("DSN password with a slash", "storage.url"), ("random key after its name", "role options"),
+        ("OpenAI project key", "role options (api_key)"), ("GitHub classic token", "MCP args"),
+        ("access_token in a query", "MCP url"), ("Slack bot token", "MCP env")))
+    config = tmp_path / "atlas.yaml"
+    config.write_text(yaml.safe_dump({
+        "storage": {"url": password.replace("postgresql://", "postgresql+psycopg://")},
+        "models": {"teacher": {"provider": "scripted", "options": {"note": token, "api_key": key, "responses": []}}},
+    }), encoding="utf-8")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".mcp.json").write_text(json.dumps({"mcpServers": {
+        "github": {"command": "npx", "args": ["-y", "server-github", "--token", arg]},
+        "remote": {"url": url_token},
+        "slack": {"command": "slack-mcp", "env": {"SLACK_TOKEN": env_token}},
+    }}), encoding="utf-8")
+    (project / "agent.py").write_text("from langgraph.graph import StateGraph\ngraph = StateGraph(dict).compile()\n", encoding="utf-8")
+    outputs = [("atlas config", cli(config, "config")), ("atlas config --json", cli(config, "config", "--json"))]
+    env = {k: None for k in os.environ if k.startswith("ATLAS_")}
+    result = runner.invoke(app, ["env", "init", str(project)], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    written = (project / "atlas.yaml").read_text(encoding="utf-8")
+    outputs += [("atlas env init", result.stdout + result.stderr), ("atlas env init's atlas.yaml", written)]
+    assert "github" in written and "[REDACTED]" in written  # the server was described, its token replaced
+    assert "[REDACTED]" in outputs[0][1] and "db.internal" in outputs[0][1]
+    for label, data in outputs:
+        corpus.scan(label, data)
+    assert not corpus.leaks, corpus.report()
