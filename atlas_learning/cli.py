@@ -103,7 +103,8 @@ def quickstart(
     models = RoleModels(loaded)
     teacher = models.get("teacher")
     started = time.perf_counter()
-    reply = teacher.generate("What is the capital of France? Answer in one word.", output_type=Check, max_tokens=48)
+    # the role's own max_tokens: a thinking model (gemini-2.5-pro) spends part of it before answering
+    reply = teacher.generate("What is the capital of France? Answer in one word.", output_type=Check)
     elapsed = time.perf_counter() - started
     typer.echo(f"teacher     ok ({teacher.provider}:{teacher.model_name}) answered {reply.output.model_dump()} "
                f"in {elapsed:.2f}s including load")

@@ -53,6 +53,27 @@ DEFAULT_API_KEY_ENV: dict[str, str] = {
 }
 
 
+#: Model-name prefixes that say which cloud provider serves a model.
+_MODEL_PREFIXES = (("gpt-", "openai"), ("chatgpt-", "openai"), ("o1", "openai"), ("o3", "openai"), ("o4", "openai"),
+                   ("claude-", "anthropic"), ("gemini-", "google"))
+
+#: Each cloud provider's own API host: the only host its default key variable is sent to.
+OFFICIAL_API_HOSTS: dict[str, str] = {
+    "openai": "api.openai.com",
+    "anthropic": "api.anthropic.com",
+    "google": "generativelanguage.googleapis.com",
+}
+
+
+def official_api_host(provider: str, base_url: str | None) -> bool:
+    """Whether ``base_url`` (None: the SDK's default) is the provider's own API host."""
+    if base_url is None:
+        return provider in OFFICIAL_API_HOSTS
+    from urllib.parse import urlsplit
+
+    return urlsplit(base_url).hostname == OFFICIAL_API_HOSTS.get(provider)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -73,7 +94,12 @@ class ModelSettings(_Section):
     #: Environment variable holding the API key; defaults per provider (OPENAI_API_KEY, ...).
     api_key_env: str | None = None
     temperature: float = Field(0.0, ge=0.0, le=2.0)
+    #: Reasoning effort for models that take one (OpenAI's reasoning models: ``reasoning_effort``; Anthropic:
+    #: ``output_config.effort``); unset sends none (the model's default). Ignored by models that take none.
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
     max_tokens: int = Field(512, gt=0)
+    #: A structured answer cut at ``max_tokens`` is asked again once with this many times the budget (1: never).
+    structured_retry_token_factor: float = Field(2.0, ge=1.0, le=8.0)
     timeout_s: float = Field(60.0, gt=0)
     #: Attempts after the first on 429, 5xx and timeouts, with exponential backoff honouring Retry-After.
     max_retries: int = Field(3, ge=0, le=10)
@@ -85,6 +111,17 @@ class ModelSettings(_Section):
     #: Provider-specific extras: local ``n_ctx``, ``n_threads``; scripted ``responses``.
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_from_model(cls, data: Any) -> Any:
+        """A role that names a cloud model and no provider (``ATLAS_MODELS__TEACHER__MODEL=gpt-4.1`` alone) gets
+        that model's provider, when its name says it unambiguously."""
+        if isinstance(data, Mapping) and "provider" not in data and isinstance(data.get("model"), str):
+            provider = next((p for prefix, p in _MODEL_PREFIXES if data["model"].startswith(prefix)), None)
+            if provider is not None:
+                return {**data, "provider": provider}
+        return data
+
     @model_validator(mode="after")
     def _default_model(self) -> ModelSettings:
         if not self.model:
@@ -93,12 +130,40 @@ class ModelSettings(_Section):
             elif self.provider == "scripted":
                 self.model = "scripted"
             else:
-                raise ValueError(f"model is required for provider {self.provider} (e.g. model: gpt-4.1-mini)")
+                example = {"openai": "gpt-4.1-mini", "anthropic": "claude-haiku-4-5", "google": "gemini-2.5-flash"}[self.provider]
+                raise ValueError(f"model is required for provider {self.provider} (e.g. model: {example})")
         return self
 
     def resolved_api_key_env(self) -> str | None:
-        """The environment variable this role's key is read from, or None for keyless providers."""
-        return self.api_key_env or DEFAULT_API_KEY_ENV.get(self.provider)
+        """The environment variable this role's key is read from, or None when it sends no key: a keyless
+        provider, or a ``base_url`` that is not the provider's own API host and names no ``api_key_env`` (the
+        provider's default key, OPENAI_API_KEY say, goes to that provider's host only)."""
+        if self.api_key_env:
+            return self.api_key_env
+        if self.base_url is not None and not official_api_host(self.provider, self.base_url):
+            return None
+        return DEFAULT_API_KEY_ENV.get(self.provider)
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url {value!r} is not an http(s) URL with a host; write it as "
+                             "http://localhost:8000/v1 (or https://host/v1)")
+        return value.strip()
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _variable_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("api_key_env names the environment variable holding the key (e.g. OPENAI_API_KEY), "
+                             "not the key itself; put the key in that variable")
+        return value
 
 
 class ModelsConfig(_Section):
@@ -508,5 +573,10 @@ def _validate(cls: type[AtlasConfig], data: dict[str, Any], origin: str) -> Atla
             expected = first["msg"]
         got = first.get("input")
         got_text = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+        if got_text:
+            from .redact import default_redactor
+
+            # a key pasted where a name or a URL belongs must not be echoed; nor any value under a secret name
+            got_text = default_redactor().text(got_text) if first["loc"][-1:] != ("api_key_env",) else " (got a value that is not a name)"
         more = f" [+{exc.error_count() - 1} more]" if exc.error_count() > 1 else ""
         raise ConfigError(f"{origin}: {field}: {expected}{got_text}{more}") from None

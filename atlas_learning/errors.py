@@ -16,6 +16,8 @@ __all__ = [
     "ProviderError",
     "ModelTimeoutError",
     "InvalidOutputError",
+    "OutputTruncatedError",
+    "RefusalError",
     "StoreError",
 ]
 
@@ -99,3 +101,21 @@ class InvalidOutputError(ModelError):
     def __init__(self, message: str, *, raw_output: str = "", **kwargs: object) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
         self.raw_output = raw_output
+
+
+class OutputTruncatedError(InvalidOutputError):
+    """The model stopped at its token limit (``max_tokens``) before its answer was complete. A structured call is
+    retried once with a larger budget first (``structured_retry_token_factor``)."""
+
+    def __init__(self, message: str, *, max_tokens: int = 0, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.max_tokens = max_tokens
+
+
+class RefusalError(ModelError):
+    """The model or the provider's safety system declined to answer (a refusal, a content filter, a safety or
+    recitation block). ``reason`` is the provider's own; the call is never sent again."""
+
+    def __init__(self, message: str, *, reason: str = "", **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.reason = reason

@@ -210,6 +210,9 @@ class SessionResult:
     unaided_score: float | None = None
     #: Entries that applied to the task but were withheld for the impact comparison.
     lessons_withheld: list[str] = field(default_factory=list)
+    #: Role -> the first error of that role's model calls in this session (a wrong key, a refusal, a 400...): the
+    #: session went on without what the role would have said.
+    role_failures: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The few fields worth showing next to a run's output."""
@@ -544,6 +547,7 @@ class SupervisedRun:
         self.verdicts: list[VerdictResult] = []
         self.guidance_given: list[str] = []
         self.usage = UsageLedger()
+        self.role_failures: dict[str, str] = {}
         self.interventions = 0
         self.retries = 0
         #: The SessionResult once the background finish is done; see :meth:`end`.
@@ -1166,6 +1170,7 @@ class SupervisedRun:
             drift_alert=drift_alert, drift_reason=drift_reason, review_status=review_status, learning_note=learning_note,
             task_family=self.task_family, task_family_source=self.task_family_source, checks_passed=checks_passed,
             unaided_score=unaided, lessons_withheld=[e.id for e in self.withheld],
+            role_failures={role: self.supervisor.redactor.text(error) for role, error in self.role_failures.items()},
         )
         # The row the lane prior will read for this session: the history cache takes it without a store read.
         self._stored_row = (self.session_id, reward.score, self.lane, self.interventions, status, checks_passed, explored)
@@ -1362,6 +1367,9 @@ class SupervisedRun:
 
     def _call_record(self, request: Ask, usage: Usage, latency_s: float, attempts: int, error: str | None, model: Any) -> None:
         self.usage.record(request.role, usage)
+        if error:
+            with self._lock:
+                self.role_failures.setdefault(request.role, error)
         if request.role in _CALLER_PATH_ROLES:
             with self._lock:
                 self._supervision_s += latency_s

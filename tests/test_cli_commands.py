@@ -467,6 +467,21 @@ def test_run_a_function_and_an_agent_class(store_url: str, tmp_path: Path) -> No
     assert keys == {"answer", "calculator"}
 
 
+def test_run_exits_non_zero_and_names_each_failed_role_when_supervision_could_not_run(store_url: str, tmp_path: Path) -> None:
+    (tmp_path / "my_agents.py").write_text(textwrap.dedent(AGENTS_MODULE))
+    broken = {"provider": "openai", "model": "gpt-4.1-mini", "api_key_env": "ATLAS_TEST_NO_SUCH_KEY", "max_retries": 0}
+    scripted = {"provider": "scripted", "options": {"responses": [UNIVERSAL], "cycle": True}}
+    config = write_config(tmp_path, store_url, models={"default": scripted, "teacher": broken, "probe": broken},
+                          agent={"import_path": "my_agents:answer"}, supervision={"lane": "paired"})
+    result = atlas("run", "--config", str(config), "--task", "What is 6 * 7?", cwd=tmp_path)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert result.stdout.startswith("42")  # the agent's own answer is still printed
+    failed = [line for line in result.stderr.splitlines() if line.startswith("atlas: teacher failed:")]
+    assert len(failed) == 1 and "ATLAS_TEST_NO_SUCH_KEY" in failed[0]
+    data = json.loads(atlas("run", "--config", str(config), "--task", "What is 6 * 7?", "--json", cwd=tmp_path).stdout)
+    assert "teacher" in data["session"]["role_failures"]
+
+
 def test_run_a_langgraph_graph(store_url: str, tmp_path: Path) -> None:
     (tmp_path / "graph_agent.py").write_text(textwrap.dedent("""
         from langchain_core.messages import AIMessage

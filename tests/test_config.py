@@ -101,3 +101,36 @@ def test_api_key_env_defaults_per_provider() -> None:
     assert ModelSettings(provider="google", model="m").resolved_api_key_env() == "GEMINI_API_KEY"
     assert ModelSettings(provider="openai", model="m", api_key_env="VLLM_KEY").resolved_api_key_env() == "VLLM_KEY"
     assert ModelSettings().resolved_api_key_env() is None
+
+
+def test_a_default_key_env_is_for_the_providers_own_host_only() -> None:
+    other = ModelSettings(provider="openai", model="m", base_url="http://127.0.0.1:8000/v1")
+    assert other.resolved_api_key_env() is None  # OPENAI_API_KEY is not sent to another host
+    assert ModelSettings(provider="openai", model="m", base_url="https://api.openai.com/v1").resolved_api_key_env() == "OPENAI_API_KEY"
+    assert ModelSettings(provider="anthropic", model="m", base_url="https://proxy.internal").resolved_api_key_env() is None
+
+
+@pytest.mark.parametrize("base_url", ["localhost:8000/v1", "not a url", "", "ftp://host/v1", "http://"])
+def test_a_base_url_that_is_not_an_http_url_fails_when_the_config_loads(base_url: str) -> None:
+    with pytest.raises(ConfigError, match=r"base_url .*http://localhost:8000/v1"):
+        AtlasConfig.load({"models": {"teacher": {"provider": "openai", "model": "m", "base_url": base_url}}}, environ={})
+
+
+def test_a_key_pasted_into_api_key_env_is_refused_and_not_echoed() -> None:
+    key = "sk-proj-" + "Q7w" * 12
+    with pytest.raises(ConfigError, match="names the environment variable") as caught:
+        AtlasConfig.load({"models": {"teacher": {"provider": "openai", "model": "m", "api_key_env": key}}}, environ={})
+    assert key[10:30] not in str(caught.value)
+
+
+def test_a_missing_model_hint_fits_the_provider() -> None:
+    with pytest.raises(ConfigError, match="claude-"):
+        AtlasConfig.load({"models": {"teacher": {"provider": "anthropic"}}}, environ={})
+
+
+def test_a_cloud_model_named_alone_gets_its_provider() -> None:
+    config = AtlasConfig.load({}, environ={"ATLAS_MODELS__TEACHER__MODEL": "gpt-4.1"})
+    assert (config.models.teacher.provider, config.models.teacher.model) == ("openai", "gpt-4.1")
+    assert AtlasConfig.load({"models": {"judge_small": {"model": "claude-haiku-4-5"}}}, environ={}).models.judge_small.provider == "anthropic"
+    assert AtlasConfig.load({"models": {"probe": {"model": "gemini-2.5-flash"}}}, environ={}).models.probe.provider == "google"
+    assert AtlasConfig.load({"models": {"probe": {"model": "smollm2"}}}, environ={}).models.probe.provider == "local"

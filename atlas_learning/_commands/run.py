@@ -145,6 +145,18 @@ def run_agent(*, config: Path | None, task: str, as_json: bool) -> None:
     except Exception as exc:  # noqa: BLE001 - the agent (or its framework) failed: one line; the session records it
         raise AtlasError(f"the agent ({agent.import_path}, {kind}) raised {type(exc).__name__}: {_first_line(exc)}") from None
     _report(answer, result, kind, as_json)
+    failures = _role_failures(result)
+    for role, error in failures.items():
+        typer.echo(f"atlas: {role} failed: {_first_line(error)}", err=True)
+    if failures and (result.accepted is None or result.reward is None):
+        # the answer is the agent's own, but it could not be supervised as configured: not a success
+        raise typer.Exit(3)
+
+
+def _role_failures(result: Any) -> dict[str, str]:
+    """The session's failed supervision roles (the agent's own model, the student, is the agent's business)."""
+    failures = getattr(result, "role_failures", None) or {}
+    return {role: error for role, error in failures.items() if role != "student"}
 
 
 def _run_langgraph(obj: Any, config: Any, task: str, agent: Any) -> tuple[Any, Any]:
@@ -303,6 +315,7 @@ def _report(answer: Any, result: Any, kind: str, as_json: bool) -> None:
             "review_status": result.review_status, "drift_alert": result.drift_alert, "total_tokens": result.total_tokens,
             "total_cost_usd": result.total_cost_usd, "lessons_used": len(result.lessons_used),
             "lessons_learned": [{"op": c.op, "entry_id": c.entry_id, "lesson": c.lesson} for c in result.lessons_learned],
+            "role_failures": _role_failures(result),
         }
     if as_json:
         typer.echo(json.dumps({"kind": kind, "answer": _jsonable(answer), "session": session}, indent=2, default=str))

@@ -148,7 +148,11 @@ def _render(record: Any, details: dict[str, list[Any]]) -> None:
     if record.drift_alert:
         review += f"; drift alert: {clip(record.drift_reason, 200)}"
     field("review", review)
+    unpriced = [role for role, u in (record.usage_by_role or {}).items()
+                if isinstance(u, dict) and u.get("calls") and u.get("cost_usd") is None]
     cost = "unknown cost" if record.total_cost_usd is None else f"${record.total_cost_usd:.4f}"
+    if unpriced and record.total_cost_usd is not None:
+        cost += f" + unknown for {', '.join(unpriced)}"
     roles = ", ".join(f"{role} {int(u.get('input_tokens', 0)) + int(u.get('output_tokens', 0))}"
                       for role, u in (record.usage_by_role or {}).items() if isinstance(u, dict))
     field("tokens", f"{record.total_tokens} ({cost})" + (f"; by role: {roles}" if roles else ""))

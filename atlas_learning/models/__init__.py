@@ -28,7 +28,7 @@ from ._base import (
     Usage,
     UsageLedger,
     normalize_messages,
-    price_per_mtok,
+    prices_for,
 )
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ __all__ = [
     "UsageLedger",
     "create_model",
     "normalize_messages",
-    "price_per_mtok",
+    "prices_for",
 ]
 
 #: provider name -> "module:ClassName", imported on first use.

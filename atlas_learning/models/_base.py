@@ -24,7 +24,8 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 from pydantic import BaseModel, ValidationError
 
 from ..config import ModelSettings
-from ..errors import AuthenticationError, InvalidOutputError, ModelError
+from ..errors import AuthenticationError, InvalidOutputError, ModelError, OutputTruncatedError, RefusalError
+from .catalog import Prices, facts_for
 
 __all__ = [
     "ChatModel",
@@ -35,7 +36,7 @@ __all__ = [
     "Usage",
     "UsageLedger",
     "RoleUsage",
-    "price_per_mtok",
+    "prices_for",
     "normalize_messages",
 ]
 
@@ -46,36 +47,25 @@ Message = Mapping[str, str]
 #: What a model call takes: a list of messages, or a single user prompt.
 Messages = Sequence[Message] | str
 
-#: USD per million (input, output) tokens, matched by model-name prefix, longest prefix first.
-#: Published list prices when written; a role's ``input_cost_per_mtok``/``output_cost_per_mtok`` override them.
-_PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1": (2.00, 8.00),
-    "claude-3-5-haiku": (0.80, 4.00),
-    "claude-haiku-4": (1.00, 5.00),
-    "claude-sonnet-4": (3.00, 15.00),
-    "gemini-2.0-flash": (0.10, 0.40),
-    "gemini-2.5-flash": (0.30, 2.50),
-    "gemini-2.5-pro": (1.25, 10.00),
-}
 _FREE_PROVIDERS = frozenset({"local", "scripted"})
 
 
-def price_per_mtok(settings: ModelSettings) -> tuple[float, float] | None:
-    """USD per million input and output tokens for a role, or None when the price is unknown."""
+def prices_for(settings: ModelSettings) -> Prices | None:
+    """What a role's tokens cost: its configured prices, else the catalog's row for its model
+    (:mod:`~atlas_learning.models.catalog`), else None (unknown: a self-hosted server, an unlisted model)."""
     if settings.input_cost_per_mtok is not None or settings.output_cost_per_mtok is not None:
-        return (settings.input_cost_per_mtok or 0.0, settings.output_cost_per_mtok or 0.0)
+        return Prices(settings.input_cost_per_mtok or 0.0, settings.output_cost_per_mtok or 0.0)
     if settings.provider in _FREE_PROVIDERS:
-        return (0.0, 0.0)
-    if settings.base_url:  # a self-hosted OpenAI-compatible server: its name says nothing about its price
+        return Prices(0.0, 0.0)
+    if settings.base_url and not _official_host(settings):  # a self-hosted server: its name says nothing of its price
         return None
-    for prefix in sorted(_PRICES_PER_MTOK, key=len, reverse=True):
-        if settings.model.startswith(prefix):
-            return _PRICES_PER_MTOK[prefix]
-    return None
+    return facts_for(settings.provider, settings.model).prices
+
+
+def _official_host(settings: ModelSettings) -> bool:
+    from ..config import official_api_host
+
+    return official_api_host(settings.provider, settings.base_url)
 
 
 @dataclass(frozen=True)
@@ -86,19 +76,33 @@ class Usage:
     output_tokens: int = 0
     cost_usd: float | None = 0.0
     calls: int = 0
+    #: Of ``input_tokens``: read from the provider's prompt cache, and written to it (priced apart).
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    #: Roles (or ``"?"``) with calls whose cost is unknown; ``cost_usd`` is then what the others cost (a partial
+    #: total), or None when nothing is priced.
+    unpriced: tuple[str, ...] = ()
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
     def __add__(self, other: Usage) -> Usage:
-        cost = None if self.cost_usd is None or other.cost_usd is None else self.cost_usd + other.cost_usd
+        parts = [u for u in (self, other) if u.calls or u.cost_usd]  # Usage() adds nothing, not a known $0
+        known = [u.cost_usd for u in parts if u.cost_usd is not None]
+        cost = (sum(known) if known else None) if parts else 0.0
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
             cost,
             self.calls + other.calls,
+            self.cached_input_tokens + other.cached_input_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            tuple(dict.fromkeys([*self._unpriced(), *other._unpriced()])),
         )
+
+    def _unpriced(self) -> tuple[str, ...]:
+        return self.unpriced or (("?",) if self.cost_usd is None and self.calls else ())
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,15 @@ class RawCompletion:
     output_tokens: int = 0
     #: The provider's own reason the output stopped (``stop``, ``length``, ``end_turn``, ...).
     finish_reason: str | None = None
+    #: Of ``input_tokens`` (every prompt token, whatever the provider counts apart): read from / written to cache.
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    #: False when the response carried no usage: its cost is unknown, not zero.
+    usage_reported: bool = True
+    #: The output stopped at the token limit (the provider's ``length`` / ``max_tokens`` / ``MAX_TOKENS``).
+    truncated: bool = False
+    #: Why the model or the provider's safety system declined (a refusal text, ``content_filter``, ``SAFETY``...).
+    refusal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,17 +171,18 @@ class UsageLedger:
             totals.calls += usage.calls
             totals.input_tokens += usage.input_tokens
             totals.output_tokens += usage.output_tokens
-            if totals.cost_usd is not None and usage.cost_usd is not None:
+            if totals.cost_usd is not None and usage.cost_usd is not None and not usage.unpriced:
                 totals.cost_usd += usage.cost_usd
-            else:
-                totals.cost_usd = None
+            elif usage.calls:
+                totals.cost_usd = None  # this role's cost is unknown from here on
 
     def total(self) -> Usage:
         with self._lock:
-            result = Usage()
-            for totals in self.by_role.values():
-                result = result + Usage(totals.input_tokens, totals.output_tokens, totals.cost_usd, totals.calls)
-            return result
+            result = Usage(cost_usd=None)
+            for role, totals in self.by_role.items():
+                result = result + Usage(totals.input_tokens, totals.output_tokens, totals.cost_usd, totals.calls,
+                                        unpriced=(role,) if totals.cost_usd is None and totals.calls else ())
+            return result if result.calls or result.cost_usd is not None else Usage()
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -213,6 +227,12 @@ def json_schema_of(output_type: type[BaseModel]) -> dict[str, Any]:
     return output_type.model_json_schema()
 
 
+def schema_instruction(json_schema: dict[str, Any]) -> str:
+    """What a prompt says when the server cannot constrain the output to a schema itself."""
+    return ("Reply with only a JSON object matching this JSON schema, nothing else: "
+            + json.dumps(json_schema, separators=(",", ":")))
+
+
 def _validation_summary(error: ValidationError | ValueError) -> str:
     if isinstance(error, ValidationError):
         parts = [f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors()[:5]]
@@ -240,7 +260,7 @@ class ChatModel(ABC):
         self.settings = settings
         self.role = role
         self.ledger = ledger if ledger is not None else UsageLedger()
-        self._prices = price_per_mtok(settings)
+        self._prices = prices_for(settings)
         #: Replaced in tests to observe backoff without waiting.
         self._sleep: Callable[[float], None] = time.sleep
         self._async_sleep: Callable[[float], Any] = asyncio.sleep
@@ -263,8 +283,8 @@ class ChatModel(ABC):
     ) -> ModelResponse[T]:
         """Call the model; with ``output_type``, return its answer validated into that pydantic model."""
         started = time.perf_counter()
-        plan = self._plan(normalize_messages(messages), output_type)
         params = self._params(output_type, temperature, max_tokens)
+        plan = self._plan(normalize_messages(messages), output_type, params)
         usage, attempts = Usage(), 0
         try:
             request = next(plan)
@@ -291,8 +311,8 @@ class ChatModel(ABC):
     ) -> ModelResponse[T]:
         """Async twin of :meth:`generate`."""
         started = time.perf_counter()
-        plan = self._plan(normalize_messages(messages), output_type)
         params = self._params(output_type, temperature, max_tokens)
+        plan = self._plan(normalize_messages(messages), output_type, params)
         usage, attempts = Usage(), 0
         try:
             request = next(plan)
@@ -381,10 +401,32 @@ class ChatModel(ABC):
             "max_tokens": self.settings.max_tokens if max_tokens is None else max_tokens,
         }
 
-    def _plan(self, messages: list[dict[str, str]], output_type: type[T] | None) -> _Plan:
+    def _finished(self, raw: RawCompletion, max_tokens: int) -> None:
+        """Raise for an answer that is not one: declined (:class:`RefusalError`) or cut at the token limit
+        (:class:`OutputTruncatedError`, naming ``max_tokens``)."""
+        if raw.refusal is not None:
+            raise RefusalError(
+                f"{self.provider} model {self.model_name!r} ({self.role}) declined to answer: "
+                f"{' '.join(raw.refusal.split())[:200]}; not sent again",
+                reason=raw.refusal, **self._error_context())
+        if raw.truncated:
+            raise OutputTruncatedError(
+                f"{self.provider} model {self.model_name!r} ({self.role}) stopped at max_tokens={max_tokens} before "
+                f"its answer was complete ({raw.output_tokens} output tokens, thinking included); raise the role's "
+                "max_tokens", raw_output=raw.text, max_tokens=max_tokens, **self._error_context())
+
+    def _plan(self, messages: list[dict[str, str]], output_type: type[T] | None, params: dict[str, Any]) -> _Plan:
+        """The requests of one call and what is made of their answers. A structured answer cut at the token limit
+        is asked again once with ``structured_retry_token_factor`` times the budget (``params`` changed in place);
+        one that does not validate gets one repair turn."""
         raw = yield messages
         if output_type is None:
+            self._finished(raw, params["max_tokens"])
             return raw.text, None
+        if raw.truncated and raw.refusal is None and self.settings.structured_retry_token_factor > 1:
+            params["max_tokens"] = round(params["max_tokens"] * self.settings.structured_retry_token_factor)
+            raw = yield messages
+        self._finished(raw, params["max_tokens"])
         try:
             return raw.text, output_type.model_validate_json(_json_text(raw.text))
         except (ValidationError, ValueError) as first_error:
@@ -400,6 +442,7 @@ class ChatModel(ABC):
             },
         ]
         fixed = yield repair
+        self._finished(fixed, params["max_tokens"])
         try:
             return fixed.text, output_type.model_validate_json(_json_text(fixed.text))
         except (ValidationError, ValueError) as second_error:
@@ -436,11 +479,12 @@ class ChatModel(ABC):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _usage(self, raw: RawCompletion) -> Usage:
-        if self._prices is None:
-            cost = None
-        else:
-            cost = (raw.input_tokens * self._prices[0] + raw.output_tokens * self._prices[1]) / 1_000_000
-        return Usage(raw.input_tokens, raw.output_tokens, cost, 1)
+        cached, written = raw.cached_input_tokens, raw.cache_write_tokens
+        if self._prices is None or not raw.usage_reported:
+            return Usage(raw.input_tokens, raw.output_tokens, None, 1, cached, written, unpriced=(self.role,))
+        fresh = max(0, raw.input_tokens - cached - written)
+        cost = self._prices.cost(fresh, raw.output_tokens, cached, written)
+        return Usage(raw.input_tokens, raw.output_tokens, cost, 1, cached, written)
 
     def _response(self, text: str, output: Any, usage: Usage, attempts: int, started: float) -> ModelResponse[Any]:
         return ModelResponse(

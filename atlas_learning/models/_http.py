@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import math
 import re
 import threading
@@ -36,6 +37,7 @@ __all__ = [
     "api_message",
     "error_for_status",
     "parse_retry_after",
+    "ratelimit_reset",
     "sdk_error",
     "system_and_turns",
     "transport_error",
@@ -44,6 +46,11 @@ __all__ = [
 ]
 
 _MAX_MESSAGE = 300
+#: A 429 that is about money or a daily quota, not the request rate: OpenAI's error code ``insufficient_quota``
+#: (its message, "You exceeded your current quota, please check your plan and billing details", is also what
+#: Gemini says of a per-minute limit, so the code decides), Gemini's per-day quota metrics
+#: (``generate_requests_per_model_per_day``), Anthropic's credit balance.
+_QUOTA = re.compile(r"(?i)insufficient_quota|credit balance|per[ _-]?day")
 
 
 def parse_retry_after(value: str | None, *, ms_value: str | None = None, now: float | None = None) -> float | None:
@@ -71,6 +78,26 @@ def parse_retry_after(value: str | None, *, ms_value: str | None = None, now: fl
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
     return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?")
+
+
+def ratelimit_reset(headers: Mapping[str, str]) -> float | None:
+    """Seconds until the exhausted limit resets, from OpenAI's ``x-ratelimit-reset-requests`` / ``-tokens``
+    (durations such as ``12ms``, ``1s``, ``6m0s``): the one whose ``x-ratelimit-remaining-*`` is 0, else the
+    longer. None when neither is sent or readable."""
+    resets: dict[str, float] = {}
+    for kind in ("requests", "tokens"):
+        value = headers.get(f"x-ratelimit-reset-{kind}")
+        match = _DURATION.fullmatch(value.strip()) if value else None
+        if match and any(match.groups()):
+            hours, minutes, seconds, millis = (float(g) if g else 0.0 for g in match.groups())
+            resets[kind] = hours * 3600 + minutes * 60 + seconds + millis / 1000
+    if not resets:
+        return None
+    exhausted = [resets[k] for k in resets if str(headers.get(f"x-ratelimit-remaining-{k}", "")).strip() == "0"]
+    return max(exhausted or resets.values())
 
 
 def _one_line(text: str) -> str:
@@ -116,9 +143,15 @@ def error_for_status(
         verb = "refused access with this API key" if status == 403 else "rejected the API key"
         where = f"check the environment variable {key_env}" if key_env else "check the credentials"
         return AuthenticationError(f"{who} {verb} (HTTP {status}: {detail}); {where}", **context)
+    if status == 429 and _QUOTA.search(message):
+        return ProviderError(  # out of credit or past a daily quota: waiting seconds will not help
+            f"{who} quota exhausted for model {model!r} (HTTP 429: {detail}); check the account's plan and billing, "
+            "or wait for the daily quota to reset", retryable=False, **context)
     if status == 429:
         if retry_after_s is None and headers is not None:
             retry_after_s = parse_retry_after(headers.get("retry-after"), ms_value=headers.get("retry-after-ms"))
+            if retry_after_s is None:
+                retry_after_s = ratelimit_reset(headers)
         wait = f"; it asks to retry after {retry_after_s:g}s" if retry_after_s is not None else ""
         return RateLimitError(
             f"{who} rate limit for model {model!r} (HTTP 429: {detail}){wait}", retry_after_s=retry_after_s, **context
@@ -173,17 +206,24 @@ def sdk_error(error: Exception, sdk: ModuleType, chat_model: ChatModel) -> Model
     if isinstance(error, sdk.APIStatusError):
         return error_for_status(
             error.status_code,
-            api_message(error.body, getattr(error, "message", str(error))),
+            _with_code(error.body, api_message(error.body, getattr(error, "message", str(error)))),
             headers=error.response.headers,
             key_env=chat_model.settings.resolved_api_key_env(),
             **context,
         )
     return ProviderError(  # e.g. APIResponseValidationError: a 2xx the SDK could not read
-        f"{chat_model.provider} ({chat_model.role}) returned a response the SDK could not read: "
-        f"{_one_line(str(error))}",
+        f"{chat_model.provider} ({chat_model.role}) at {chat_model.settings.base_url or 'its API'} returned a response "
+        f"the SDK could not read: {_one_line(str(error))}; check base_url and any proxy in between",
         retryable=False,
         **context,
     )
+
+
+def _with_code(body: object, message: str) -> str:
+    """``message`` with the error object's ``code`` before it when it names one (``insufficient_quota: ...``)."""
+    inner = body.get("error") if isinstance(body, Mapping) else None
+    code = inner.get("code") if isinstance(inner, Mapping) else None
+    return f"{code}: {message}" if isinstance(code, str) and code and code not in message else message
 
 
 def system_and_turns(messages: list[dict[str, str]]) -> tuple[str | None, list[dict[str, str]]]:
@@ -207,6 +247,13 @@ def wire_name(name: str | None, default: str = "output") -> str:
     """A schema or tool name the APIs accept (``^[a-zA-Z0-9_-]{1,64}$``): ``Page[Item]`` becomes ``Page_Item``."""
     cleaned = re.sub(r"[^a-zA-Z0-9_-]+", "_", name or "").strip("_")[:64]
     return cleaned or default
+
+
+#: (provider, base_url, model) -> request parts that model refused with a 400 in this process (``temperature``,
+#: ``response_format``, ``output_config``...): they are not sent to it again.
+_REFUSED: dict[tuple[str, str | None, str], set[str]] = {}
+_REFUSED_LOCK = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 class SDKChatModel(ChatModel):
@@ -266,6 +313,27 @@ class SDKChatModel(ChatModel):
                     self._client = client
             return self._async_client if use_async else self._client
 
+    def _refused_here(self) -> frozenset[str]:
+        """The request parts this model (at this ``base_url``) refused in this process: :meth:`_body` leaves them out."""
+        with _REFUSED_LOCK:
+            return frozenset(_REFUSED.get((self.provider, self.settings.base_url, self.model_name), ()))
+
+    def _remember_refused(self, part: str) -> bool:
+        """Remember that this model refused ``part``; False when it already had (the refusal is then final)."""
+        with _REFUSED_LOCK:
+            refused = _REFUSED.setdefault((self.provider, self.settings.base_url, self.model_name), set())
+            if part in refused:
+                return False
+            refused.add(part)
+        log.warning("%s (%s): model %r refused %s; not sending it from now on", self.provider, self.role, self.model_name, part)
+        return True
+
+    def _adapt(self, body: dict[str, Any], error: ModelError) -> bool:
+        """Whether ``error`` (an HTTP 400 to ``body``) said a part of it is unsupported by this model or server,
+        now remembered so that :meth:`_body` leaves it out: the request is then built and sent once more. False
+        (final) by default."""
+        return False
+
     def _request(
         self,
         messages: list[dict[str, str]],
@@ -276,15 +344,15 @@ class SDKChatModel(ChatModel):
         max_tokens: int,
     ) -> RawCompletion:
         client = self._client_for(use_async=False)
-        body = self._body(messages, json_schema, schema_name, temperature, max_tokens)
-        try:
-            response = self._send(client, body, use_async=False)
-        except Exception as error:
-            mapped = self._map_error(error)
-            if mapped is None:
-                raise
-            raise mapped from error
-        return self._completion(response, body)
+        for tries_left in (2, 1, 0):  # the request, then at most two adaptations (temperature, response_format)
+            body = self._body(messages, json_schema, schema_name, temperature, max_tokens)
+            try:
+                return self._read(self._send(client, body, use_async=False), body)
+            except ModelError as error:
+                self._adapted(body, error, tries_left)
+            except Exception as error:  # noqa: BLE001 - the SDK's own exceptions, mapped
+                self._adapted(body, self._mapped(error), tries_left)
+        raise AssertionError("unreachable")  # pragma: no cover - _adapted raises on the last
 
     async def _arequest(
         self,
@@ -296,15 +364,42 @@ class SDKChatModel(ChatModel):
         max_tokens: int,
     ) -> RawCompletion:
         client = self._client_for(use_async=True)
-        body = self._body(messages, json_schema, schema_name, temperature, max_tokens)
+        for tries_left in (2, 1, 0):
+            body = self._body(messages, json_schema, schema_name, temperature, max_tokens)
+            try:
+                return self._read(await self._send(client, body, use_async=True), body)
+            except ModelError as error:
+                self._adapted(body, error, tries_left)
+            except Exception as error:  # noqa: BLE001
+                self._adapted(body, self._mapped(error), tries_left)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _mapped(self, error: Exception) -> ModelError:
+        mapped = self._map_error(error)
+        if mapped is None:
+            raise error
+        mapped.__cause__ = error
+        return mapped
+
+    def _adapted(self, body: dict[str, Any], error: ModelError, tries_left: int) -> None:
+        """Return to send the request again, adapted; else raise ``error``."""
+        if not tries_left or error.status_code != 400 or not self._adapt(body, error):
+            raise error
+
+    def _read(self, response: Any, body: dict[str, Any]) -> RawCompletion:
+        """``_completion``, with a 2xx that is not the API's JSON (an HTML page from a proxy, cut JSON) as one
+        final ProviderError naming the server."""
         try:
-            response = await self._send(client, body, use_async=True)
-        except Exception as error:
-            mapped = self._map_error(error)
-            if mapped is None:
-                raise
-            raise mapped from error
-        return self._completion(response, body)
+            return self._completion(response, body)
+        except ModelError:
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever a body of the wrong shape breaks
+            where = self.settings.base_url or f"{self.provider}'s API"
+            raise ProviderError(
+                f"{self.provider} ({self.role}) at {where} answered with a body that is not its API's response "
+                f"({type(error).__name__}: {_one_line(str(error))[:120]}); check base_url and any proxy in between",
+                retryable=False, **self._error_context(),
+            ) from None
 
     def close(self) -> None:
         """Close the clients that close synchronously; async-only ones are dropped and close when collected."""

@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ModelError, ProviderError
+from ..errors import ModelError, ProviderError, RefusalError
 from ._base import RawCompletion
 from ._http import SDKChatModel, error_for_status, system_and_turns, transport_error, transport_kind
 
@@ -41,6 +41,10 @@ def _retry_delay(details: list[Mapping[str, Any]]) -> float | None:
             if match:
                 return float(match.group(1))
     return None
+
+
+#: Finish reasons that mean Gemini (its safety system) declined rather than answered.
+_BLOCKED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"})
 
 
 class GoogleModel(SDKChatModel):
@@ -90,17 +94,26 @@ class GoogleModel(SDKChatModel):
         if not response.candidates:
             feedback = response.prompt_feedback
             reason = getattr(getattr(feedback, "block_reason", None), "value", None) or "no candidates"
+            if reason != "no candidates":
+                raise RefusalError(f"google ({self.role}) blocked the prompt for model {self.model_name!r}: {reason}; "
+                                   "not sent again", reason=reason, **self._error_context())
             raise ProviderError(
                 f"google ({self.role}) returned no answer for model {self.model_name!r}: {reason}",
                 **self._error_context(),
             )
         finish = response.candidates[0].finish_reason
+        reason = getattr(finish, "value", finish)
         usage = response.usage_metadata
+        blocked = reason in _BLOCKED
         return RawCompletion(
-            text=response.text or "",
+            text="" if blocked else (response.text or ""),
             input_tokens=(usage.prompt_token_count or 0) if usage else 0,
             output_tokens=((usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)) if usage else 0,
-            finish_reason=getattr(finish, "value", finish),
+            finish_reason=reason,
+            cached_input_tokens=(getattr(usage, "cached_content_token_count", None) or 0) if usage else 0,
+            usage_reported=usage is not None,
+            truncated=reason == "MAX_TOKENS",
+            refusal=f"{reason} (Gemini stopped the answer)" if blocked else None,
         )
 
     def _map_error(self, error: Exception) -> ModelError | None:

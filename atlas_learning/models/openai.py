@@ -10,9 +10,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ..config import official_api_host
 from ..errors import ModelError, ProviderError
-from ._base import RawCompletion
+from ._base import RawCompletion, schema_instruction
 from ._http import SDKChatModel, sdk_error, wire_name
+from .catalog import ModelFacts, facts_for
+
 
 __all__ = ["OpenAIModel", "strict_json_schema"]
 
@@ -101,10 +104,30 @@ def _resolve(root: dict[str, Any], ref: str) -> dict[str, Any]:
     return target
 
 
+def _refused(message: str, body: dict[str, Any]) -> str | None:
+    """The parameter a 400's message says is unsupported (``temperature``, ``response_format``, ...), if sent."""
+    text = message.lower()
+    if not any(word in text for word in ("unsupported", "not supported", "does not support", "not allowed", "unrecognized",
+                                         "unknown", "invalid")):
+        return None
+    for name in ("temperature", "reasoning_effort", "response_format", "json_schema", "max_completion_tokens"):
+        if name in text and (name in body or (name == "json_schema" and "response_format" in body)):
+            return "response_format" if name == "json_schema" else name
+    return None
+
+
 class OpenAIModel(SDKChatModel):
-    """A model behind the Chat Completions API. ``base_url`` points it at an OpenAI-compatible server."""
+    """A model behind the Chat Completions API. ``base_url`` points it at an OpenAI-compatible server.
+
+    What each model accepts comes from :mod:`~atlas_learning.models.catalog` (reasoning models are sent no
+    ``temperature``; ``reasoning_effort`` goes to the models that take one). A 400 that says a sent parameter is
+    unsupported is answered once more without it, and the parameter is not sent to that model again in this
+    process: ``temperature`` is dropped; a ``json_schema`` response format becomes ``json_object`` and then none
+    (the schema goes in the prompt and the answer is validated as usual).
+    """
 
     provider = "openai"
+
 
     def _new_client(self, api_key: str, *, use_async: bool) -> Any:
         import openai
@@ -125,19 +148,41 @@ class OpenAIModel(SDKChatModel):
         OpenAI itself takes ``max_completion_tokens`` (``max_tokens`` is deprecated and refused by reasoning
         models); compatible servers are sent ``max_tokens``, which all of them read.
         """
-        body: dict[str, Any] = {"model": self.model_name, "messages": messages, "temperature": temperature}
+        facts = facts_for("openai", self.model_name) if official_api_host("openai", self.settings.base_url) else ModelFacts()
+        refused = self._refused_here()
+        body: dict[str, Any] = {"model": self.model_name, "messages": messages}
+        if facts.temperature and "temperature" not in refused:
+            body["temperature"] = temperature
+        if self.settings.reasoning_effort is not None and (facts.reasoning_effort or self.settings.base_url) \
+                and "reasoning_effort" not in refused:
+            body["reasoning_effort"] = self.settings.reasoning_effort
         body["max_tokens" if self.settings.base_url else "max_completion_tokens"] = max_tokens
         if json_schema is not None:
-            strict = strict_json_schema(json_schema)
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": wire_name(schema_name),
-                    "schema": strict if strict is not None else json_schema,
-                    "strict": strict is not None,
-                },
-            }
+            if "response_format" not in refused:
+                strict = strict_json_schema(json_schema)
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": wire_name(schema_name),
+                        "schema": strict if strict is not None else json_schema,
+                        "strict": strict is not None,
+                    },
+                }
+            elif "json_object" not in refused:
+                body["response_format"] = {"type": "json_object"}
+            if body.get("response_format", {}).get("type") != "json_schema":  # the schema goes in the prompt instead
+                body["messages"] = [*messages, {"role": "system", "content": schema_instruction(json_schema)}]
         return body
+
+    def _adapt(self, body: dict[str, Any], error: ModelError) -> bool:
+        name = _refused(str(error), body)
+        if name is None:
+            return False
+        if name == "response_format":
+            if not self.settings.base_url:
+                return False  # OpenAI itself takes json_schema: a refusal there is about the schema, and final
+            name = "json_object" if body["response_format"].get("type") == "json_object" else "response_format"
+        return self._remember_refused(name)
 
     def _send(self, client: Any, body: dict[str, Any], *, use_async: bool) -> Any:
         return client.chat.completions.create(**body)
@@ -149,14 +194,20 @@ class OpenAIModel(SDKChatModel):
             )
         choice = response.choices[0]
         message = choice.message
-        # A refusal comes instead of content; passing it on lets structured validation report it.
-        text = message.content if message.content is not None else (getattr(message, "refusal", None) or "")
+        refusal = getattr(message, "refusal", None)
+        if choice.finish_reason == "content_filter":
+            refusal = refusal or "content_filter (the provider's content filter stopped the answer)"
         usage = response.usage
+        details = getattr(usage, "prompt_tokens_details", None) if usage else None
         return RawCompletion(
-            text=text,
+            text=message.content or "",
             input_tokens=(usage.prompt_tokens or 0) if usage else 0,
             output_tokens=(usage.completion_tokens or 0) if usage else 0,
             finish_reason=choice.finish_reason,
+            cached_input_tokens=(getattr(details, "cached_tokens", None) or 0) if details else 0,
+            usage_reported=usage is not None,
+            truncated=choice.finish_reason == "length",
+            refusal=refusal or None,
         )
 
     def _map_error(self, error: Exception) -> ModelError | None:

@@ -110,3 +110,12 @@ class Verdict(BaseModel):
 @pytest.fixture
 def verdict_type() -> type[Verdict]:
     return Verdict
+
+
+@pytest.fixture(autouse=True)
+def _fresh_refusals() -> None:
+    """Each test starts with no remembered "this model refused that parameter" (they last a process)."""
+    from atlas_learning.models import _http
+
+    with _http._REFUSED_LOCK:
+        _http._REFUSED.clear()

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from atlas_learning.config import AtlasConfig, ModelSettings
 from atlas_learning.errors import AuthenticationError, InvalidOutputError, ProviderError, RateLimitError
-from atlas_learning.models import RoleModels, ScriptedModel, Usage, UsageLedger, price_per_mtok
+from atlas_learning.models import RoleModels, ScriptedModel, Usage, UsageLedger, prices_for
 
 
 class Verdict(BaseModel):
@@ -107,13 +107,27 @@ async def test_async_twin_retries_and_validates() -> None:
     assert response.output.guidance == "go" and waited == [1]
 
 
-def test_unknown_price_is_none_not_zero() -> None:
-    assert price_per_mtok(ModelSettings(provider="openai", model="gpt-4.1-mini")) == (0.40, 1.60)
-    assert price_per_mtok(ModelSettings(provider="openai", model="gpt-4.1")) == (2.00, 8.00)
-    assert price_per_mtok(ModelSettings(provider="openai", model="my-finetune")) is None
-    assert price_per_mtok(ModelSettings(provider="openai", model="gpt-4o", base_url="http://vllm:8000/v1")) is None
-    assert price_per_mtok(ModelSettings(provider="openai", model="x", input_cost_per_mtok=1, output_cost_per_mtok=2)) == (1, 2)
-    assert (Usage(1, 1, 0.5, 1) + Usage(1, 1, None, 1)).cost_usd is None
+def test_unknown_price_is_none_not_zero_and_a_total_names_what_it_lacks() -> None:
+    def prices(**settings: object) -> tuple[float, float] | None:
+        found = prices_for(ModelSettings(**settings))
+        return None if found is None else (found.input, found.output)
+
+    assert prices(provider="openai", model="gpt-4.1-mini") == (0.40, 1.60)
+    assert prices(provider="openai", model="gpt-4.1") == (2.00, 8.00)
+    assert prices(provider="openai", model="my-finetune") is None
+    assert prices(provider="openai", model="gpt-4o", base_url="http://vllm:8000/v1") is None
+    assert prices(provider="openai", model="gpt-4o", base_url="https://api.openai.com/v1") == (2.50, 10.00)
+    assert prices(provider="openai", model="x", input_cost_per_mtok=1, output_cost_per_mtok=2) == (1, 2)
+    partial = Usage(1, 1, 0.5, 1) + Usage(1, 1, None, 1, unpriced=("judge_small",))
+    assert (partial.cost_usd, partial.unpriced) == (0.5, ("judge_small",))  # a partial total, naming what it lacks
+    assert (Usage(1, 1, 0.5, 1) + Usage(1, 1, None, 1)).unpriced == ("?",)
+    assert (Usage(1, 1, None, 1) + Usage(1, 1, None, 1)).cost_usd is None  # nothing priced: unknown, not $0
+    ledger = UsageLedger()
+    ledger.record("teacher", Usage(10, 5, 0.25, 1))
+    ledger.record("judge_small", Usage(10, 5, None, 1, unpriced=("judge_small",)))
+    total = ledger.total()
+    assert (total.cost_usd, total.unpriced, total.calls) == (0.25, ("judge_small",), 2)
+    assert ledger.as_dict()["judge_small"]["cost_usd"] is None
 
 
 def test_role_models_share_instances_and_one_ledger() -> None:
