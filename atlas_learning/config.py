@@ -123,6 +123,13 @@ class ModelSettings(_Section):
         return data
 
     @model_validator(mode="after")
+    def _no_cloud_options(self) -> ModelSettings:
+        if self.options and self.provider in OFFICIAL_API_HOSTS:
+            raise ValueError(f"options {sorted(self.options)}: provider {self.provider} takes none (they are for local "
+                             "and scripted); remove them, or use the role's own fields (temperature, reasoning_effort, ...)")
+        return self
+
+    @model_validator(mode="after")
     def _default_model(self) -> ModelSettings:
         if not self.model:
             if self.provider == "local":
@@ -302,6 +309,9 @@ class JudgesConfig(_Section):
     """
 
     temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.4, 0.8], min_length=1, max_length=8)
+    #: The temperature of the single-sample calls: the large judge's arbitration and fallback, step judging.
+    #: A model that takes no temperature (OpenAI's reasoning models) is sent none, whatever these say.
+    decisive_temperature: float = Field(0.0, ge=0.0, le=2.0)
     disagreement_threshold: float = Field(0.25, ge=0.0, le=1.0)
     uncertainty_threshold: float = Field(0.5, ge=0.0, le=1.0)
     #: Weights of the session reward's parts; normalised to sum to 1.

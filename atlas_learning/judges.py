@@ -173,7 +173,7 @@ def judge_session_flow(
         if spread > config.disagreement_threshold or confidence < config.uncertainty_threshold:
             why = f"small judge samples spread {spread:.2f}" if spread > config.disagreement_threshold else f"small judge confidence {confidence:.2f}"
             escalated = True
-            large = yield Ask("judge_large", "judge_session_arbitration", messages, SessionJudgement, temperature=0.0)
+            large = yield Ask("judge_large", "judge_session_arbitration", messages, SessionJudgement, temperature=config.decisive_temperature)
             samples.append(_sample("large", 0.0, large.output, large.error, large.text))
             if large.ok:
                 judge_score = weighted_score(large.output, config.weights)
@@ -186,7 +186,7 @@ def judge_session_flow(
             reasons.append(f"{len(valid)} small-judge samples agreed")
     else:
         escalated = True
-        large = yield Ask("judge_large", "judge_session_fallback", messages, SessionJudgement, temperature=0.0)
+        large = yield Ask("judge_large", "judge_session_fallback", messages, SessionJudgement, temperature=config.decisive_temperature)
         samples.append(_sample("large", 0.0, large.output, large.error, large.text))
         if large.ok:
             judge_score = weighted_score(large.output, config.weights)
@@ -214,7 +214,7 @@ def judge_steps_flow(task: str, steps: Sequence[dict[str, Any]], config: JudgesC
     """A process score for every step in one small-judge call; an empty list with the reason when it fails."""
     if not steps or not config.judge_steps:
         return [], "no steps to judge" if not steps else "judges.judge_steps is off"
-    answer = yield Ask("judge_small", "judge_steps", step_judge_messages(task, render_steps(steps, config.context_budget_chars)), StepJudgements, temperature=0.0)
+    answer = yield Ask("judge_small", "judge_steps", step_judge_messages(task, render_steps(steps, config.context_budget_chars)), StepJudgements, temperature=config.decisive_temperature)
     if not answer.ok:
         return [], f"step judge failed: {answer.error}"
     rewards = [StepReward(steps[j.step]["id"], j.score, j.rationale) for j in answer.output.steps if j.step < len(steps)]

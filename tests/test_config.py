@@ -134,3 +134,8 @@ def test_a_cloud_model_named_alone_gets_its_provider() -> None:
     assert AtlasConfig.load({"models": {"judge_small": {"model": "claude-haiku-4-5"}}}, environ={}).models.judge_small.provider == "anthropic"
     assert AtlasConfig.load({"models": {"probe": {"model": "gemini-2.5-flash"}}}, environ={}).models.probe.provider == "google"
     assert AtlasConfig.load({"models": {"probe": {"model": "smollm2"}}}, environ={}).models.probe.provider == "local"
+
+
+def test_options_on_a_cloud_provider_are_refused_not_ignored() -> None:
+    with pytest.raises(ConfigError, match="provider openai takes none"):
+        AtlasConfig.load({"models": {"teacher": {"provider": "openai", "model": "gpt-4.1", "options": {"top_p": 0.9}}}}, environ={})

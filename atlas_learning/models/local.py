@@ -28,8 +28,10 @@ port guarded by a random API key).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
+import logging
 import os
 import secrets
 import tempfile
@@ -43,6 +45,8 @@ from typing import Any, Protocol
 from ..config import ModelSettings
 from ..errors import ConfigError, ProviderError
 from ._base import ChatModel, RawCompletion, UsageLedger
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LocalModel", "SMOLLM2_FILE", "smollm2_path", "load_counts"]
 
@@ -205,7 +209,7 @@ class LocalModel(ChatModel):
         seed = self.settings.options.get("seed")
         with entry.lock:
             try:
-                return entry.backend.complete(
+                raw = entry.backend.complete(
                     messages,
                     json_schema=json_schema,
                     schema_name=schema_name,
@@ -215,9 +219,55 @@ class LocalModel(ChatModel):
                 )
             except _Failure as failure:
                 raise self._error(str(failure)) from failure.__cause__
+        return raw if json_schema is None else self._within_bounds(raw, json_schema)
+
+    def _within_bounds(self, raw: RawCompletion, json_schema: dict[str, Any]) -> RawCompletion:
+        """The answer with numbers outside the schema's ``minimum`` / ``maximum`` clamped to them, and the
+        clamping logged: llama.cpp's grammar constrains the JSON's shape, not its numbers' bounds (a judge's
+        ``le=1.0`` score came back as 42.5). Not JSON, or nothing out of bounds: the answer as it was."""
+        try:
+            value = json.loads(raw.text)
+        except ValueError:
+            return raw
+        clamped: list[str] = []
+        fixed = _clamp(value, json_schema, json_schema, "", clamped)
+        if not clamped:
+            return raw
+        log.info("local model %r (%s): clamped to the schema's bounds: %s", self.model_name, self.role, "; ".join(clamped))
+        return dataclasses.replace(raw, text=json.dumps(fixed))
 
     def _error(self, message: str) -> ProviderError:
         return ProviderError(message, **self._error_context())
+
+
+def _clamp(value: Any, schema: dict[str, Any], root: dict[str, Any], path: str, clamped: list[str]) -> Any:
+    """``value`` with every number outside its schema's bounds moved onto them (``clamped`` says where)."""
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    for option in schema.get("anyOf", ()):  # Optional[float] and the like: the option the value is
+        if isinstance(option, dict) and option.get("type") in ("number", "integer") and isinstance(value, (int, float)):
+            schema = {**option, **{k: v for k, v in schema.items() if k != "anyOf"}}
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        low = schema.get("minimum", schema.get("exclusiveMinimum"))
+        high = schema.get("maximum", schema.get("exclusiveMaximum"))
+        bounded = min(max(value, low) if low is not None else value, high) if high is not None else (
+            max(value, low) if low is not None else value)
+        if bounded != value:
+            clamped.append(f"{path or 'value'} {value} -> {bounded}")
+        return bounded
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        return {k: _clamp(v, properties[k], root, f"{path}.{k}".lstrip("."), clamped) if isinstance(properties.get(k), dict) else v
+                for k, v in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_clamp(v, schema["items"], root, f"{path}[{i}]", clamped) for i, v in enumerate(value)]
+    return value
 
 
 class _GGUFBackend:

@@ -230,3 +230,32 @@ def test_transformers_checkpoint_generates_offline(tmp_path: Path, chat_template
                 model.generate("Judge this.", output_type=Verdict, max_tokens=4)
     finally:
         model.close()
+
+
+def test_numbers_outside_the_schemas_bounds_are_clamped_and_logged(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """llama.cpp's grammar fixes the JSON's shape, not its numbers' bounds: a 0..1 score is clamped, not repaired."""
+    import threading
+
+    from pydantic import BaseModel, Field
+
+    from atlas_learning.models._base import RawCompletion
+
+    class Score(BaseModel):
+        score: float = Field(ge=0.0, le=1.0)
+        parts: list[float] = Field(default_factory=list)
+        note: str = ""
+
+    class Backend:
+        def complete(self, messages, **kwargs) -> RawCompletion:
+            return RawCompletion('{"score": 42.5, "parts": [-1, 0.5], "note": "ok"}')
+
+    model = create_model(ModelSettings(provider="local"), role="judge_small")
+    entry = local_module._Entry(backend=Backend(), lock=threading.Lock())
+    monkeypatch.setattr(model, "_acquire", lambda: entry)
+    schema = Score.model_json_schema()
+    schema["properties"]["parts"]["items"] = {"type": "number", "minimum": 0}
+    monkeypatch.setattr("atlas_learning.models._base.json_schema_of", lambda output_type: schema)
+    with caplog.at_level("INFO", logger="atlas_learning.models.local"):
+        reply = model.generate("judge", output_type=Score)
+    assert (reply.output.score, reply.output.parts, reply.attempts) == (1.0, [0.0, 0.5], 1)  # no repair turn
+    assert "score 42.5 -> 1.0" in caplog.text
