@@ -104,6 +104,8 @@ MODELS: dict[str, dict[str, ModelFacts]] = {
         "claude-sonnet-4-0": ModelFacts(structured="tool", prices=Prices(3.00, 15.00, cached_input=0.30, cache_write=3.75)),
         "claude-sonnet-4-5": ModelFacts(prices=Prices(3.00, 15.00, cached_input=0.30, cache_write=3.75)),
         "claude-haiku-4-5": ModelFacts(prices=Prices(1.00, 5.00, cached_input=0.10, cache_write=1.25)),
+        # in the SDK's model list (anthropic 2.16), newer than the price sources: native structured output, no price
+        "claude-sonnet-4-6": ModelFacts(),
         "claude-3-5-haiku": ModelFacts(structured="tool", prices=Prices(0.80, 4.00, cached_input=0.08, cache_write=1.00)),
     },
     "google": {
