@@ -270,6 +270,9 @@ class SDKChatModel(ChatModel):
         self._async_client: Any = None
         self._async_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        #: id(async client) -> the started async generator that closes it when its loop shuts down (the loop holds
+        #: such generators weakly: this keeps each alive until then).
+        self._closers: dict[int, Any] = {}
 
     @abstractmethod
     def _new_client(self, api_key: str, *, use_async: bool) -> Any:
@@ -364,6 +367,7 @@ class SDKChatModel(ChatModel):
         max_tokens: int,
     ) -> RawCompletion:
         client = self._client_for(use_async=True)
+        await self._close_with_loop(client)
         for tries_left in (2, 1, 0):
             body = self._body(messages, json_schema, schema_name, temperature, max_tokens)
             try:
@@ -373,6 +377,29 @@ class SDKChatModel(ChatModel):
             except Exception as error:  # noqa: BLE001
                 self._adapted(body, self._mapped(error), tries_left)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _close_with_loop(self, client: Any) -> None:
+        """Have ``client`` closed while its event loop still runs, when that loop shuts down (``asyncio.run``
+        closes every async generator first): an async client dropped after its loop closed would try to close its
+        connections on a closed loop ("Task exception was never retrieved ... Event loop is closed")."""
+        if client is self._client or id(client) in self._closers:  # shared with sync use, or already arranged
+            return
+
+        async def closer() -> Any:
+            try:
+                yield
+            finally:
+                self._closers.pop(id(client), None)
+                with self._lock:
+                    if self._async_client is client:
+                        self._async_client = self._async_loop = None
+                close = getattr(client, "close", None)
+                if close is not None and inspect.iscoroutinefunction(close):
+                    await close()
+
+        generator = closer()
+        self._closers[id(client)] = generator
+        await generator.__anext__()  # started: the loop's async-generator hooks now know it
 
     def _mapped(self, error: Exception) -> ModelError:
         mapped = self._map_error(error)

@@ -67,12 +67,15 @@ async def test_async_text_call(cassette, no_wait) -> None:
 def test_async_client_follows_the_event_loop(cassette, no_wait) -> None:
     model = openai_model()
     no_wait(model)
+    clients: list = []
+    build = model._new_client
+    model._new_client = lambda key, *, use_async: clients.append(build(key, use_async=use_async)) or clients[-1]
     with cassette("openai/text.yaml", allow_playback_repeats=True) as played:
         first = asyncio.run(model.agenerate(MESSAGES))
-        client = model._async_client
         second = asyncio.run(model.agenerate(MESSAGES))  # the first loop, and its connection pool, are closed
-    assert first.text == second.text == "Paris"
-    assert model._async_client is not client and played.play_count == 2
+    assert first.text == second.text == "Paris" and played.play_count == 2
+    # one client per loop, each closed while its loop still ran (not left to fail on a closed loop later)
+    assert len(clients) == 2 and clients[0] is not clients[1] and all(c.is_closed() for c in clients)
 
 
 def test_structured_call_uses_strict_json_schema(cassette, no_wait, verdict_type) -> None:

@@ -243,3 +243,61 @@ def test_a_429_without_retry_after_waits_for_the_exhausted_limits_reset(headers:
 
     error = error_for_status(429, "Rate limit reached for requests", headers=headers, provider="openai", model="m")
     assert error.retry_after_s == (pytest.approx(expected) if expected is not None else None)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "google"])
+def test_async_calls_from_successive_event_loops_leave_no_loop_closed_tracebacks(provider: str, caplog) -> None:
+    """Each ``asyncio.run`` closes its loop; the client built in it must not leave a task or transport that
+    reports "Event loop is closed" later (a real HTTP server on 127.0.0.1, the real SDK clients)."""
+    import asyncio
+    import gc
+    import json as _json
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    bodies = {
+        "openai": {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Paris"}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}},
+        "anthropic": {"id": "m", "type": "message", "role": "assistant", "model": "c", "content": [{"type": "text", "text": "Paris"}],
+                      "stop_reason": "end_turn", "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 1}},
+        "google": {"candidates": [{"content": {"role": "model", "parts": [{"text": "Paris"}]}, "finishReason": "STOP"}],
+                   "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1}},
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            body = _json.dumps(bodies[provider]).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    unraisable: list[Any] = []
+    previous, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        names = {"openai": "gpt-4.1-mini", "anthropic": "claude-haiku-4-5", "google": "gemini-2.5-flash"}
+        keys = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "google": "GEMINI_API_KEY"}
+        url = f"http://127.0.0.1:{server.server_port}" + ("/v1" if provider == "openai" else "")
+        model = model_for(provider=provider, model=names[provider], base_url=url, api_key_env=keys[provider])
+        with caplog.at_level("ERROR", logger="asyncio"):
+            for _ in range(3):
+                assert asyncio.run(model.agenerate("hi")).text == "Paris"
+            model.close()
+            del model
+            gc.collect()
+    finally:
+        sys.unraisablehook = previous
+        server.shutdown()
+    assert "Event loop is closed" not in caplog.text and "never retrieved" not in caplog.text
+    assert not unraisable
