@@ -97,6 +97,10 @@ class ModelSettings(_Section):
     #: Reasoning effort for models that take one (OpenAI's reasoning models: ``reasoning_effort``; Anthropic:
     #: ``output_config.effort``); unset sends none (the model's default). Ignored by models that take none.
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    #: Thinking tokens a model may spend before answering (Gemini ``thinking_config.thinking_budget``, 0 turns it
+    #: off where the model allows; Anthropic extended thinking ``budget_tokens``, at least 1024). They count
+    #: against ``max_tokens``, which must stay above it. Unset: the model's default.
+    thinking_budget_tokens: int | None = Field(None, ge=0)
     max_tokens: int = Field(512, gt=0)
     #: A structured answer cut at ``max_tokens`` is asked again once with this many times the budget (1: never).
     structured_retry_token_factor: float = Field(2.0, ge=1.0, le=8.0)
@@ -121,6 +125,13 @@ class ModelSettings(_Section):
             if provider is not None:
                 return {**data, "provider": provider}
         return data
+
+    @model_validator(mode="after")
+    def _thinking_fits(self) -> ModelSettings:
+        if self.thinking_budget_tokens is not None and self.thinking_budget_tokens >= self.max_tokens:
+            raise ValueError(f"thinking_budget_tokens ({self.thinking_budget_tokens}) must be below max_tokens "
+                             f"({self.max_tokens}): thinking counts against it, leaving no room for the answer")
+        return self
 
     @model_validator(mode="after")
     def _no_cloud_options(self) -> ModelSettings:

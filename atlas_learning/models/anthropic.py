@@ -70,6 +70,8 @@ class AnthropicModel(SDKChatModel):
                 body["tool_choice"] = {"type": "tool", "name": name}
         if output_config:
             body["output_config"] = output_config
+        if self.settings.thinking_budget_tokens and "tool_choice" not in body:  # forced tool use refuses thinking
+            body["thinking"] = {"type": "enabled", "budget_tokens": self.settings.thinking_budget_tokens}
         return body
 
     def _adapt(self, body: dict[str, Any], error: ModelError) -> bool:

@@ -76,6 +76,8 @@ class GoogleModel(SDKChatModel):
         """The ``models.generate_content`` arguments."""
         system, turns = system_and_turns(messages)
         config: dict[str, Any] = {"temperature": temperature, "max_output_tokens": max_tokens}
+        if self.settings.thinking_budget_tokens is not None:  # thinking counts against max_output_tokens
+            config["thinking_config"] = {"thinking_budget": self.settings.thinking_budget_tokens}
         if system is not None:
             config["system_instruction"] = system
         if json_schema is not None:

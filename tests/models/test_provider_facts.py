@@ -301,3 +301,16 @@ def test_async_calls_from_successive_event_loops_leave_no_loop_closed_tracebacks
         server.shutdown()
     assert "Event loop is closed" not in caplog.text and "never retrieved" not in caplog.text
     assert not unraisable
+
+
+def test_a_thinking_budget_reaches_gemini_and_claude_and_must_leave_room_for_the_answer(monkeypatch) -> None:
+    from atlas_learning.errors import ConfigError
+    from atlas_learning.config import AtlasConfig
+
+    gemini = model_for(provider="google", model="gemini-2.5-pro", thinking_budget_tokens=256, max_tokens=1024)
+    assert gemini._body([{"role": "user", "content": "hi"}], None, None, 0.0, 1024)["config"]["thinking_config"] == {"thinking_budget": 256}
+    claude = model_for(provider="anthropic", model="claude-sonnet-4-5", thinking_budget_tokens=2048, max_tokens=4096)
+    body = claude._body([{"role": "user", "content": "hi"}], {"type": "object", "properties": {}}, "Out", 0.0, 4096)
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048} and "output_config" in body
+    with pytest.raises(ConfigError, match="must be below max_tokens"):
+        AtlasConfig.load({"models": {"teacher": {"model": "gemini-2.5-pro", "thinking_budget_tokens": 512, "max_tokens": 512}}}, environ={})
