@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
-from ..config import ModelSettings
+from ..config import ModelSettings, official_api_host
 from ..errors import AuthenticationError, InvalidOutputError, ModelError, OutputTruncatedError, RefusalError
 from .catalog import Prices, facts_for
 
@@ -57,15 +57,9 @@ def prices_for(settings: ModelSettings) -> Prices | None:
         return Prices(settings.input_cost_per_mtok or 0.0, settings.output_cost_per_mtok or 0.0)
     if settings.provider in _FREE_PROVIDERS:
         return Prices(0.0, 0.0)
-    if settings.base_url and not _official_host(settings):  # a self-hosted server: its name says nothing of its price
+    if settings.base_url and not official_api_host(settings.provider, settings.base_url):  # self-hosted: no price known
         return None
     return facts_for(settings.provider, settings.model).prices
-
-
-def _official_host(settings: ModelSettings) -> bool:
-    from ..config import official_api_host
-
-    return official_api_host(settings.provider, settings.base_url)
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ def _refused(message: str, body: dict[str, Any]) -> str | None:
     if not any(word in text for word in ("unsupported", "not supported", "does not support", "not allowed", "unrecognized",
                                          "unknown", "invalid")):
         return None
-    for name in ("temperature", "reasoning_effort", "response_format", "json_schema", "max_completion_tokens"):
+    for name in ("temperature", "reasoning_effort", "response_format", "json_schema"):  # what _body can leave out
         if name in text and (name in body or (name == "json_schema" and "response_format" in body)):
             return "response_format" if name == "json_schema" else name
     return None
