@@ -32,7 +32,7 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
     r"sk-(?:proj-|svcacct-)?[A-Za-z0-9_\-]{20,}",  # OpenAI
     r"AIza[0-9A-Za-z_\-]{35}",  # Google API key
     r"(?:AKIA|ASIA)[0-9A-Z]{16}",  # AWS access key id
-    r"gh[pousr]_[A-Za-z0-9]{36,}",  # GitHub token
+    r"(?<![A-Za-z0-9])gh[pousr]_[A-Za-z0-9]{36,}",  # GitHub token (not the tail of a fine-grained one's "..ghs_...")
     r"github_pat_[A-Za-z0-9_]{22,}",  # GitHub fine-grained token
     r"(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}",  # Stripe keys
     r"xox[abposr]-[A-Za-z0-9\-]{10,}",  # Slack token
