@@ -22,6 +22,32 @@ POOR_JUDGEMENT = {"outcome": 0.1, "process": 0.2, "efficiency": 0.3, "confidence
 ACCEPT = {"accepted": True, "guidance": "", "reason": "correct"}
 
 
+class HeldJudge:
+    """A judge whose answers wait until the test releases them, and which notes the threads it ran on.
+
+    A user's call that waited for judging would hang here (until ``timeout_s``, then the judge fails), not merely
+    run slow: so "the call returns before its session is judged" is tested by order, not by a clock that a loaded
+    CI machine (or a fresh clone's first imports) can stretch."""
+
+    def __init__(self, judgement: dict[str, Any] = GOOD_JUDGEMENT, *, timeout_s: float = 10.0) -> None:
+        self.judgement = judgement
+        self.timeout_s = timeout_s
+        self.threads: set[int] = set()
+        self._released = threading.Event()
+
+    def hold(self) -> None:
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def __call__(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        self.threads.add(threading.get_ident())
+        if not self._released.wait(self.timeout_s):
+            raise TimeoutError("the held judge was never released: the caller waited for judging")
+        return self.judgement
+
+
 def by_schema(answers: dict[str, Any]) -> Callable[[list[dict[str, str]], dict[str, Any] | None], Any]:
     """A scripted response that picks its answer by the requested schema's title ('text' for plain calls)."""
     turns: dict[str, int] = {}

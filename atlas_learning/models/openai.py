@@ -16,7 +16,6 @@ from ._base import RawCompletion, schema_instruction
 from ._http import SDKChatModel, sdk_error, wire_name
 from .catalog import ModelFacts, facts_for
 
-
 __all__ = ["OpenAIModel", "strict_json_schema"]
 
 #: JSON-schema keywords strict structured outputs reject; a schema using one is sent non-strict.

@@ -8,12 +8,14 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
 
 from atlas_learning.judges import CheckResult
 from atlas_learning.store import SessionRecord, TrajectoryEventRecord
+from tests.support import HeldJudge
 
 from .conftest import ACCEPT, GOOD_JUDGEMENT
 
@@ -52,10 +54,11 @@ def protocol_session(supervisor, answers, **begin):
 
 # ------------------------------------------------------------------------------------------ background finish
 def test_end_returns_before_judging_and_the_result_arrives(make_supervisor) -> None:
-    supervisor = make_supervisor({"judge_small": {"SessionJudgement": slow(GOOD_JUDGEMENT, 0.4)}}, supervision={"lane": "auto"})
-    started = time.perf_counter()
+    judge = HeldJudge()  # answers only once released: an end() that waited for judging would hang
+    supervisor = make_supervisor({"judge_small": {"SessionJudgement": judge}}, supervision={"lane": "auto"})
     run, pending = protocol_session(supervisor, ["2 items"])
-    assert time.perf_counter() - started < 0.3 and not pending.done() and run.ended and run.finished is None
+    assert not pending.done() and run.ended and run.finished is None and threading.get_ident() not in judge.threads
+    judge.release()
     assert pending.session_id == run.session_id and pending.final_answer == "2 items"
     result = supervisor.session_result(run.session_id)
     assert result.reward == pytest.approx(0.9) and pending.done() and run.finished is result

@@ -52,6 +52,8 @@ UPPER = string.ascii_uppercase + string.digits
 LEARNING_KEY = "corpus"
 TAG = re.compile(r"\[case-(\d+)/([A-E])\]")
 RUN = re.compile(rf"[A-Za-z0-9]{{{WINDOW},}}")
+NUMBER_DIGITS = 12
+DIGITS = re.compile(rf"[0-9]{{{NUMBER_DIGITS},}}")
 FILLER = "lorem ipsum dolor sit amet sed do eiusmod tempor incididunt ut labore et dolore magna aliqua "
 
 Token = Callable[..., str]
@@ -150,6 +152,9 @@ class Corpus:
     def __init__(self, seed: int = 15) -> None:
         self.rng = random.Random(seed)
         self.windows: dict[str, tuple[str, str]] = {}
+        # Planted numbers are matched whole: a part of one is any 8 digits, which the digits of a float or a
+        # timestamp hold by chance (a latency's digits matched once in a CI run).
+        self.numbers: dict[str, tuple[str, str]] = {}
         self.fields: set[str] = set()
         self.planted = 0
         self.leaks: dict[tuple[str, str], dict[str, str]] = {}
@@ -190,7 +195,7 @@ class Corpus:
             self.planted += 1
             if kind == "int":
                 number = str(self.rng.randrange(10**11, 10**12))
-                self.windows.update({number[i:i + WINDOW]: (shape, field) for i in range(len(number) - WINDOW + 1)})
+                self.numbers[number] = (shape, field)
                 return number
             return self._token((shape, field))(24)
 
@@ -250,6 +255,13 @@ class Corpus:
                 if owner is not None:
                     start = match.start() + i
                     context = content[max(0, start - 50):start + 30].replace("\n", "\\n")
+                    self.leaks.setdefault(owner, {}).setdefault(output, context)
+        for match in DIGITS.finditer(content):
+            run = match.group()
+            for i in range(len(run) - NUMBER_DIGITS + 1):
+                owner = self.numbers.get(run[i:i + NUMBER_DIGITS])
+                if owner is not None:
+                    context = content[max(0, match.start() + i - 50):match.start() + i + 30].replace("\n", "\\n")
                     self.leaks.setdefault(owner, {}).setdefault(output, context)
 
     def report(self) -> str:

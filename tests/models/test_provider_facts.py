@@ -304,8 +304,8 @@ def test_async_calls_from_successive_event_loops_leave_no_loop_closed_tracebacks
 
 
 def test_a_thinking_budget_reaches_gemini_and_claude_and_must_leave_room_for_the_answer(monkeypatch) -> None:
-    from atlas_learning.errors import ConfigError
     from atlas_learning.config import AtlasConfig
+    from atlas_learning.errors import ConfigError
 
     gemini = model_for(provider="google", model="gemini-2.5-pro", thinking_budget_tokens=256, max_tokens=1024)
     assert gemini._body([{"role": "user", "content": "hi"}], None, None, 0.0, 1024)["config"]["thinking_config"] == {"thinking_budget": 256}

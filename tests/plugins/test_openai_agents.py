@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ from atlas_learning.store import (
 )
 from atlas_learning.supervisor import SupervisedRun, Supervisor
 from atlas_plugins.openai_agents import AtlasRunner, with_atlas
-from tests.support import GOOD_JUDGEMENT, local_agents_tracing
+from tests.support import GOOD_JUDGEMENT, HeldJudge, local_agents_tracing
 
 QUESTION = "Where is my order A1?"
 ANSWER = "Order A1 shipped on May 2."
@@ -615,30 +616,26 @@ async def test_retry_guidance_only_keeps_the_answer_and_records_the_rejection(ma
     assert len(skipped) == 1 and "guidance_only" in skipped[0].payload["reason"]
 
 
-def slow_judgement(messages: Any) -> dict[str, Any]:
-    time.sleep(0.5)
-    return GOOD_JUDGEMENT
-
-
 async def test_the_users_call_does_not_wait_for_judging(make_supervisor) -> None:
-    supervisor = make_supervisor({"judge_small": {"SessionJudgement": slow_judgement}}, supervision={"lane": "auto"})
+    judge = HeldJudge()  # answers only once released: a call that waited for judging would hang
+    supervisor = make_supervisor({"judge_small": {"SessionJudgement": judge}}, supervision={"lane": "auto"})
     triage, _, _ = team(ANSWER, ANSWER)
     runner = with_atlas(triage, supervisor=supervisor)
 
-    started = time.perf_counter()
     result = await runner.run(QUESTION)
-    took = time.perf_counter() - started
     pending = result.atlas_session
-    assert took < 0.3 and isinstance(pending, PendingSession) and not pending.done()
+    assert isinstance(pending, PendingSession) and not pending.done()
     assert pending.final_answer == ANSWER  # known at once
+    assert threading.get_ident() not in judge.threads  # never judged on the event loop's thread
+    judge.release()
     assert (await pending).reward == pytest.approx(0.9)  # the judge's, once the background finish is done
 
-    started = time.perf_counter()
+    judge.hold()
     streamed = runner.run_streamed(QUESTION)
     async for _ in streamed.stream_events():
         pass
-    took = time.perf_counter() - started
-    assert took < 0.3 and not streamed.atlas_session.done()
+    assert not streamed.atlas_session.done() and threading.get_ident() not in judge.threads
+    judge.release()
     assert streamed.atlas_session.reward == pytest.approx(0.9)  # reading a field waits
 
 
