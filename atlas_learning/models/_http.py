@@ -53,6 +53,10 @@ _MAX_MESSAGE = 300
 _QUOTA = re.compile(r"(?i)insufficient_quota|credit balance|per[ _-]?day")
 
 
+#: The statuses a refused parameter comes back with (see SDKChatModel._adapted).
+_ADAPTABLE = frozenset({400, 422, 500})
+
+
 def parse_retry_after(value: str | None, *, ms_value: str | None = None, now: float | None = None) -> float | None:
     """Seconds to wait from ``Retry-After`` (seconds or an HTTP-date) or ``retry-after-ms``; None if absent or bad.
 
@@ -106,7 +110,11 @@ def _one_line(text: str) -> str:
 
 
 def api_message(body: object, fallback: str = "") -> str:
-    """The human message inside an error body (``{"message"}`` or ``{"error": {"message"}}``), else ``fallback``."""
+    """The human message inside an error body (``{"message"}``, ``{"error": {"message"}}``, ``{"error": "..."}``,
+    or the text itself: the OpenAI SDK hands over ``body["error"]``, a string on some self-hosted servers), else
+    ``fallback``."""
+    if isinstance(body, str) and body.strip():
+        return body.strip()
     if isinstance(body, Mapping):
         message = body.get("message")
         if isinstance(message, str) and message:
@@ -127,6 +135,7 @@ def error_for_status(
     retry_after_s: float | None = None,
     key_env: str | None = None,
     key_rejected: bool = False,
+    quota_exhausted: bool = False,
     provider: str = "",
     model: str = "",
     role: str = "",
@@ -134,7 +143,8 @@ def error_for_status(
     """The typed error for an HTTP failure.
 
     ``retry_after_s`` overrides the delay read from ``headers``; ``key_rejected`` marks a refused key that the
-    provider reports with another status (Gemini answers 400).
+    provider reports with another status (Gemini answers 400); ``quota_exhausted`` marks a 429 that waiting
+    seconds will not cure, when the provider says so outside the message (Gemini's per-day ``quotaId``).
     """
     context: dict[str, Any] = {"provider": provider, "model": model, "role": role, "status_code": status}
     who = f"{provider} ({role})" if role else provider
@@ -143,7 +153,7 @@ def error_for_status(
         verb = "refused access with this API key" if status == 403 else "rejected the API key"
         where = f"check the environment variable {key_env}" if key_env else "check the credentials"
         return AuthenticationError(f"{who} {verb} (HTTP {status}: {detail}); {where}", **context)
-    if status == 429 and _QUOTA.search(message):
+    if status == 429 and (quota_exhausted or _QUOTA.search(message)):
         return ProviderError(  # out of credit or past a daily quota: waiting seconds will not help
             f"{who} quota exhausted for model {model!r} (HTTP 429: {detail}); check the account's plan and billing, "
             "or wait for the daily quota to reset", retryable=False, **context)
@@ -220,8 +230,9 @@ def sdk_error(error: Exception, sdk: ModuleType, chat_model: ChatModel) -> Model
 
 
 def _with_code(body: object, message: str) -> str:
-    """``message`` with the error object's ``code`` before it when it names one (``insufficient_quota: ...``)."""
-    inner = body.get("error") if isinstance(body, Mapping) else None
+    """``message`` with the error object's ``code`` before it when it names one (``insufficient_quota: ...``).
+    ``body`` is the whole error body or, as the OpenAI SDK hands it over, its ``error`` object."""
+    inner = body.get("error", body) if isinstance(body, Mapping) else None
     code = inner.get("code") if isinstance(inner, Mapping) else None
     return f"{code}: {message}" if isinstance(code, str) and code and code not in message else message
 
@@ -409,8 +420,10 @@ class SDKChatModel(ChatModel):
         return mapped
 
     def _adapted(self, body: dict[str, Any], error: ModelError, tries_left: int) -> None:
-        """Return to send the request again, adapted; else raise ``error``."""
-        if not tries_left or error.status_code != 400 or not self._adapt(body, error):
+        """Return to send the request again, adapted; else raise ``error``. Besides 400, a 422 (FastAPI-based
+        servers' validation) and a 500 (llama.cpp builds that report a refused ``response_format`` as a server
+        error) are adapted to when their message names a sent parameter as refused."""
+        if not tries_left or error.status_code not in _ADAPTABLE or not self._adapt(body, error):
             raise error
 
     def _read(self, response: Any, body: dict[str, Any]) -> RawCompletion:

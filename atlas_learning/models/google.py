@@ -43,6 +43,19 @@ def _retry_delay(details: list[Mapping[str, Any]]) -> float | None:
     return None
 
 
+def _daily_quota(details: list[Mapping[str, Any]]) -> bool:
+    """Whether a ``google.rpc.QuotaFailure`` names a per-day quota (``GenerateRequestsPerDayPerProjectPerModel-
+    FreeTier``): its message reads like a per-minute limit's ("You exceeded your current quota ... Please retry in
+    26s"), but retrying in seconds cannot succeed before the day's reset."""
+    for detail in details:
+        if str(detail.get("@type", "")).endswith("google.rpc.QuotaFailure"):
+            violations = detail.get("violations")
+            for violation in violations if isinstance(violations, list) else []:
+                if isinstance(violation, Mapping) and "perday" in str(violation.get("quotaId", "")).lower():
+                    return True
+    return False
+
+
 #: Finish reasons that mean Gemini (its safety system) declined rather than answered.
 _BLOCKED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"})
 
@@ -131,6 +144,7 @@ class GoogleModel(SDKChatModel):
                 retry_after_s=_retry_delay(details),
                 key_env=self.settings.resolved_api_key_env(),
                 key_rejected=any(d.get("reason") == "API_KEY_INVALID" for d in details),
+                quota_exhausted=_daily_quota(details),
                 **context,
             )
         kind = transport_kind(error)

@@ -103,11 +103,17 @@ def _resolve(root: dict[str, Any], ref: str) -> dict[str, Any]:
     return target
 
 
+#: How servers word a refused parameter: OpenAI ("Unsupported value"), llama.cpp ('response_format type must be one
+#: of "text" or "json_object", but got: json_schema', sent as HTTP 500 by some builds), vLLM/FastAPI validation
+#: (422 "Input should be ..."), LM Studio ("'response_format.type' must be 'json_schema' or 'text'").
+_REFUSAL_WORDS = ("unsupported", "not supported", "does not support", "not allowed", "unrecognized", "unknown",
+                  "invalid", "must be", "input should be")
+
+
 def _refused(message: str, body: dict[str, Any]) -> str | None:
     """The parameter a 400's message says is unsupported (``temperature``, ``response_format``, ...), if sent."""
     text = message.lower()
-    if not any(word in text for word in ("unsupported", "not supported", "does not support", "not allowed", "unrecognized",
-                                         "unknown", "invalid")):
+    if not any(word in text for word in _REFUSAL_WORDS):
         return None
     for name in ("temperature", "reasoning_effort", "response_format", "json_schema"):  # what _body can leave out
         if name in text and (name in body or (name == "json_schema" and "response_format" in body)):

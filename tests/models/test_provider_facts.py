@@ -177,58 +177,63 @@ def test_quota_and_billing_429s_are_final_rate_limits_are_retried(message: str, 
     assert isinstance(error, ProviderError if final else RateLimitError)
 
 
-def test_a_self_hosted_server_refusing_json_schema_gets_json_object_then_the_schema_in_the_prompt(monkeypatch) -> None:
-    """vLLM, Ollama and llama.cpp servers differ in what response_format they take: each refusal (a 400 through
-    the real SDK's error type) steps down once, and the last step validates the answer as usual."""
-    import httpx2
-    import openai
-
+def test_a_self_hosted_server_refusing_json_schema_gets_json_object_then_the_schema_in_the_prompt(cassette, no_wait) -> None:
+    """vLLM, Ollama, llama.cpp and LM Studio differ in what response_format they take, and in how they refuse (a
+    500 from some llama.cpp builds, a bare string error from LM Studio): each refusal steps down once, the last
+    step carries the schema in the prompt and validates the answer, and the server's answer is remembered."""
     model = model_for(provider="openai", model="llama", base_url="http://127.0.0.1:8000/v1")
-    sent: list[dict[str, Any]] = []
-
-    def refuse(kind: str) -> openai.BadRequestError:
-        request = httpx2.Request("POST", "http://127.0.0.1:8000/v1/chat/completions")
-        body = {"error": {"message": f"response_format type '{kind}' is not supported", "type": "BadRequestError", "code": 400}}
-        return openai.BadRequestError(body["error"]["message"], response=httpx2.Response(400, request=request), body=body)
-
-    def send(client: Any, body: dict[str, Any], *, use_async: bool) -> Any:
-        sent.append(body)
-        kind = body.get("response_format", {}).get("type")
-        if kind in ("json_schema", "json_object"):
-            raise refuse(kind)
-        return openai.types.chat.ChatCompletion.model_validate({
-            "id": "x", "object": "chat.completion", "created": 0, "model": "llama",
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": '{"answer": "Paris"}'}}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}})
-
-    monkeypatch.setattr(model, "_send", send)
-    assert model.generate("capital?", output_type=_Answer).output.answer == "Paris"
-    assert [b.get("response_format", {}).get("type") for b in sent] == ["json_schema", "json_object", None]
-    assert "JSON schema" in sent[-1]["messages"][-1]["content"]  # the schema went into the prompt
-    sent.clear()
-    model.generate("capital?", output_type=_Answer)
-    assert [b.get("response_format", {}).get("type") for b in sent] == [None]  # remembered for the process
+    delays = no_wait(model)
+    with cassette("openai/self_hosted_formats.yaml") as played:  # bodies pinned: json_schema, json_object, none
+        assert model.generate(MESSAGES, output_type=_Answer).output.answer == "Paris"
+    assert played.all_played and played.play_count == 3 and delays == []  # stepped down, never backed off
+    with cassette("openai/self_hosted_formats.yaml", allow_playback_repeats=True) as played:
+        assert model.generate(MESSAGES, output_type=_Answer).output.answer == "Paris"
+    assert played.play_count == 1  # only the third request's body matches: remembered for the process
 
 
-@pytest.mark.parametrize(("finish", "error"), [("SAFETY", RefusalError), ("RECITATION", RefusalError), ("MAX_TOKENS", OutputTruncatedError)])
-def test_gemini_safety_blocks_are_refusals_and_max_tokens_is_truncation(monkeypatch, finish: str, error: type) -> None:
-    """Gemini's documented finish reasons, through the SDK's own response type; thinking tokens count as output."""
-    from google.genai import types
-
-    model = model_for(provider="google", model="gemini-2.5-pro", max_tokens=48)
-    response = types.GenerateContentResponse.model_validate({
-        "candidates": [{"content": {"role": "model", "parts": [{"text": "partial"}]}, "finish_reason": finish}],
-        "usage_metadata": {"prompt_token_count": 12, "candidates_token_count": 1, "thoughts_token_count": 47,
-                           "cached_content_token_count": 0, "total_token_count": 60}})
-    calls: list[Any] = []
-    monkeypatch.setattr(model, "_send", lambda client, body, *, use_async: calls.append(body) or response)
-    with pytest.raises(error) as caught:
+@pytest.mark.parametrize(("name", "error", "says"), [
+    ("google/safety_blocked.yaml", RefusalError, "SAFETY"),
+    ("google/prompt_blocked.yaml", RefusalError, "PROHIBITED_CONTENT"),
+    ("google/thinking_truncated.yaml", OutputTruncatedError, "max_tokens=48"),
+])
+def test_gemini_safety_blocks_are_refusals_and_thinking_past_the_cap_is_truncation(cassette, no_wait, name, error, says) -> None:
+    """Gemini's documented finish reasons and prompt feedback, replayed into google-genai: typed, sent once."""
+    thinking = "thinking" in name
+    model = model_for(provider="google", model="gemini-2.5-pro" if thinking else "gemini-2.5-flash",
+                      **({"max_tokens": 48} if thinking else {}))
+    no_wait(model)
+    with cassette(name) as played, pytest.raises(error, match=says) as caught:
         model.generate(MESSAGES)
-    assert len(calls) == 1
-    if error is OutputTruncatedError:
-        assert "max_tokens=48" in str(caught.value) and "thinking included" in str(caught.value)
-    else:
-        assert finish in str(caught.value)
+    assert played.all_played and played.play_count == 1
+    assert not thinking or "thinking included" in str(caught.value)
+
+
+def test_gemini_cached_tokens_are_priced_as_cached_and_thinking_as_output(cassette, no_wait) -> None:
+    model = model_for(provider="google", model="gemini-2.5-flash")
+    no_wait(model)
+    with cassette("google/cached.yaml") as played:
+        response = model.generate(MESSAGES)
+    assert response.text == "Paris" and played.all_played
+    usage = response.usage
+    assert (usage.input_tokens, usage.cached_input_tokens, usage.output_tokens) == (2000, 1900, 41)
+    assert usage.cost_usd == pytest.approx((100 * 0.30 + 1900 * 0.03 + 41 * 2.50) / 1e6)
+
+
+@pytest.mark.parametrize(("name", "provider", "model"), [
+    ("google/daily_quota.yaml", "google", "gemini-2.5-flash"),
+    ("openai/insufficient_quota.yaml", "openai", "gpt-4.1-mini"),
+])
+def test_an_exhausted_quota_is_final_and_sent_once(cassette, no_wait, name, provider, model) -> None:
+    """Gemini's per-day quota reads like a per-minute limit ("Please retry in 26.8s"); only its QuotaFailure says
+    PerDay. OpenAI's insufficient_quota is a 429 too. Neither is retried."""
+    from atlas_learning.errors import RateLimitError
+
+    chat = model_for(provider=provider, model=model)
+    delays = no_wait(chat)
+    with cassette(name) as played, pytest.raises(ProviderError, match="quota exhausted") as caught:
+        chat.generate(MESSAGES)
+    assert played.play_count == 1 and delays == [] and not isinstance(caught.value, RateLimitError)
+    assert not caught.value.retryable and "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize(("headers", "expected"), [
