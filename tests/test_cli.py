@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from atlas_learning.cli import app
@@ -30,6 +31,13 @@ def test_help_lists_commands() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "quickstart" in result.output and "config" in result.output
+
+
+@pytest.mark.parametrize("command", [[], ["sessions"], ["playbook", "show"], ["review"], ["env", "init"]])
+def test_dash_h_is_help_everywhere(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "-h"])
+    assert result.exit_code == 0, result.output
+    assert f"Usage: atlas {' '.join(command)}".rstrip() in " ".join(result.output.split())
 
 
 def test_version() -> None:
