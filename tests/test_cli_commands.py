@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from atlas_learning.cli import app
 from atlas_learning.config import AtlasConfig
-from atlas_learning.store import ReviewLogRecord, SessionRecord, StepRecord, Store
+from atlas_learning.store import PlaybookRegistryRecord, ReviewLogRecord, SessionRecord, StepRecord, Store
 from tests.support import ACCEPT, GOOD_JUDGEMENT, POOR_JUDGEMENT, make_supervisor  # noqa: F401 - make_supervisor is a fixture
 
 runner = CliRunner()
@@ -289,6 +289,13 @@ def test_playbook_show_history_diff_retire(world) -> None:
 
     one_error_line(cli(config, "playbook", "retire", "--key", "files", entry_id), f"no live entry '{entry_id}'")
     one_error_line(cli(config, "playbook", "diff", "--key", "files", "0", "99"), "TO 99: the playbook of 'files' has versions")
+
+    with Store(world["store_url"]) as store:  # a key whose playbook exists and has learned nothing yet
+        store.add(PlaybookRegistryRecord(learning_key="fresh"))
+    empty = cli(config, "playbook", "history", "--key", "fresh").stdout
+    assert "no playbook history for 'fresh'; it has no lessons yet (other keys: files" in empty
+    assert "known keys" not in empty  # never "unknown" beside a list that holds it
+    assert "known keys: files, fresh" in cli(config, "playbook", "history", "--key", "nope").stdout
 
 
 # -------------------------------------------------------------------------------------------------------- report
