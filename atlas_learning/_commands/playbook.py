@@ -143,7 +143,7 @@ def retire(*, config: Path | None, key: str, entry_id: str, reason: str | None) 
 def _known_keys_hint(config: Any, key: str) -> str:
     with open_store(config) as store:
         keys = _keys(store)
-    if key in keys:  # the key exists (it has sessions) and has learned nothing yet: not "unknown"
+    if key in keys:  # the key has a playbook (a registry row) that has learned nothing yet: not "unknown"
         others = [k for k in keys if k != key]
         return "; it has no lessons yet" + (f" (other keys: {', '.join(others[:10])})" if others else "")
     return f"; known keys: {', '.join(keys[:10])}" if keys else "; no playbooks yet"
