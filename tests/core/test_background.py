@@ -409,18 +409,45 @@ def test_the_rejections_of_parallel_tool_calls_all_reach_the_next_model_call(mak
 
 
 async def test_aend_on_a_full_finish_queue_waits_off_the_event_loop(make_supervisor) -> None:
-    supervisor = make_supervisor({"judge_small": {"SessionJudgement": slow(GOOD_JUDGEMENT, 0.3)}},
+    """Tested by order, not by a clock: the judge answers only when a task on the event loop releases it, so an
+    ``aend`` that waited for room in the queue on the loop itself would starve that task and hang (the fallback
+    timer then releases the judge, and the test fails on who released it)."""
+    judge = HeldJudge()
+    supervisor = make_supervisor({"judge_small": {"SessionJudgement": judge}},
                                  supervision={"lane": "auto", "finish_workers": 1, "max_pending_finishes": 1})
-    lags: list[float] = []
-    ticking = asyncio.create_task(measure_loop_lag(lags))
-    pendings = []
-    for _ in range(4):  # the second and later find the queue full: they wait for room in a thread
-        run = await supervisor.abegin(TASK, agent_name="files")
-        pendings.append(await run.aend("2"))
-    results = [await pending for pending in pendings]
-    ticking.cancel()
+    judge.hold()
+    released_by: list[str] = []
+    waiting = asyncio.Event()
+
+    async def release_from_the_loop() -> None:
+        await waiting.wait()
+        for _ in range(3):  # the loop keeps turning while aend waits for room
+            await asyncio.sleep(0.01)
+        released_by.append("loop")
+        judge.release()
+
+    def fallback() -> None:
+        if not released_by:
+            released_by.append("fallback timer")
+            judge.release()
+
+    timer = threading.Timer(8.0, fallback)
+    timer.start()
+    releaser = asyncio.create_task(release_from_the_loop())
+    try:
+        pendings = []
+        for index in range(4):  # the worker holds the first, the queue the second: the third waits for room
+            run = await supervisor.abegin(TASK, agent_name="files")
+            if index == 2:
+                waiting.set()
+            pendings.append(await run.aend("2"))
+        results = [await pending for pending in pendings]
+    finally:
+        timer.cancel()
+        judge.release()
+        await releaser
+    assert released_by[0] == "loop"  # the loop ran while aend waited for room
     assert all(r.reward == pytest.approx(0.9) for r in results)
-    assert max(lags) < 0.15  # 0.3 s judges, a queue of one: the loop never waited for room
 
 
 def test_the_history_cache_takes_this_process_s_stored_sessions_without_a_read(make_supervisor, monkeypatch) -> None:
