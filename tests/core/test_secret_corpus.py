@@ -626,6 +626,8 @@ def test_no_planted_secret_reaches_the_store_the_spool_an_export_or_the_cli(make
     for label, data in outputs:
         corpus.scan(label, data)
     leaked = len(corpus.leaks)
+    print(f"secret corpus: {len(SHAPES)} shapes, {corpus.planted} planted in {len(corpus.fields)} fields, "
+          f"{len(outputs)} outputs scanned, {leaked} found")  # the figures issue 15 asks for (pytest -s)
     assert leaked == 0, corpus.report()
 
 
