@@ -558,3 +558,40 @@ def test_a_conditional_update_survives_the_spool(tmp_path) -> None:
     back = _decode_op(json.loads(json.dumps(write.as_json(), default=str)))
     assert (back.key, back.fields, back.only_if) == ("s1", {"review_status": "approved"}, {"review_status": "pending"})
     assert back.then["table"] == log.name and back.then["row"]["created_at"] == row["created_at"]
+
+
+def test_a_reviewer_s_decision_made_while_the_finish_was_spooled_survives_the_replay(make_supervisor, store_url) -> None:
+    """The replay-after-review race: a session's finish (its reward and its conditional auto-approval) is held in
+    the journal while the store refuses writes; meanwhile a reviewer, on another connection, quarantines the
+    session; the next process replays the journal. The replayed finish completes the session but does not
+    overwrite the reviewer's decision, and logs no approval."""
+    from sqlalchemy.exc import OperationalError
+
+    from atlas_learning.store import ReviewLogRecord, Store
+
+    config = {"review": {"auto_approve_min_reward": 0.5}, "supervision": {"lane": "auto"}, "drift": {"enabled": False}}
+    first = make_supervisor(**config)
+    run = first.begin(TASK, agent_name="files")
+    assert first.recorder.flush()  # the running session is stored, pending
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("INSERT ...", {}, Exception("database is locked"))
+
+    first.recorder._commit = refuse  # noqa: SLF001 - the store refuses every write from now on
+    result = run.finish("3 items")
+    assert result.reward == pytest.approx(0.9)
+    assert first.recorder.flush() and first.recorder.degraded  # the finish went to the journal
+    with Store(store_url) as reviewer:  # a reviewer on another connection
+        with reviewer.transaction() as tx:
+            record = tx.get(SessionRecord, run.session_id)
+            assert record.status == "running" and record.review_status == "pending"
+            record.review_status = "quarantined"
+            tx.add(record)
+    first.close()  # still refused: the journal stays for the next process
+
+    second = make_supervisor(**config)  # its start replays the journal
+    assert second.drain(10) and second.recorder.flush()
+    stored = second.store.get(SessionRecord, run.session_id)
+    assert stored.status == "completed" and stored.reward == pytest.approx(0.9)  # the finish landed
+    assert stored.review_status == "quarantined"  # and the reviewer's decision stands
+    assert second.store.rows(ReviewLogRecord, ReviewLogRecord.session_id == run.session_id) == []  # no approval logged
