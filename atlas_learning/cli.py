@@ -204,7 +204,7 @@ _review_command("pending", "Send sessions back to pending review.")
 
 @app.command("export")
 def export_command(
-    output: Annotated[str, typer.Option("--output", "-o", help="The JSONL file to write, or - for stdout.")],
+    output: Annotated[str | None, typer.Option("--output", "-o", help="The JSONL file to write, or - for stdout.")] = None,
     status: Annotated[list[str] | None, typer.Option("--status", help="Review status to include; repeat for several (default: approved).")] = None,
     min_reward: Annotated[float | None, typer.Option("--min-reward", help="Reward at least this (0..1).")] = None,
     max_reward: Annotated[float | None, typer.Option("--max-reward", help="Reward at most this (0..1).")] = None,
@@ -212,12 +212,13 @@ def export_command(
     lane: Annotated[str | None, typer.Option("--lane", help="Only this lane.")] = None,
     since: SinceOption = None,
     limit: LimitOption = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="trace (AtlasSessionTrace), messages (chat SFT) or grpo (prompts and rewards).")] = "trace",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="trace (AtlasSessionTrace), messages (chat SFT), grpo (prompts and rewards) or otlp (OpenTelemetry traces to --endpoint).")] = "trace",
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="With --format otlp: the OTLP/HTTP endpoint (http://127.0.0.1:4318; /v1/traces is added).")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Export reviewed sessions as JSONL. Only approved sessions unless --status asks for others."""
+    """Export reviewed sessions as JSONL, or as OpenTelemetry traces (--format otlp). Only approved sessions unless --status asks for others."""
     _invoke("exporting", "export", config=config, output=output, statuses=list(status or []), min_reward=min_reward,
-            max_reward=max_reward, key=key, lane=lane, since=since, limit=limit, fmt=fmt)
+            max_reward=max_reward, key=key, lane=lane, since=since, limit=limit, fmt=fmt, endpoint=endpoint)
 
 
 playbook_app = typer.Typer(help="The lessons each learning key has learned, their history, and retiring one by hand.", no_args_is_help=True)

@@ -431,6 +431,29 @@ class ReviewConfig(_Section):
     auto_approve_min_reward: float | None = Field(None, ge=0.0, le=1.0)
 
 
+class TelemetryConfig(_Section):
+    """OpenTelemetry export of sessions as traces (GenAI semantic conventions); needs the ``otel`` extra.
+
+    With ``otlp_endpoint`` set, every finished session is sent in the background to that OTLP/HTTP endpoint
+    (a base URL such as ``http://127.0.0.1:4318``; ``/v1/traces`` is added unless the URL ends with it).
+    """
+
+    otlp_endpoint: str | None = None
+    #: Extra HTTP headers for the endpoint (an ``Authorization`` header for Langfuse or LangSmith).
+    headers: dict[str, str] = Field(default_factory=dict)
+    #: Tool arguments and results, plans, answers and guidance on the spans (opt-in, as the conventions say).
+    capture_content: bool = False
+    service_name: str = "atlas"
+    timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("expected an http(s)://host[:port][/path] URL, e.g. http://127.0.0.1:4318")
+        return value
+
+
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 AgentKind = Literal["auto", "langgraph", "openai_agents", "byoa", "function"]
 
@@ -480,6 +503,7 @@ class AtlasConfig(_Section):
     redaction: RedactionConfig = Field(default_factory=RedactionConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
     @classmethod
     def load(

@@ -252,6 +252,12 @@ class Supervisor:
         self._synthesis_idle: dict[tuple[str, str | None], tuple[frozenset[tuple[str, str, str]], frozenset[str]]] = {}
         self._random_lock = threading.Lock()
         self.events = events or EventBus()
+        #: Sends each finished session to telemetry.otlp_endpoint from a background thread (None: not configured).
+        self.telemetry: Any = None
+        if self.config.telemetry.otlp_endpoint:
+            from .telemetry import LiveExporter
+
+            self.telemetry = LiveExporter.attach(self)
         self.checks = list(checks)
         self.human = human
         #: Exception types that are a framework's control flow, not failures (an interrupt raised inside the human
@@ -493,6 +499,8 @@ class Supervisor:
         if self._io_pool is not None:
             self._io_pool.shutdown(wait=False)
         self.recorder.close()
+        if self.telemetry is not None:  # after the recorder: the last sessions are stored
+            self.telemetry.close()
         self.models.close()
         self.store.close()
 

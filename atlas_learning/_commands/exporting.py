@@ -27,16 +27,16 @@ from ._common import (
 COUNTER_EVERY_S = 5.0
 
 
-def export(*, config: Path | None, output: str, statuses: list[str] | None, min_reward: float | None, max_reward: float | None,
-           key: str | None, lane: str | None, since: str | None, limit: int | None, fmt: str) -> None:
+def export(*, config: Path | None, output: str | None, statuses: list[str] | None, min_reward: float | None, max_reward: float | None,
+           key: str | None, lane: str | None, since: str | None, limit: int | None, fmt: str, endpoint: str | None = None) -> None:
     try:
         from ..export import EXPORT_FORMATS, export_sessions
     except ImportError as exc:
         raise AtlasError(f"export is not available in this installation (atlas_learning.export: {exc})") from None
     from ..store import SessionFilter
 
-    if fmt not in EXPORT_FORMATS:
-        raise AtlasError(f"--format: expected one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    if fmt not in (*EXPORT_FORMATS, "otlp"):
+        raise AtlasError(f"--format: expected one of {', '.join(EXPORT_FORMATS)} or otlp, got {fmt!r}")
     for status in statuses or ():
         check_choice(status, REVIEW_STATUSES, "--status")
     where = SessionFilter(
@@ -48,6 +48,15 @@ def export(*, config: Path | None, output: str, statuses: list[str] | None, min_
         since=parse_since(since),
         limit=check_limit(limit),
     )
+    if fmt == "otlp" or endpoint is not None:  # traces to an OpenTelemetry collector, not a file
+        from ..telemetry import export_command
+
+        export_command(config=load_config(config), fmt=fmt, endpoint=endpoint, output=output, where=where)
+        return
+    if output is None:
+        from ..errors import UsageError
+
+        raise UsageError("--output: name the .jsonl file to write (or - for stdout)")
     to_stdout = output == "-"
     target = None if to_stdout else Path(output)
     if target is not None and target.is_dir():
