@@ -79,6 +79,9 @@ _NEAR_NAME = re.compile(
 _SECRET_KEY = re.compile(r"(?i)^(?:.*[_-])?(?:api[_-]?key|secret|token|password|passwd|authorization|private[_-]?key|credentials?)$")
 
 
+#: How many texts a redactor remembers the redaction of, and the longest it remembers (at most 4 MB in all).
+_MEMO_ENTRIES, _MEMO_LONGEST = 4096, 1024
+
 #: Values with no text in them (returned as they are, without a call).
 _PLAIN = frozenset({int, float, bool, type(None), datetime, date})
 
@@ -186,10 +189,19 @@ class Redactor:
         self._library = _library_patterns() if enabled else ()
         # One pass to find out whether any built-in pattern matches at all: most text holds no secret.
         self._any = re.compile("|".join(_scoped(p) for p in patterns))
+        # Rows repeat the same short texts (column and argument names, tool names, a conversation's earlier
+        # messages) on every call: each is redacted once, then looked up. Redaction is a pure function of the
+        # text and this redactor's patterns.
+        self._memo = functools.lru_cache(maxsize=_MEMO_ENTRIES)(self._text)
 
     def text(self, value: str) -> str:
         """``value`` with every secret replaced."""
-        if not self.enabled or len(value) < 8 or _ID.fullmatch(value):
+        if not self.enabled or len(value) < 8:
+            return value
+        return self._memo(value) if len(value) <= _MEMO_LONGEST else self._text(value)
+
+    def _text(self, value: str) -> str:
+        if _ID.fullmatch(value):
             return value
         if self._any.search(value):
             for pattern in self._patterns:
