@@ -10,9 +10,11 @@
   the right shape by construction; the base class still validates it into the pydantic model.
 * a transformers checkpoint directory (has ``config.json``; what a trainer writes with ``save_model``): loaded with
   ``AutoModelForCausalLM`` and ``AutoTokenizer`` from local files only. The tokenizer's chat template is applied
-  when it has one, else a plain ``role: content`` transcript; ``temperature == 0`` decodes greedily. This backend
-  has NO constrained decoding (transformers has none built in): a structured call adds the schema to the prompt and
-  relies on the base class's validation and single repair attempt.
+  when it has one, else a plain ``role: content`` transcript; ``temperature == 0`` decodes greedily. Structured
+  calls are schema-constrained as with GGUF: the JSON schema becomes an llguidance grammar whose token mask is
+  applied at every decoding step (a logits processor), so a trained checkpoint is served with the prompt it was
+  trained on and nothing added. Without llguidance (``pip install llguidance``, in the ``local`` extra) or with a
+  tokenizer it cannot wrap, the schema is asked for in an extra message and the base class validates and repairs.
 
 Weights load lazily on the first call and are shared, per (path, loading options), by every ``LocalModel`` of the
 process; calls into one loaded model are serialized by a lock. :meth:`LocalModel.close` releases the weights when
@@ -384,6 +386,8 @@ class _TransformersBackend:
         except Exception as exc:
             raise _Failure(f"transformers could not load {path}: {_one_line(exc)}") from exc
         self.model.eval()
+        self.path = path
+        self._llg_tokenizer: Any = None  # llguidance's view of the tokenizer, made on the first structured call
 
     def _prompt(self, messages: list[dict[str, str]]) -> tuple[str, bool]:
         """The prompt text, and whether it already holds the special tokens (chat template applied)."""
@@ -404,7 +408,8 @@ class _TransformersBackend:
         seed: int | None,
     ) -> RawCompletion:
         torch = self._torch
-        if json_schema is not None:  # no constrained decoding here: say what is wanted
+        constraint = self._constraint(json_schema) if json_schema is not None else None
+        if json_schema is not None and constraint is None:  # not constrained: say what is wanted
             schema = json.dumps(json_schema, separators=(",", ":"))
             messages = [
                 *messages,
@@ -416,6 +421,10 @@ class _TransformersBackend:
         sampling = temperature > 0
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "do_sample": sampling, "pad_token_id": pad}
+        if constraint is not None:
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([constraint])
         if sampling:
             kwargs["temperature"] = temperature
             if seed is not None:
@@ -436,8 +445,63 @@ class _TransformersBackend:
             finish_reason="stop" if stopped else "length",
         )
 
+    def _constraint(self, json_schema: dict[str, Any]) -> Any:
+        """A logits processor that keeps decoding inside ``json_schema`` (llguidance), or None when llguidance is
+        missing or cannot take this tokenizer or schema (then the schema is asked for in the prompt)."""
+        if self._llg_tokenizer is None:
+            try:
+                import llguidance.hf
+
+                vocab = getattr(self.model.config, "vocab_size", None)
+                self._llg_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer, n_vocab=vocab)
+            except Exception as exc:  # noqa: BLE001 - not installed, or a tokenizer it cannot wrap
+                log.warning("structured calls to %s are not constrained (%s); the schema goes in the prompt",
+                            self.path, _one_line(exc))
+                self._llg_tokenizer = False
+        if self._llg_tokenizer is False:
+            return None
+        import llguidance
+
+        try:
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(json_schema, defaults=_JSON_LAYOUT)
+            matcher = llguidance.LLMatcher(self._llg_tokenizer, grammar)
+        except Exception as exc:  # noqa: BLE001 - a schema feature llguidance does not support
+            log.warning("llguidance cannot compile this schema (%s); the schema goes in the prompt", _one_line(exc))
+            return None
+        if matcher.is_error():
+            log.warning("llguidance cannot compile this schema (%s); the schema goes in the prompt", matcher.get_error())
+            return None
+        return _GrammarMask(matcher, self._llg_tokenizer.vocab_size)
+
     def close(self) -> None:
         self.model = None
+
+
+#: The JSON a constrained transformers checkpoint may write: the layout of ``json.dumps`` (what training data
+#: holds), no free whitespace (a weak model would fill its token budget with it), unknown keywords ignored.
+_JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": ", "lenient": True}
+
+
+class _GrammarMask:
+    """A transformers logits processor: before each token, the logits of every token the grammar does not allow
+    next are masked, and the token chosen last is fed to the matcher. Once the grammar is complete only the end of
+    sequence is allowed, so generation stops there."""
+
+    def __init__(self, matcher: Any, vocab_size: int) -> None:
+        import llguidance.torch
+
+        self._matcher = matcher
+        self._torch = llguidance.torch
+        self._bitmask = llguidance.torch.allocate_token_bitmask(1, vocab_size)
+        self._started = False
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self._started:
+            self._matcher.consume_token(int(input_ids[0, -1]))
+        self._started = True
+        self._torch.fill_next_token_bitmask(self._matcher, self._bitmask, 0)
+        self._torch.apply_token_bitmask_inplace(scores, self._bitmask.to(scores.device))
+        return scores
 
 
 def _one_line(value: object) -> str:

@@ -6,6 +6,7 @@ The ``slow`` tests load the real 135M model (about half a second) and stay in th
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from pydantic import BaseModel, Field
@@ -224,10 +226,56 @@ def test_transformers_checkpoint_generates_offline(tmp_path: Path, chat_template
         )
         assert response.text and response.text == again.text  # temperature 0: greedy, deterministic
         assert response.usage.input_tokens > 0 and 0 < response.usage.output_tokens <= 6
-        if chat_template is None:
-            # No constrained decoding on this backend: random weights fail validation, then the one repair.
-            with pytest.raises(InvalidOutputError):
-                model.generate("Judge this.", output_type=Verdict, max_tokens=4)
+    finally:
+        model.close()
+
+
+@pytest.mark.parametrize("chat_template", [None, "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}<assistant>"],
+                         ids=["transcript", "chat-template"])
+def test_a_transformers_checkpoint_answers_structured_calls_inside_the_schema(
+        tmp_path: Path, chat_template: str | None, monkeypatch: pytest.MonkeyPatch, no_network: None) -> None:
+    """Random weights, yet the answer is the schema's JSON at the first attempt: the grammar's mask leaves the
+    model no other token. And the prompt is exactly the messages given (what a checkpoint was trained on), with
+    no schema message added."""
+    pytest.importorskip("llguidance")
+    from pydantic import BaseModel
+
+    class Flag(BaseModel):
+        accepted: bool
+        severity: Literal["low", "high"]
+
+    _tiny_checkpoint(tmp_path, chat_template)
+    model = LocalModel(ModelSettings(provider="local", model=str(tmp_path)))
+    prompts: list[list[dict[str, str]]] = []
+    real_prompt = local_module._TransformersBackend._prompt
+    monkeypatch.setattr(local_module._TransformersBackend, "_prompt",
+                        lambda self, messages: prompts.append(messages) or real_prompt(self, messages))
+    try:
+        messages = [{"role": "system", "content": "Judge."}, {"role": "user", "content": "the answer is yes"}]
+        for _ in range(3):
+            reply = model.generate(messages, output_type=Flag, max_tokens=64)
+            assert isinstance(reply.output, Flag) and reply.attempts == 1
+            assert json.loads(reply.text) == reply.output.model_dump()
+        assert prompts == [messages] * 3  # nothing appended before a first attempt
+    finally:
+        model.close()
+
+
+def test_without_llguidance_a_transformers_checkpoint_is_asked_for_the_schema_in_the_prompt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    _tiny_checkpoint(tmp_path, None)
+    monkeypatch.setitem(sys.modules, "llguidance", None)  # import llguidance now fails
+    monkeypatch.setitem(sys.modules, "llguidance.hf", None)
+    model = LocalModel(ModelSettings(provider="local", model=str(tmp_path)))
+    prompts: list[list[dict[str, str]]] = []
+    real_prompt = local_module._TransformersBackend._prompt
+    monkeypatch.setattr(local_module._TransformersBackend, "_prompt",
+                        lambda self, messages: prompts.append(messages) or real_prompt(self, messages))
+    try:
+        with caplog.at_level("WARNING", logger="atlas_learning.models.local"), pytest.raises(InvalidOutputError):
+            model.generate("Judge this.", output_type=Verdict, max_tokens=4)  # random weights: invalid, repaired, invalid
+        assert "not constrained" in caplog.text
+        assert "Reply with only a JSON object matching this schema" in prompts[0][-1]["content"]
     finally:
         model.close()
 
