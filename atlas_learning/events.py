@@ -2,7 +2,7 @@
 
 Subscribe a callable to an :class:`EventBus`; it receives every :class:`AtlasEvent` synchronously, in order.
 A subscriber that raises is logged and skipped: a progress bar never breaks a run. Every event is also
-stored as a trajectory event of its session.
+stored as a trajectory event of its session, except ``model_call`` (a supervision call, stored as a model-call row).
 """
 
 from __future__ import annotations

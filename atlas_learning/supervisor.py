@@ -35,6 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from . import progress as _progress
 from .background import BackgroundFinisher, DeadlinePassed, PendingSession, run_with_deadline
 from .config import AtlasConfig
 from .context import current_session_options
@@ -224,6 +225,8 @@ class Supervisor:
 
     ``config`` is an AtlasConfig, a dict or a YAML path (see :meth:`AtlasConfig.load`). ``checks`` are verifiable
     checks applied to every session; ``human`` decides escalations when ``supervision.escalation`` is ``human``.
+    ``progress=True`` shows a live status line of the sessions in progress on stderr when it is a terminal
+    (:mod:`atlas_learning.progress`).
     """
 
     def __init__(
@@ -235,6 +238,7 @@ class Supervisor:
         checks: Sequence[Check] = (),
         human: HumanCallback | None = None,
         events: EventBus | None = None,
+        progress: bool = False,
     ) -> None:
         self.config = AtlasConfig.load(config)
         self.store = store or Store(self.config.storage, migrate=False)
@@ -260,6 +264,9 @@ class Supervisor:
             self.telemetry = LiveExporter.attach(self)
         self.checks = list(checks)
         self.human = human
+        #: The live status line of sessions in progress (``progress=True``, or the atlas command's default) when
+        #: stderr is a terminal; None otherwise.
+        self.progress = _progress.attach(self.events) if progress or _progress.default_enabled() else None
         #: Exception types that are a framework's control flow, not failures (an interrupt raised inside the human
         #: callback): they pass through supervision unchanged. Integrations add their framework's types.
         self.control_flow: tuple[type[BaseException], ...] = ()
@@ -496,6 +503,8 @@ class Supervisor:
         if not self.finisher.close(self.config.supervision.drain_timeout_s):
             log.warning("%d session finishes did not end within %ss; their rows so far are stored",
                         self.finisher.pending, self.config.supervision.drain_timeout_s)
+        if self.progress is not None:
+            self.progress.close()
         if self._io_pool is not None:
             self._io_pool.shutdown(wait=False)
         self.recorder.close()
@@ -1375,6 +1384,9 @@ class SupervisedRun:
 
     def _call_record(self, request: Ask, usage: Usage, latency_s: float, attempts: int, error: str | None, model: Any) -> None:
         self.usage.record(request.role, usage)
+        # Published only: the call is stored below as a model-call row, not again as a trajectory event.
+        self.supervisor.events.publish(AtlasEvent("model_call", self.session_id, {"role": request.role, "purpose": request.purpose,
+                                                                                  "error": error}))
         if error:
             with self._lock:
                 self.role_failures.setdefault(request.role, error)
