@@ -145,61 +145,115 @@ def _parse(text: str) -> Any:
 
 
 LANE_COLOURS = {"auto": "#2ca02c", "paired": "#1f77b4", "coach": "#ff7f0e", "escalate": "#d62728", "none": "#7f7f7f"}
+#: How a learning key's reward line and a baseline's are told apart (colour, line style, marker; neither colour is a
+#: lane's); learning is drawn on top.
+LEARNING_STYLE: dict[str, Any] = {"color": "#6a3d9a", "linestyle": "-", "linewidth": 1.6, "marker": "o", "markersize": 4, "zorder": 3}
+BASELINE_STYLE: dict[str, Any] = {"color": "#b15928", "linestyle": "--", "linewidth": 2.6, "marker": "s", "markersize": 4, "zorder": 2}
+MEAN_STYLE: dict[str, Any] = {"color": "#222222", "linestyle": ":", "linewidth": 2.2, "marker": "D", "markersize": 4, "zorder": 4}
+BASELINE_SUFFIX = ":baseline"
 
 
-def write_plot(data: dict[str, Any], path: Path) -> None:
-    """Reward per session (with the window means), tool calls per session, and the lane mix per window, as one PNG."""
+def _by_key(sessions: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The sessions of each learning key, oldest first, in the order the keys first appear."""
+    keys: dict[str, list[dict[str, Any]]] = {}
+    for session in sessions:
+        keys.setdefault(session["learning_key"], []).append(session)
+    return keys
+
+
+def _windows(sessions: list[dict[str, Any]], window: int) -> list[dict[str, Any]]:
+    """Per window of one key's sessions (numbered 1.. within the key): its middle, mean reward and lane counts."""
+    windows = []
+    for start in range(0, len(sessions), window):
+        chunk = sessions[start : start + window]
+        rewards = [s["reward"] for s in chunk if s["reward"] is not None]
+        lanes = {lane: sum(1 for s in chunk if (s["lane"] or "none") == lane) for lane in (*LANES, "none")}
+        windows.append({"from": start + 1, "to": start + len(chunk), "mean_reward": statistics.fmean(rewards) if rewards else None,
+                        "lanes": lanes})
+    return windows
+
+
+def _outside_legend(axes: Any) -> None:
+    """The axes' legend to the right of its data area (never over the lines)."""
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
+
+
+def _reward_line(axes: Any, sessions: list[dict[str, Any]], label: str, style: dict[str, Any]) -> bool:
+    scored = [(n, s["reward"]) for n, s in enumerate(sessions, 1) if s["reward"] is not None]
+    if scored:
+        axes.plot([n for n, _ in scored], [r for _, r in scored], label=label, **style)
+    return bool(scored)
+
+
+def report_figure(data: dict[str, Any]) -> Any:
+    """The report's figure: one row of charts per learning key, titled with the key: reward per session (with the
+    window means, and the key's baseline, ``<key>:baseline``, dashed underneath when it is in the report), tool
+    calls per session (bar colour: lane) and the lane mix per window. Integer session numbers, legends outside the
+    data. Needs matplotlib (Agg); the caller closes the figure."""
     try:
         import matplotlib
     except ImportError:
-        from ..errors import AtlasError
-
-        raise AtlasError("--plot needs matplotlib: pip install matplotlib (or the 'train' extra)") from None
+        raise AtlasError("--plot needs matplotlib: pip install 'atlas-plugins[plot]'") from None
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
-    sessions = data["sessions"]
-    numbers = [s["n"] for s in sessions]
-    figure, (reward_ax, tools_ax, lanes_ax) = plt.subplots(3, 1, figsize=(9, 9), sharex=False, constrained_layout=True)
-    title = f"Atlas learning curve: {data['learning_key']}" if data["learning_key"] else "Atlas learning curve"
-    figure.suptitle(title)
+    window = data["window"]
+    keys = _by_key(data["sessions"])
+    figure, grid = plt.subplots(len(keys), 3, figsize=(15, 3.4 * len(keys) + 0.6), squeeze=False, layout="constrained",
+                                gridspec_kw={"width_ratios": [2.2, 1.4, 1.2]})
+    figure.suptitle("Atlas learning curve" + ("" if len(keys) == 1 else f": {len(keys)} learning keys"))
+    for (key, sessions), (reward_ax, tools_ax, lanes_ax) in zip(keys.items(), grid, strict=True):
+        baseline = key.endswith(BASELINE_SUFFIX)
+        drawn = _reward_line(reward_ax, sessions, "baseline" if baseline else "reward", BASELINE_STYLE if baseline else LEARNING_STYLE)
+        partner = keys.get(key + BASELINE_SUFFIX)
+        if partner:
+            drawn |= _reward_line(reward_ax, partner, f"baseline (key ...{BASELINE_SUFFIX})", BASELINE_STYLE)
+        means = [((w["from"] + w["to"]) / 2, w["mean_reward"]) for w in _windows(sessions, window) if w["mean_reward"] is not None]
+        if len(means) > 1:
+            reward_ax.plot([m for m, _ in means], [v for _, v in means], label=f"mean of {window}", **MEAN_STYLE)
+        reward_ax.set_title(f"{key}: reward", fontsize=10, loc="left")
+        reward_ax.set_ylim(-0.02, 1.02)
+        reward_ax.set_ylabel("reward")
+        reward_ax.set_xlabel("session")
+        reward_ax.grid(alpha=0.3)
+        if drawn:
+            _outside_legend(reward_ax)
 
-    scored = [(s["n"], s["reward"]) for s in sessions if s["reward"] is not None]
-    if scored:
-        reward_ax.plot([n for n, _ in scored], [r for _, r in scored], "o-", color="#1f77b4", alpha=0.6, label="reward")
-    means = [(w["from"] + w["to"]) / 2 for w in data["reward_by_window"] if w["mean_reward"] is not None]
-    values = [w["mean_reward"] for w in data["reward_by_window"] if w["mean_reward"] is not None]
-    if means:
-        reward_ax.plot(means, values, "s--", color="#d62728", label=f"mean of {data['window']}")
-    reward_ax.set_ylim(-0.02, 1.02)
-    reward_ax.set_ylabel("reward")
-    reward_ax.set_xlabel("session")
-    reward_ax.grid(alpha=0.3)
-    if scored or means:
-        reward_ax.legend(loc="lower right")
+        numbers = list(range(1, len(sessions) + 1))
+        tools_ax.bar(numbers, [s["tool_calls"] for s in sessions], color=[LANE_COLOURS.get(s["lane"] or "none", "#7f7f7f") for s in sessions])
+        tools_ax.set_title(f"{key}: tool calls", fontsize=10, loc="left")
+        tools_ax.set_xlabel("session (bar colour: lane)")
+        tools_ax.grid(alpha=0.3, axis="y")
 
-    colours = [LANE_COLOURS.get(s["lane"] or "none", "#7f7f7f") for s in sessions]
-    tools_ax.bar(numbers, [s["tool_calls"] for s in sessions], color=colours)
-    tools_ax.set_ylabel("tool calls")
-    tools_ax.set_xlabel("session (bar colour: lane)")
-    tools_ax.grid(alpha=0.3, axis="y")
+        windows = _windows(sessions, window)
+        bottom = [0] * len(windows)
+        for lane in (*LANES, "none"):
+            heights = [w["lanes"][lane] for w in windows]
+            if any(heights):
+                lanes_ax.bar([f"{w['from']}-{w['to']}" for w in windows], heights, bottom=bottom, color=LANE_COLOURS[lane])
+                bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+        lanes_ax.set_title(f"{key}: lane mix", fontsize=10, loc="left")
+        lanes_ax.set_xlabel(f"sessions (windows of {window})")
+        lanes_ax.set_ylabel("sessions")
+        for axis in (reward_ax.xaxis, tools_ax.xaxis, tools_ax.yaxis, lanes_ax.yaxis):
+            axis.set_major_locator(MaxNLocator(integer=True))
+        if len(sessions) == 1:  # one session: a tick at 1 only, not 0.8-1.2
+            for axes in (reward_ax, tools_ax):
+                axes.set_xlim(0.5, 1.5)
+    present = [lane for lane in (*LANES, "none") if any((s["lane"] or "none") == lane for s in data["sessions"])]
+    figure.legend([Patch(color=LANE_COLOURS[lane]) for lane in present], present, title="lane", loc="outside right upper",
+                  fontsize=8, frameon=False)
+    return figure
 
-    windows = data["reward_by_window"]
-    labels = [f"{w['from']}-{w['to']}" for w in windows]
-    bottom = [0] * len(windows)
-    for lane in (*LANES, "none"):
-        heights = [w["lanes"].get(lane, 0) if lane != "none" else w["sessions"] - sum(w["lanes"].values()) for w in windows]
-        if any(heights):
-            lanes_ax.bar(labels, heights, bottom=bottom, color=LANE_COLOURS[lane], label=lane)
-            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-    for axis in (reward_ax.xaxis, tools_ax.xaxis, tools_ax.yaxis, lanes_ax.yaxis):
-        axis.set_major_locator(MaxNLocator(integer=True))
-    lanes_ax.set_ylabel("sessions")
-    lanes_ax.set_xlabel("sessions (window)")
-    lanes_ax.set_title("lane mix", fontsize=10)
-    lanes_ax.legend(loc="upper right", fontsize=8)
+
+def write_plot(data: dict[str, Any], path: Path) -> None:
+    """Write :func:`report_figure` as a PNG."""
+    figure = report_figure(data)
+    import matplotlib.pyplot as plt
+
     try:
         figure.savefig(path, dpi=100)
     except OSError as exc:

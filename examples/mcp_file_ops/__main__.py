@@ -18,7 +18,7 @@ import sys
 from atlas_learning.errors import AtlasError
 
 from .harness import DEFAULT_OUT, compare_table, results_table, run_suite, write_plot
-from .tasks import select_tasks
+from .tasks import Task, select_tasks
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,20 +47,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        return _run(args)
+        return run(args.selected, repeat=args.repeat, baseline=args.baseline, compare=args.compare, model=args.model,
+                   config=args.config, out=args.out, plot=not args.no_plot)
     except AtlasError as exc:  # a bad config, an unusable model: one line, not a traceback
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
 
 
-def _run(args: argparse.Namespace) -> int:
-    options = {"repeat": args.repeat, "model": args.model, "out_dir": args.out, "plot": not args.no_plot}
+def run(selected: list[Task], *, repeat: int = 1, baseline: bool = False, compare: bool = False, model: str = "config",
+        config: str | None = None, out: str = str(DEFAULT_OUT), plot: bool = True) -> int:
+    """Run the suite on checked options (what ``main`` and ``atlas quickstart`` call), print the tables; 0 when it ran."""
+    options = {"repeat": repeat, "model": model, "out_dir": out, "plot": plot}
     reports = []
-    if args.compare:
-        reports.append(run_suite(args.config, args.selected, baseline=False, **{**options, "plot": False}))
-        reports.append(run_suite(args.config, args.selected, baseline=True, **{**options, "plot": False}))
+    if compare:
+        reports.append(run_suite(config, selected, baseline=False, **{**options, "plot": False}))
+        reports.append(run_suite(config, selected, baseline=True, **{**options, "plot": False}))
     else:
-        reports.append(run_suite(args.config, args.selected, baseline=args.baseline, **options))
+        reports.append(run_suite(config, selected, baseline=baseline, **options))
     for report in reports:
         print(f"\n{report.mode} ({report.model} model, learning key {report.summary['learning_key']}, "
               f"{report.summary['seconds']:.1f}s)")
@@ -70,12 +73,13 @@ def _run(args: argparse.Namespace) -> int:
             print(f"learning curve: {report.plot_path}")
         for note in report.notes:
             print(note)
-    if args.compare:
+    if compare:
         print("\n" + compare_table(reports[0].runs, reports[1].runs))
-        if not args.no_plot:
+        if plot:
             from pathlib import Path
 
-            path, note = write_plot({"learning": reports[0].runs, "baseline": reports[1].runs}, Path(args.out) / "learning_curve.png")
+            path, note = write_plot({"learning": reports[0].runs, "baseline": reports[1].runs}, Path(out) / "learning_curve.png",
+                                    learning_key=reports[0].summary["learning_key"])
             print(f"learning curve: {path}" if path else note)
     # A task whose agent failed (bad model output, a runaway loop) is a result, counted in the table, not a failure
     # of the example: the exit status is 0 whenever the suite ran.

@@ -47,6 +47,7 @@ __all__ = [
     "arun_suite",
     "build_agent",
     "compare_table",
+    "learning_figure",
     "results_table",
     "run_suite",
     "suite_config",
@@ -251,7 +252,8 @@ async def arun_suite(
     report = SuiteReport(mode=mode, model=model, runs=runs, summary=summary)
     report.results_path = out / ("results-baseline.json" if baseline else "results.json")
     if plot:
-        report.plot_path, note = write_plot({mode: runs}, out / ("learning_curve-baseline.png" if baseline else "learning_curve.png"))
+        report.plot_path, note = write_plot({mode: runs}, out / ("learning_curve-baseline.png" if baseline else "learning_curve.png"),
+                                            learning_key=key)
         if note:
             report.notes.append(note)
     report.results_path.write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n", encoding="utf-8")
@@ -379,40 +381,68 @@ def compare_table(learning: Sequence[TaskRun], baseline: Sequence[TaskRun]) -> s
     return "\n".join(lines)
 
 
-def write_plot(series: dict[str, Sequence[TaskRun]], path: str | Path) -> tuple[Path | None, str | None]:
-    """The learning curve: reward and success per run, and the cumulative success rate, per series.
+#: Each series' colour, line style and drawing order: the learning run on top of the baseline, told apart by colour
+#: and line style, not only by colour (the report's plot uses the same two colours).
+SERIES_STYLES: dict[str, dict[str, Any]] = {
+    "learning": {"color": "#6a3d9a", "linestyle": "-", "linewidth": 1.6, "marker": "o", "zorder": 3},
+    # wider, beneath: where both runs score the same, the baseline still shows around the learning line
+    "baseline": {"color": "#b15928", "linestyle": "--", "linewidth": 3.2, "marker": "s", "zorder": 2},
+}
 
-    Returns the PNG's path, or None and a one-line note when matplotlib is missing."""
-    try:
-        import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None, "learning curve skipped: matplotlib is not installed (pip install 'atlas-plugins[plot]')"
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
-    for label, runs in series.items():
+def learning_figure(series: dict[str, Sequence[TaskRun]], learning_key: str | None = None) -> Any:
+    """The learning curve as a matplotlib figure (Agg): reward per task run (a cross where the check failed) and the
+    cumulative success rate, one line per series (``learning`` on top, ``baseline`` dashed beneath). Integer run
+    numbers on the x axis, legends outside the data. The caller closes it."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, layout="constrained")
+    for number, (label, runs) in enumerate(series.items()):
         if not runs:
             continue
+        style = SERIES_STYLES.get(label, {"color": f"C{number + 2}", "linestyle": "-.", "marker": "^", "zorder": 1})
         x = [r.index for r in runs]
-        rewards = [r.reward if r.reward is not None else float("nan") for r in runs]
-        top.plot(x, rewards, marker="o", label=f"{label}: reward")
-        top.scatter(x, [1.05 if r.passed else -0.05 for r in runs], marker="|", s=120, label=f"{label}: check passed (top) / failed")
+        top.plot(x, [r.reward if r.reward is not None else float("nan") for r in runs], label=f"{label}: reward",
+                 markersize=5, **style)
+        failed = [(r.index, r.reward if r.reward is not None else 0.0) for r in runs if not r.passed]
+        if failed:
+            top.scatter([f[0] for f in failed], [f[1] for f in failed], marker="x", s=60, color=style["color"],
+                        zorder=style["zorder"] + 0.5, label=f"{label}: check failed")
         cumulative, passed = [], 0
         for position, run in enumerate(runs, start=1):
             passed += run.passed
             cumulative.append(passed / position)
-        bottom.plot(x, cumulative, marker=".", label=label)
+        bottom.plot(x, cumulative, label=label, markersize=4, **style)
     top.set_ylabel("reward")
-    top.set_ylim(-0.1, 1.1)
-    top.set_title("MCP file operations: reward and success by task run")
-    top.legend(fontsize="small", loc="lower left")
+    top.set_ylim(-0.05, 1.05)
+    top.set_title(f"MCP file operations ({learning_key or 'mcp-file-ops'}): reward and success by task run", loc="left")
     bottom.set_ylabel("cumulative success rate")
     bottom.set_xlabel("task run")
     bottom.set_ylim(0, 1.05)
-    bottom.legend(fontsize="small")
-    figure.tight_layout()
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for axes in (top, bottom):
+        axes.grid(alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+    return figure
+
+
+def write_plot(series: dict[str, Sequence[TaskRun]], path: str | Path, *, learning_key: str | None = None) -> tuple[Path | None, str | None]:
+    """Write :func:`learning_figure` as a PNG. Returns its path, or None and a one-line note when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return None, "learning curve skipped: matplotlib is not installed (pip install 'atlas-plugins[plot]')"
+    import matplotlib.pyplot as plt
+
+    figure = learning_figure(series, learning_key)
     target = Path(path)
-    figure.savefig(target, dpi=100)
-    plt.close(figure)
+    try:
+        figure.savefig(target, dpi=100)
+    finally:
+        plt.close(figure)
     return target, None
