@@ -43,12 +43,23 @@ JSON Schema is ``session_trace.schema.json`` beside this module (:func:`trace_sc
   (student, teacher, judge, probe, synthesizer, atlas).
 - Times are ISO 8601 strings in UTC, ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``, formatted by the database.
 
-**Messages format** (SFT): ``{"messages", "session_id", "learning_key", "lane", "session_reward"}``. The
-messages are what the student saw and did: a system message with the instructions Atlas gave it (lessons,
-reviewed plan, concerns; absent when there were none), the task as the user, each tool call as an assistant
-``tool_calls`` message (arguments as an object) followed by its ``tool`` result, other steps (model calls, nodes,
-handoffs) with an output as assistant text, the teacher's guidance as a user message ``Teacher guidance: ...`` where the student received
-it (after a rejected step or answer), rejected answers as assistant messages, and the final answer last.
+**Messages format** (SFT, TRL's conversational tool-calling layout): ``{"messages", "tools", "session_id",
+"learning_key", "lane", "session_reward"}``, what the student's model was sent and what it produced, each model call
+once. ``messages``: the system prompt of the first model call (the integration's own with Atlas's instructions in
+it, as the adapter recorded it; absent when it had none), the task as the user, then per model call its output (an
+assistant message with ``tool_calls`` ``[{"id", "type": "function", "function": {"name", "arguments"}}]``,
+arguments as an object, or its text), each tool result as ``{"role": "tool", "tool_call_id", "name", "content"}``
+(a handoff answers the transfer call with what the framework returned for it), and the final answer last. When the
+system prompt changed between two calls (a rejected step's or answer's guidance, another agent after a handoff),
+the new one is a system message before the call that got it: guidance appears where and as the student saw it,
+never as a user turn. Rejected answers stay, once, as the model gave them. Calls of a nested agent (an agent used
+as a tool) are left out. ``tools``: every tool schema the session's model calls were offered, once by name, as
+``[{"type": "function", "function": {"name", "description", "parameters"}}]`` (``[]`` when none was recorded).
+For sessions whose integration recorded no system prompt (older sessions; an agent that reports only its tools),
+the instructions are rebuilt with :func:`~atlas_learning.student.render_instructions` (lessons, reviewed plan,
+concerns, and the guidance from where it was given), the one renderer the run used. Known gap: a framework that
+re-runs the agent from its input on a retry (``with_atlas`` on a graph) did not show the model its rejected
+attempt; the record keeps it before the retry.
 
 **GRPO format**: prompt-only records for TRL's GRPOTrainer: ``prompt`` (the messages the teacher gets when it
 executes a task itself, with its lessons), and the columns reward functions read: ``task``, ``final_answer``,
@@ -676,45 +687,119 @@ def _trace_line(s: Any, entries: list[Any], steps: list[Any], rewards: list[Any]
     )
 
 
-def _guidance_message(notes: Iterable[str]) -> dict[str, str]:
-    from .student import render_guidance
+def _model_output(output: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """A model call's stored output as (text, tool calls): the core's turn layout (``{"content", "tool_calls"}``,
+    :func:`~atlas_learning.student.model_turn`), also as older sessions stored it (a message as JSON), else text."""
+    if not output:
+        return "", []
+    if output[0] == "{":
+        try:
+            value = json.loads(output)
+        except ValueError:
+            return output, []
+        from .student import model_turn
 
-    return {"role": "user", "content": render_guidance(list(notes))}
+        turn = model_turn(value) if isinstance(value, dict) else value
+        if isinstance(turn, str):
+            return turn, []
+        if isinstance(turn, dict) and isinstance(turn.get("tool_calls"), list) and isinstance(turn.get("content"), str):
+            return turn["content"], [c for c in turn["tool_calls"] if isinstance(c, dict) and c.get("name")]
+    return output, []
+
+
+def _arguments(value: Any) -> Any:
+    """Tool arguments as an object (TRL's layout): an object as it is, JSON text of one parsed, else under ``args``."""
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return {"args": value}
+        value = parsed
+    if isinstance(value, dict):
+        return value
+    return {} if value is None else {"args": value}
 
 
 def _messages(s: Any, entries: list[Any], steps: list[Any], rewards: list[Any], plans: list[Any], attempts: list[Any],
               guidance: list[Any]) -> dict[str, Any]:
-    """One session as chat messages for SFT: what the student was told, did and answered (see the module docs)."""
-    from .student import render_instructions
+    """One session as a conversational SFT record: what the student's model was given and produced (module docs)."""
+    from .student import render_instructions, tool_schema
 
     chosen, _, reviewed = _plan_rows(plans)
-    plan_steps = (_load(reviewed[2]) or []) if reviewed else []
+    plan = [p.get("description", "") for p in ((_load(reviewed[2]) or []) if reviewed else [])]
     concerns = (_load(reviewed[3]) or []) if reviewed else []
-    system = render_instructions([e for e in entries if e.audience == "student"],
-                                 [p.get("description", "") for p in plan_steps], concerns)
-    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    student = [e for e in entries if e.audience == "student"]
+    given = {step[1]: _load(step[18]) for step in steps if step[18] not in (None, "{}", "null")}  # steps' metadata
+    systems = [g["system"] for g in given.values() if isinstance(g, dict) and isinstance(g.get("system"), str)]
+    recorded = bool(systems)  # the integration recorded the system prompt of its model calls
+    shown = systems[0] if recorded else render_instructions(student, plan, concerns)
+    messages: list[dict[str, Any]] = [{"role": "system", "content": shown}] if shown else []
     messages.append({"role": "user", "content": s.task})
+    tools: dict[str, dict[str, Any]] = {}
+    pending: list[dict[str, Any]] = []  # the last model turn's tool calls that no tool result answered yet
     step_guidance: dict[str, list[str]] = {}
     for _, step_id, _source, kind, content, _created in guidance:
         if step_id is not None and kind == "step":
             step_guidance.setdefault(step_id, []).append(content)
 
+    def show(system: str) -> None:
+        """The system prompt changed (guidance came in): the model saw the new one from here on."""
+        nonlocal shown
+        if system != shown and system:
+            messages.append({"role": "system", "content": system})
+        shown = system
+
     def add_steps(chosen_steps: Iterable[Any]) -> None:
         for step in chosen_steps:
             step_id, index, kind, name, tool_name, tool_args, output, error = (step[1], step[2], step[4], step[5], step[7],
                                                                                step[8], step[10], step[11])
-            if tool_name or kind == "tool_call":
-                call_id = f"call_{index}"
-                arguments = _load(tool_args)
-                arguments = arguments if isinstance(arguments, dict) else {} if arguments is None else {"args": arguments}
-                messages.append({"role": "assistant", "content": "", "tool_calls": [
-                    {"id": call_id, "type": "function", "function": {"name": tool_name or name, "arguments": arguments}}]})
-                messages.append({"role": "tool", "tool_call_id": call_id, "name": tool_name or name,
+            metadata = given.get(step_id)
+            if isinstance(metadata, dict) and metadata.get("nested"):
+                continue  # a nested agent's work inside a tool call: not this model's conversation
+            if kind == "model_call":
+                if isinstance(metadata, dict):
+                    if isinstance(metadata.get("system"), str):
+                        show(metadata["system"])
+                    for tool in metadata.get("tools") or ():
+                        try:
+                            schema = tool_schema(tool)
+                        except (TypeError, ValueError):
+                            continue
+                        tools.setdefault(schema["function"]["name"], schema)
+                text, calls = _model_output(output)
+                if calls:
+                    pending.clear()
+                    made = [{"id": f"call_{index}_{number}", "type": "function",
+                             "function": {"name": str(call["name"]), "arguments": _arguments(call.get("arguments"))}}
+                            for number, call in enumerate(calls)]
+                    pending.extend(made)
+                    messages.append({"role": "assistant", "content": text, "tool_calls": made})
+                elif text:
+                    messages.append({"role": "assistant", "content": text})
+            elif tool_name or kind == "tool_call":
+                called = tool_name or name
+                call = next((c for c in pending if c["function"]["name"] == called), None)
+                if call is None:  # no recorded model turn asked for it (an agent that reports its tools only)
+                    call = {"id": f"call_{index}", "type": "function",
+                            "function": {"name": called, "arguments": _arguments(_load(tool_args))}}
+                    messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+                else:
+                    pending.remove(call)
+                    known = (metadata.get("tool_call_id") or metadata.get("call_id")) if isinstance(metadata, dict) else None
+                    if isinstance(known, str) and known:
+                        call["id"] = known
+                messages.append({"role": "tool", "tool_call_id": call["id"], "name": called,
                                  "content": f"ERROR: {error}" if error else (output or "")})
-            elif output or error:
-                messages.append({"role": "assistant", "content": output or f"ERROR: {error}"})
-            if step_id in step_guidance:
-                messages.append(_guidance_message(step_guidance[step_id]))
+            elif kind == "handoff" and pending:  # a handoff answers the transfer call that asked for it
+                call = pending.pop(0)
+                messages.append({"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"],
+                                 "content": output or ""})
+            if step_id in step_guidance and not recorded:  # the next model call's instructions held it
+                show(render_instructions(student, plan, concerns, step_guidance[step_id]))
+
+    def answered(text: str) -> bool:
+        last = messages[-1]
+        return last["role"] == "assistant" and not last.get("tool_calls") and last["content"] == text
 
     final = s.final_answer or ""
     placed = 0  # steps of attempts up to this number are in the messages
@@ -723,15 +808,16 @@ def _messages(s: Any, entries: list[Any], steps: list[Any], rewards: list[Any], 
         placed = max(placed, number)
         if position == len(attempts) - 1 and (answer or "") == final:
             break  # the last attempt is the final answer, added below
-        messages.append({"role": "assistant", "content": answer or ""})
-        if accepted is False:
-            messages.append(_guidance_message([attempt_guidance or "The teacher rejected the answer; try again."]))
+        if not answered(answer or ""):
+            messages.append({"role": "assistant", "content": answer or ""})
+        if accepted is False and not recorded:  # the retry's instructions held the guidance
+            show(render_instructions(student, plan, concerns, [attempt_guidance or "The teacher rejected the answer; try again."]))
     add_steps(step for step in steps if step[3] > placed)
-    if final:
+    if final and not answered(final):
         messages.append({"role": "assistant", "content": final})
     reward = _session_reward_row(rewards)
-    return {"messages": messages, "session_id": s.id, "learning_key": s.learning_key, "lane": s.lane,
-            "session_reward": reward[3] if reward is not None else s.reward}
+    return {"messages": messages, "tools": list(tools.values()), "session_id": s.id, "learning_key": s.learning_key,
+            "lane": s.lane, "session_reward": reward[3] if reward is not None else s.reward}
 
 
 def _grpo(s: Any, entries: list[Any], rewards: list[Any]) -> dict[str, Any]:

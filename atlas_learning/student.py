@@ -8,10 +8,10 @@ functions, so what a model is trained on is what the student saw.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["render_instructions", "render_guidance"]
+__all__ = ["render_instructions", "render_guidance", "tool_schema", "model_turn"]
 
 
 def render_guidance(notes: Sequence[str]) -> str:
@@ -34,3 +34,45 @@ def render_instructions(entries: Sequence[Any] = (), plan: Sequence[str] = (), c
         parts.append("Watch out for:\n" + "\n".join(f"- {c}" for c in concerns))
     parts.append(render_guidance(guidance))
     return "\n\n".join(p for p in parts if p)
+
+
+def tool_schema(tool: Mapping[str, Any]) -> dict[str, Any]:
+    """A tool the student was offered, in the OpenAI / TRL tool-calling layout
+    ``{"type": "function", "function": {"name", "description", "parameters"}}``: from that layout or from a bare
+    ``{"name", "description", "parameters"}`` (integrations convert their framework's tool objects first)."""
+    if not isinstance(tool, Mapping):
+        raise TypeError(f"a tool schema is a mapping with name, description and parameters, not {type(tool).__name__}; "
+                        "convert the framework's tool first")
+    function = tool.get("function") if tool.get("type") == "function" else tool
+    if not isinstance(function, Mapping) or not function.get("name"):
+        raise ValueError(f"a tool schema needs a name: got keys {sorted(tool)}")
+    parameters = function.get("parameters")
+    return {"type": "function", "function": {
+        "name": str(function["name"]), "description": str(function.get("description") or ""),
+        "parameters": dict(parameters) if isinstance(parameters, Mapping) else {"type": "object", "properties": {}}}}
+
+
+def model_turn(output: Any) -> Any:
+    """What a student model call produced, as the core stores it: its text, or, when it asked for tools,
+    ``{"content": text, "tool_calls": [{"name", "arguments"}]}`` (arguments as given, ``args`` read as
+    ``arguments``; an item without a name, such as a framework's own output item, kept as it is). A message mapping without tool calls (``{"role": "ai", "content": ...}``) is its text; any
+    other value is returned unchanged."""
+    if not isinstance(output, Mapping):
+        return output
+    calls = output.get("tool_calls")
+    content = output.get("content")
+    text = content if isinstance(content, str) else "" if content is None else None
+    if isinstance(calls, Sequence) and not isinstance(calls, str) and calls and text is not None:
+        turn = []
+        for call in calls:
+            if not isinstance(call, Mapping):
+                return output
+            function = call.get("function") if isinstance(call.get("function"), Mapping) else call
+            if not function.get("name"):  # an item that is not a call (a framework's own output item): as it is
+                turn.append(dict(call))
+                continue
+            turn.append({"name": function.get("name"), "arguments": function.get("arguments", function.get("args"))})
+        return {"content": text, "tool_calls": turn}
+    if text is not None and not calls and set(output) <= {"role", "content", "tool_calls"} and output.get("role", "ai") in ("ai", "assistant"):
+        return text
+    return output

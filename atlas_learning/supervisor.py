@@ -88,7 +88,7 @@ from .store import (
     process_owner,
     utcnow,
 )
-from .student import render_instructions
+from .student import model_turn, render_instructions, tool_schema
 
 __all__ = ["Supervisor", "SupervisedRun", "SessionResult", "PendingSession", "VerdictResult", "Start", "StepDecision",
            "AnswerDecision", "HumanCallback", "as_text"]
@@ -582,6 +582,9 @@ class SupervisedRun:
         #: The key's live playbook entries that may apply to the task (matched, or scoped to its family).
         self._entries: list[Any] = []
         self._family_note = ""
+        #: The system prompt and tool schemas the student's last recorded model call was given (see record_step).
+        self._shown_system: str | None = None
+        self._shown_tools: list[dict[str, Any]] | None = None
         self._seq = 0
         self._lock = threading.Lock()
 
@@ -743,13 +746,32 @@ class SupervisedRun:
         output_tokens: int = 0,
         description: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        system: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> str:
-        """Record something the student did, as it happens; returns the step id (for :meth:`validate_step`)."""
+        """Record something the student did, as it happens; returns the step id (for :meth:`validate_step`).
+
+        For a ``model_call``: ``output`` is what the model produced (its text, or ``{"content", "tool_calls":
+        [{"name", "arguments"}]}``, see :func:`~atlas_learning.student.model_turn`); ``system`` the system prompt
+        it was sent (the integration's own with Atlas's instructions in it) and ``tools`` the tool schemas it was
+        offered (:func:`~atlas_learning.student.tool_schema`), when the integration knows them. Both go to the
+        step's metadata only when they differ from the session's previous model call (absent: as before), so the
+        ``messages`` export rebuilds what the model saw."""
         ended = _aware(ended_at) or utcnow()
         started = _aware(started_at) or ended
         input_tokens, output_tokens = int(input_tokens or 0), int(output_tokens or 0)
+        if kind == "model_call":
+            output = model_turn(output)
         text_output = output if output is None or isinstance(output, str) else as_text(output)
+        schemas = [tool_schema(t) for t in tools] if tools is not None and kind == "model_call" else None
         with self._lock:
+            if kind == "model_call" and (system is not None or schemas is not None):
+                given: dict[str, Any] = {}
+                if system is not None and system != self._shown_system:
+                    given["system"] = self._shown_system = system
+                if schemas is not None and schemas != self._shown_tools:
+                    given["tools"] = self._shown_tools = schemas
+                metadata = {**(metadata or {}), **given}
             index = len(self.steps)
             row = self.supervisor.recorder.insert_soon(
                 StepRecord, session_id=self.session_id, step_index=index, attempt=len(self.attempts) + 1, kind=kind,
@@ -769,8 +791,10 @@ class SupervisedRun:
 
     def record_model_call(self, *, role: str = "student", provider: str = "", model: str = "", input_tokens: int = 0,
                           output_tokens: int = 0, latency_ms: float | None = None, cost_usd: float | None = None,
-                          as_step: bool = True, output: Any = None) -> str | None:
-        """Record a model call the agent made (tokens, cost by role); a student call also becomes a step."""
+                          as_step: bool = True, output: Any = None, system: str | None = None,
+                          tools: Sequence[Mapping[str, Any]] | None = None) -> str | None:
+        """Record a model call the agent made (tokens, cost by role); a student call also becomes a step, with
+        ``output``, ``system`` and ``tools`` as :meth:`record_step` takes them."""
         input_tokens, output_tokens = int(input_tokens or 0), int(output_tokens or 0)
         self.usage.record(role, Usage(input_tokens, output_tokens, cost_usd, 1))
         if role == "student":
@@ -782,7 +806,7 @@ class SupervisedRun:
         )
         if as_step and role == "student":
             return self.record_step(kind="model_call", name=model or "model", output=output,
-                                    input_tokens=input_tokens, output_tokens=output_tokens)
+                                    input_tokens=input_tokens, output_tokens=output_tokens, system=system, tools=tools)
         return None
 
     # ------------------------------------------------------------------------------- teacher: sync + async

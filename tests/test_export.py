@@ -177,20 +177,34 @@ def test_session_trace_has_steps_with_tools_rewards_validation_and_guidance(stor
 
 
 def test_messages_format_is_the_students_conversation(store: Store, sessions) -> None:
+    """A session recorded without system prompts (scripted steps): the instructions come from the core's one
+    renderer, and guidance is shown where the student got it: in the instructions of its next model call."""
+    from atlas_learning.student import render_instructions
+
     records = {r["session_id"]: r for r in export_lines(store, format="messages")}
     record = records[sessions["coached"]]
-    assert set(record) == {"messages", "session_id", "learning_key", "lane", "session_reward"}
+    assert set(record) == {"messages", "tools", "session_id", "learning_key", "lane", "session_reward"}
+    assert record["tools"] == []  # nothing recorded the tools the student was offered
     messages = record["messages"]
     roles = [m["role"] for m in messages]
-    assert roles == ["system", "user", "assistant", "tool", "assistant", "tool", "user", "assistant", "user", "assistant", "assistant"]
+    assert roles == ["system", "user", "assistant", "tool", "assistant", "tool", "system", "assistant", "system", "assistant",
+                     "assistant"]
+    plan, concerns = ["list notes/", "read notes/todo.txt"], ["the file may not exist"]
+    assert messages[0]["content"] == render_instructions(plan=plan, concerns=concerns)
     assert "Plan to follow:\n1. list notes/" in messages[0]["content"] and "the file may not exist" in messages[0]["content"]
     assert messages[1]["content"].startswith("Count the items in notes/todo.txt")
     call = messages[2]["tool_calls"][0]
     assert call["type"] == "function" and call["function"] == {"name": "list_files", "arguments": {"path": "notes"}}
     assert messages[3] == {"role": "tool", "tool_call_id": call["id"], "name": "list_files", "content": "todo.txt"}
-    assert messages[6]["content"] == "Teacher guidance:\n- List the folder first."
-    assert messages[7]["content"] == "2 items" and "Count the lines that start with '-'." in messages[8]["content"]
-    assert messages[9]["content"] == "Recounting: three dashes." and messages[10] == {"role": "assistant", "content": "3 items"}
+    # the rejected step's guidance: the whole instructions as the next model call got them, not a user turn
+    assert messages[6]["content"] == render_instructions(plan=plan, concerns=concerns, guidance=["List the folder first."])
+    assert messages[7] == {"role": "assistant", "content": "2 items"}
+    rejected = session_trace(store, sessions["coached"])["attempts"][0]  # its guidance leads with the failed checks
+    assert rejected["accepted"] is False and rejected["guidance"].endswith("Count the lines that start with '-'.")
+    assert messages[8]["content"] == render_instructions(plan=plan, concerns=concerns, guidance=[rejected["guidance"]])
+    assert messages[9] == {"role": "assistant", "content": "Recounting: three dashes."}
+    assert messages[10] == {"role": "assistant", "content": "3 items"}
+    assert not any(m["role"] == "user" and "Teacher guidance" in m["content"] for m in messages)
     plain = records[sessions["good_notes"]]["messages"]
     assert [m["role"] for m in plain] == ["user", "assistant", "tool", "assistant"] and plain[-1]["content"] == "alpha"
     assert records[sessions["poor_files"]]["session_reward"] < 0.5

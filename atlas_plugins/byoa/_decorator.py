@@ -99,12 +99,18 @@ class AgentContext:
         return step
 
     def model_call(self, model: str = "", *, input_tokens: int = 0, output_tokens: int = 0, provider: str = "",
-                   cost_usd: float | None = None, output: Any = None) -> str | None:
-        """Record a call the agent made to its own model: tokens and cost count as the student's."""
+                   cost_usd: float | None = None, output: Any = None, system: str | None = None,
+                   tools: Sequence[Mapping[str, Any]] | None = None) -> str | None:
+        """Record a call the agent made to its own model: tokens and cost count as the student's.
+
+        For training data that is exactly what the model saw, also give ``system`` (the system prompt sent,
+        :attr:`instructions` in it), ``tools`` (the tool schemas offered, ``{"name", "description", "parameters"}``)
+        and, as ``output``, the model's text or ``{"content": text, "tool_calls": [{"name", "arguments"}]}``."""
         if self._run is None:
             return None
         return _safely(lambda: self._run.record_model_call(provider=provider, model=model, input_tokens=input_tokens,  # type: ignore[union-attr]
-                                                           output_tokens=output_tokens, cost_usd=cost_usd, output=output))
+                                                           output_tokens=output_tokens, cost_usd=cost_usd, output=output,
+                                                           system=system, tools=tools))
 
     def _record(self, **fields: Any) -> str | None:
         if self._run is None:

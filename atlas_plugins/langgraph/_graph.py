@@ -75,8 +75,11 @@ from ._messages import (
     last_text,
     message_text,
     model_name_of,
+    model_turn_of,
     state_get,
+    system_text,
     to_jsonable,
+    tool_schemas,
     usage_of,
 )
 from ._options import begin_options
@@ -840,9 +843,18 @@ class _Steps:
         self.run = run
         self._open: dict[Any, dict[str, Any]] = {}
 
-    def _model_started(self, serialized: Any, run_id: Any, metadata: Any) -> None:
+    def _model_started(self, serialized: Any, run_id: Any, metadata: Any, messages: Any = None,
+                       kwargs: Mapping[str, Any] | None = None) -> None:
         provider, model = model_name_of(metadata, serialized)
-        self._open[run_id] = {"started": time.perf_counter(), "provider": provider, "model": model}
+        opened: dict[str, Any] = {"started": time.perf_counter(), "provider": provider, "model": model}
+        try:  # what the model is sent: its system prompt (Atlas's instructions in it) and the tools bound to it
+            sent = messages[0] if messages else []
+            params = (kwargs or {}).get("invocation_params") or {}
+            opened["system"] = system_text(sent) or ""
+            opened["tools"] = tool_schemas(params.get("tools")) or []
+        except Exception:  # noqa: BLE001
+            log.exception("could not read what a model call was sent")
+        self._open[run_id] = opened
 
     def _model_ended(self, response: Any, run_id: Any) -> None:
         opened = self._open.pop(run_id, {})
@@ -850,10 +862,11 @@ class _Steps:
             generation = response.generations[0][0]
             message = getattr(generation, "message", None)
             input_tokens, output_tokens = usage_of(message) if message is not None else (0, 0)
-            output: Any = to_jsonable(message) if message is not None else generation.text
+            output: Any = model_turn_of(message) if message is not None else generation.text
             latency = (time.perf_counter() - opened["started"]) * 1000 if opened else None
             self.run.record_model_call(provider=opened.get("provider", ""), model=opened.get("model", ""), input_tokens=input_tokens,
-                                       output_tokens=output_tokens, latency_ms=latency, output=output)
+                                       output_tokens=output_tokens, latency_ms=latency, output=output,
+                                       system=opened.get("system"), tools=opened.get("tools"))
         except Exception:  # noqa: BLE001
             log.exception("could not record a model call")
 
@@ -865,7 +878,8 @@ class _Steps:
 
     def _tool_started(self, serialized: Any, input_str: str, run_id: Any, inputs: Any, kwargs: Mapping[str, Any]) -> None:
         name = (serialized or {}).get("name") or kwargs.get("name") or "tool"
-        self._open[run_id] = {"name": name, "args": inputs if inputs is not None else input_str, "started": time.perf_counter()}
+        self._open[run_id] = {"name": name, "args": inputs if inputs is not None else input_str, "started": time.perf_counter(),
+                              "call_id": kwargs.get("tool_call_id")}
 
     def _tool_ended(self, output: Any, run_id: Any) -> str | None:
         """Record the tool step; its id, to report."""
@@ -879,7 +893,8 @@ class _Steps:
                                                    for b in text):
             text = message_text(text)  # MCP and other tools return text blocks: store the text, not block ids
         return _safe(lambda: self.run.record_step(kind="tool_call", name=opened.get("name", "tool"), tool_name=opened.get("name", "tool"),
-                                                  tool_args=to_jsonable(opened.get("args")), output=to_jsonable(text)))
+                                                  tool_args=to_jsonable(opened.get("args")), output=to_jsonable(text),
+                                                  metadata=_call_id(opened)))
 
     def _tool_failed(self, error: BaseException, run_id: Any) -> str | None:
         """Record the failed tool step; its id, to report. A tool that interrupts the run (LangGraph's
@@ -888,14 +903,21 @@ class _Steps:
         if is_control_flow(error):
             return None
         return _safe(lambda: self.run.record_step(kind="tool_call", name=opened.get("name", "tool"), tool_name=opened.get("name", "tool"),
-                                                  tool_args=to_jsonable(opened.get("args")), error=f"{type(error).__name__}: {error}"))
+                                                  tool_args=to_jsonable(opened.get("args")), error=f"{type(error).__name__}: {error}",
+                                                  metadata=_call_id(opened)))
+
+
+def _call_id(opened: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A tool step's metadata: the id of the model's tool call it answers, when LangChain passed one."""
+    call_id = opened.get("call_id")
+    return {"tool_call_id": call_id} if isinstance(call_id, str) and call_id else None
 
 
 class _StepRecorder(_Steps, BaseCallbackHandler):
     """The recorder of sync runs: every tool step is reported with :meth:`SupervisedRun.tool_call_done`."""
 
     def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: Any, metadata: Any = None, **kwargs: Any) -> None:
-        self._model_started(serialized, run_id, metadata)
+        self._model_started(serialized, run_id, metadata, messages, kwargs)
 
     def on_llm_end(self, response: Any, *, run_id: Any, **kwargs: Any) -> None:
         self._model_ended(response, run_id)
@@ -922,7 +944,7 @@ class _AsyncStepRecorder(_Steps, AsyncCallbackHandler):
     event loop (the teacher's call in coach never blocks it)."""
 
     async def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: Any, metadata: Any = None, **kwargs: Any) -> None:
-        self._model_started(serialized, run_id, metadata)
+        self._model_started(serialized, run_id, metadata, messages, kwargs)
 
     async def on_llm_end(self, response: Any, *, run_id: Any, **kwargs: Any) -> None:
         self._model_ended(response, run_id)

@@ -18,6 +18,9 @@ __all__ = [
     "model_name_of",
     "state_get",
     "to_jsonable",
+    "model_turn_of",
+    "system_text",
+    "tool_schemas",
 ]
 
 #: The id of the system message that carries Atlas's instructions into a node's input; never written to state.
@@ -104,3 +107,39 @@ def to_jsonable(value: Any) -> Any:
         return value
     except (TypeError, ValueError):
         return str(value)
+
+
+def model_turn_of(message: Any) -> Any:
+    """What a chat model produced, in the core's layout: its text, or ``{"content", "tool_calls"}``."""
+    if message is None:
+        return None
+    text = message_text(message)
+    calls = getattr(message, "tool_calls", None)
+    if not calls:
+        return text
+    return {"content": text, "tool_calls": [{"name": c.get("name"), "arguments": c.get("args")} for c in calls]}
+
+
+def system_text(messages: Sequence[Any]) -> str | None:
+    """The system prompt a chat model was sent: the text of the system messages of its input, joined; None
+    without any."""
+    texts = [message_text(m) for m in messages or () if getattr(m, "type", None) == "system"]
+    return "\n\n".join(texts) if texts else None
+
+
+def tool_schemas(tools: Sequence[Any] | None) -> list[dict[str, Any]] | None:
+    """The tools a chat model was offered (LangChain tools, functions, or provider dicts) in the OpenAI tool
+    layout; None when it was offered none (a tool LangChain cannot convert is left out)."""
+    if not tools:
+        return None
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    schemas = []
+    for tool in tools:
+        try:
+            schema = convert_to_openai_tool(tool)
+        except Exception:  # noqa: BLE001 - a provider's built-in tool (web search...) has no function schema
+            continue
+        if isinstance(schema, Mapping) and schema.get("type") == "function":
+            schemas.append(dict(schema))
+    return schemas or None

@@ -68,7 +68,17 @@ from atlas_learning.store import utcnow
 from atlas_learning.supervisor import AnswerDecision, Start, SupervisedRun, Supervisor, as_text
 
 from ._control_flow import is_control_flow, register_control_flow
-from ._messages import INSTRUCTIONS_ID, last_text, message_text, model_name_of, state_get, to_jsonable, usage_of
+from ._messages import (
+    INSTRUCTIONS_ID,
+    last_text,
+    message_text,
+    model_name_of,
+    model_turn_of,
+    state_get,
+    to_jsonable,
+    tool_schemas,
+    usage_of,
+)
 from ._options import begin_options, current_configurable
 
 __all__ = ["AtlasMiddleware", "AtlasAgentState", "SESSION_KEY"]
@@ -336,9 +346,11 @@ class AtlasMiddleware(AgentMiddleware[AtlasAgentState, Any, Any]):
             message = _response_message(response)
             input_tokens, output_tokens = usage_of(message) if message is not None else (0, 0)
             provider, model = _model_identity(request.model, message)
+            system = request.system_message
             invocation.run.record_model_call(role="student", provider=provider, model=model, input_tokens=input_tokens,
                                              output_tokens=output_tokens, latency_ms=(time.perf_counter() - started) * 1000,
-                                             output=_model_output(message))
+                                             output=model_turn_of(message), system=message_text(system) if system is not None else "",
+                                             tools=tool_schemas(request.tools) or [])
         except Exception:  # noqa: BLE001
             log.exception("Atlas could not record a model call")
 
@@ -663,15 +675,6 @@ def _model_identity(model: Any, message: AIMessage | None) -> tuple[str, str]:
     serialized = {"kwargs": {"model_name": getattr(model, "model_name", None), "model": getattr(model, "model", None)},
                   "name": type(model).__name__}
     return model_name_of(params, serialized)
-
-
-def _model_output(message: AIMessage | None) -> Any:
-    if message is None:
-        return None
-    text = message_text(message)
-    if not message.tool_calls:
-        return text
-    return {"content": text, "tool_calls": to_jsonable(message)["tool_calls"]}
 
 
 def _tool_output(result: Any, tool_call_id: str | None) -> tuple[Any, str | None]:

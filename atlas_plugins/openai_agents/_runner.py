@@ -117,6 +117,8 @@ class _Session:
         #: The run's own tool calls executing now, by call id (with their start time): model calls made meanwhile
         #: are a nested run's (an agent used as a tool), never the run's own.
         self._tools_started: dict[str, float] = {}
+        #: Agent name -> the system prompt (instructions) its last model call was sent, Atlas's included.
+        self._sent_instructions: dict[str, str] = {}
         self._lock: asyncio.Lock | None = None
 
     # ------------------------------------------------------------------------------------------ begin
@@ -223,9 +225,10 @@ class _Session:
             if run is None or self.in_tool_call or not isinstance(model_data, ModelInputData):
                 return model_data
             extra = run.instructions
+            base = model_data.instructions or ""
+            self._sent_instructions[getattr(data.agent, "name", "")] = (f"{base}\n\n{extra}" if base else extra) if extra else base
             if not extra:
                 return model_data
-            base = model_data.instructions or ""
             return ModelInputData(input=model_data.input, instructions=f"{base}\n\n{extra}" if base else extra)
         except Exception:  # noqa: BLE001
             log.exception("Atlas could not add its instructions to a model call")
@@ -267,6 +270,7 @@ class _Session:
             name = getattr(agent, "name", "") or "agent"
             where = f" inside {nested.get('tool_name') or 'a tool call'}" if nested else ""
             run.record_step(kind="model_call", name=name, output=clip(_response_output(response), run.supervisor.redactor),
+                            system=None if nested else self._sent_instructions.get(name), tools=None if nested else _tool_schemas(agent),
                             input_tokens=input_tokens, output_tokens=output_tokens,
                             started_at=ended - timedelta(milliseconds=latency_ms) if latency_ms is not None else None,
                             ended_at=ended, description=f"{name}{where} called {model}",
@@ -309,7 +313,8 @@ class _Session:
             return
         try:
             source, target = getattr(from_agent, "name", "?"), getattr(to_agent, "name", "?")
-            run.record_step(kind="handoff", name=f"{source} -> {target}", input=source, output=target,
+            # the output is what the model's transfer call returned to it (the SDK's transfer message)
+            run.record_step(kind="handoff", name=f"{source} -> {target}", input=source, output=_transfer_message(from_agent, to_agent),
                             description=f"{source} handed off to {target}",
                             metadata={"from_agent": source, "to_agent": target})
         except Exception:  # noqa: BLE001
@@ -953,6 +958,39 @@ def _model_identity(agent: Any, config_model: Any) -> tuple[str, str]:
     else:
         provider = getattr(model, "provider", None) or type(model).__name__
     return str(provider), str(name) if name else type(model).__name__
+
+
+def _tool_schemas(agent: Any) -> list[dict[str, Any]]:
+    """The tools an agent's model is offered: its function tools (agents used as tools among them) and its
+    handoffs, as function schemas; hosted tools (web search...) have none and are left out."""
+    from agents import FunctionTool
+    from agents.handoffs import Handoff, handoff
+
+    schemas: list[dict[str, Any]] = []
+    for tool in getattr(agent, "tools", None) or ():
+        if isinstance(tool, FunctionTool):
+            schemas.append({"name": tool.name, "description": tool.description or "", "parameters": tool.params_json_schema})
+    for target in getattr(agent, "handoffs", None) or ():
+        try:
+            made = target if isinstance(target, Handoff) else handoff(target)
+        except Exception:  # noqa: BLE001 - not a handoff the SDK can describe
+            continue
+        schemas.append({"name": made.tool_name, "description": made.tool_description or "", "parameters": made.input_json_schema})
+    return schemas
+
+
+def _transfer_message(from_agent: Any, to_agent: Any) -> str:
+    """What the SDK returns to the model for its handoff call to ``to_agent`` (the agent's name when unknown)."""
+    from agents.handoffs import Handoff, handoff
+
+    for target in getattr(from_agent, "handoffs", None) or ():
+        try:
+            made = target if isinstance(target, Handoff) else handoff(target)
+            if made.agent_name == getattr(to_agent, "name", None):
+                return made.get_transfer_message(to_agent)
+        except Exception:  # noqa: BLE001
+            continue
+    return str(getattr(to_agent, "name", "?"))
 
 
 def _call_key(context: Any, tool: Any) -> str:
