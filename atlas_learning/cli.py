@@ -262,6 +262,19 @@ def playbook_retire(
     _invoke("playbook", "retire", config=config, key=key, entry_id=entry_id, reason=reason)
 
 
+@app.command("console")
+def console_command(
+    host: Annotated[str, typer.Option("--host", help="Address to bind; anything but loopback requires the access token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8765,
+    token: Annotated[str | None, typer.Option("--token", help="Access token (off loopback one is generated and printed when left out).")] = None,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Browse only: refuse every review and retire.")] = False,
+    reviewer: Annotated[str | None, typer.Option("--reviewer", help="Who the review log names (default: $USER, else 'console').")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """A local review console in the browser: sessions, one session's timeline, review queue, playbook, learning curve."""
+    _invoke("console", "console", config=config, host=host, port=port, token=token, read_only=read_only, reviewer=reviewer)
+
+
 @app.command("report")
 def report_command(
     key: KeyOption = None,

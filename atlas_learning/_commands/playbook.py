@@ -121,22 +121,30 @@ def diff(*, config: Path | None, key: str, from_version: int, to_version: int, a
                 out.print(Text(f"  + {clip(change['after'], 200)}", style="green"))
 
 
+def retire_entry(store: Any, config: Any, key: str, entry_id: str, reason: str | None, *,
+                 default_reason: str = "retired by hand (atlas playbook retire)") -> tuple[Any, int]:
+    """Retire one live entry of a key's playbook (an id or a unique prefix) as a new registry version, with the
+    reason in its history; returns the entry and that version. ``atlas playbook retire`` and ``atlas console`` both
+    go through here."""
+    registry = _registry(store, config)
+    wanted = entry_id.strip().lower()
+    live = registry.live_entries(key)
+    matches = [e for e in live if e.id == wanted] or [e for e in live if e.id.startswith(wanted)]
+    if not matches:
+        raise AtlasError(f"no live entry {entry_id!r} in the playbook of {key!r}; see `atlas playbook show --key {key}`")
+    if len(matches) > 1:
+        raise AtlasError(f"entry prefix {entry_id!r} is ambiguous ({', '.join(short(m.id) for m in matches[:5])}); give more characters")
+    entry = matches[0]
+    applied = registry.retire(key, entry.id, reason=(reason or default_reason)[:200])
+    if not any(change.entry_id == entry.id and change.op == "retire" for change in applied):
+        raise AtlasError(f"entry {short(entry.id)} of {key!r} was not retired (another writer changed it first); try again")
+    return entry, max(change.registry_version for change in applied)
+
+
 def retire(*, config: Path | None, key: str, entry_id: str, reason: str | None) -> None:
     loaded = load_config(config)
     with open_store(loaded) as store:
-        registry = _registry(store, loaded)
-        wanted = entry_id.strip().lower()
-        live = registry.live_entries(key)
-        matches = [e for e in live if e.id == wanted] or [e for e in live if e.id.startswith(wanted)]
-        if not matches:
-            raise AtlasError(f"no live entry {entry_id!r} in the playbook of {key!r}; see `atlas playbook show --key {key}`")
-        if len(matches) > 1:
-            raise AtlasError(f"entry prefix {entry_id!r} is ambiguous ({', '.join(short(m.id) for m in matches[:5])}); give more characters")
-        entry = matches[0]
-        applied = registry.retire(key, entry.id, reason=(reason or "retired by hand (atlas playbook retire)")[:200])
-        if not any(change.entry_id == entry.id and change.op == "retire" for change in applied):
-            raise AtlasError(f"entry {short(entry.id)} of {key!r} was not retired (another writer changed it first); try again")
-        version = max(change.registry_version for change in applied)
+        entry, version = retire_entry(store, loaded, key, entry_id, reason)
     typer.echo(f"retired {entry.id} from {key!r} (registry version {version}): {clip(entry.lesson, 120)}")
 
 
