@@ -16,8 +16,9 @@ for the before/after reward, 0.2), ``seed``, ``kinds`` (example kinds), ``prefil
 (completions sampled per held-out prompt) and ``eval_temperature`` (1.0, as GRPO samples; 0 decodes greedily).
 
 Every run writes to the output directory: the model (LoRA merged in) and tokenizer, ``metrics.jsonl`` (one line
-per logging step), ``metrics.png`` when matplotlib is installed, and ``atlas_train.json`` (settings, counts,
-seconds per step, held-out reward before and after). The directory loads back as a role's model with
+per logging step: TRL's logs go there, not to stdout), ``metrics.png`` when matplotlib is installed, and
+``atlas_train.json`` (settings, counts, seconds per step, held-out reward before and after, the trainer's closing
+summary). ``progress`` shows one progress bar on stderr when it is a terminal. The directory loads back as a role's model with
 ``provider: local`` and ``model: DIR``.
 """
 
@@ -90,6 +91,8 @@ class TrainResult:
     settings: dict[str, Any] = field(default_factory=dict)
     metrics_path: Path | None = None
     plot_path: Path | None = None
+    #: The trainer's closing summary (train_runtime, train_loss, ...); the per-step lines are in metrics.jsonl.
+    train_metrics: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -229,16 +232,21 @@ def _prompt_text(tokenizer: Any, prompt: list[dict[str, str]]) -> str:
 
 # ------------------------------------------------------------------------------------------------- training
 class _MetricsLog:
-    """A TrainerCallback body: every log line appended to metrics.jsonl with its step."""
+    """A TrainerCallback body: every logging step's line appended to metrics.jsonl with its step; the trainer's
+    closing summary (train_runtime, train_loss, ...) kept apart, for atlas_train.json."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.final: dict[str, Any] = {}
         path.write_text("", encoding="utf-8")
 
     def write(self, step: int, logs: dict[str, Any]) -> None:
-        line = {"step": step, **{k: v for k, v in logs.items() if isinstance(v, (int, float, str))}}
+        values = {k: v for k, v in logs.items() if isinstance(v, (int, float, str))}
+        if "train_runtime" in values:
+            self.final = values
+            return
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line) + "\n")
+            handle.write(json.dumps({"step": step, **values}) + "\n")
 
 
 def _callback(log: _MetricsLog) -> Any:
@@ -250,6 +258,64 @@ def _callback(log: _MetricsLog) -> Any:
                 log.write(state.global_step, logs)
 
     return MetricsCallback()
+
+
+def _progress_bar(method: str) -> Any:
+    """One rich progress bar on stderr (steps, the last reward or loss, time left), or None when stderr is not a
+    terminal. It replaces transformers' own tqdm bar and per-step dict prints."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from transformers import TrainerCallback
+
+    class ProgressBar(TrainerCallback):
+        def __init__(self) -> None:
+            self.bar: Progress | None = None
+            self.task: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.bar = Progress(TextColumn(f"atlas train {method}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                                TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=Console(stderr=True))
+            self.task = self.bar.add_task("", total=state.max_steps or None)
+            self.bar.start()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.bar is not None:
+                self.bar.update(self.task, completed=state.global_step)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+            shown = [f"{k} {logs[k]:.3g}" for k in ("reward", "loss") if isinstance((logs or {}).get(k), (int, float))]
+            if self.bar is not None and shown:
+                self.bar.update(self.task, description="  ".join(shown))
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.bar is not None:
+                self.bar.stop()
+                self.bar = None
+
+    return ProgressBar()
+
+
+def _quiet(trainer: Any, progress: bool, method: str) -> None:
+    """Take transformers' printing callbacks off the trainer (its per-step dicts went to stdout, its tqdm bar to
+    any stderr); add Atlas's one bar when asked for and stderr is a terminal."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    bar = _progress_bar(method) if progress else None
+    if bar is not None:
+        trainer.add_callback(bar)
 
 
 def _plot(metrics: Path, output: Path, method: str) -> Path | None:
@@ -284,6 +350,10 @@ def _load(model_ref: str | Path | None, output: Path, seed: int) -> tuple[Any, A
 
     if model_ref is None:
         model_ref = build_tiny_model(output / "_base_model", seed=seed)
+    else:
+        from .base_model import trainable_checkpoint
+
+        model_ref = trainable_checkpoint(model_ref)  # smollm2 or a .gguf: its dequantized checkpoint
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_ref))
         model = AutoModelForCausalLM.from_pretrained(str(model_ref))
@@ -318,9 +388,27 @@ def _save(trainer: Any, tokenizer: Any, output: Path) -> Any:
     return model
 
 
-def _run(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path | None, output: str | Path,
-         preset: str, settings: dict[str, Any] | None, rewards: Sequence[Callable[..., Any]] | None,
-         progress: bool) -> TrainResult:
+def _run(method: str, examples: Sequence[dict[str, Any]], **options: Any) -> TrainResult:
+    """Train with the libraries' own progress bars (transformers' and datasets' tqdm: loading weights, writing
+    shards, mapping rows) off for the run, and as they were afterwards."""
+    from datasets.utils import logging as datasets_logging
+    from transformers.utils import logging as transformers_logging
+
+    shown = transformers_logging.is_progress_bar_enabled(), datasets_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    datasets_logging.disable_progress_bar()
+    try:
+        return _train(method, examples, **options)
+    finally:
+        if shown[0]:
+            transformers_logging.enable_progress_bar()
+        if shown[1]:
+            datasets_logging.enable_progress_bar()
+
+
+def _train(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path | None, output: str | Path,
+           preset: str, settings: dict[str, Any] | None, rewards: Sequence[Callable[..., Any]] | None,
+           progress: bool) -> TrainResult:
     atlas, trl_kwargs = resolve_settings(method, preset, settings)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -352,8 +440,9 @@ def _run(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path |
     before = evaluate_reward(lm, tokenizer, evaluation, rewards or [], **scoring)
 
     metrics = _MetricsLog(output / "metrics.jsonl")
-    trl_kwargs = {**trl_kwargs, "output_dir": str(output / "_trainer"), "seed": int(atlas["seed"]),
-                  "disable_tqdm": not progress}
+    # TRL's logs go to metrics.jsonl, never to stdout; transformers' info lines are left out unless asked for.
+    trl_kwargs = {"log_level": "warning", **trl_kwargs, "output_dir": str(output / "_trainer"), "seed": int(atlas["seed"]),
+                  "disable_tqdm": True}
     from datasets import Dataset
 
     if method == "grpo":
@@ -373,6 +462,7 @@ def _run(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path |
         rows = [{"prompt": e["prompt"], "completion": e["completion"]} for e in train]
         trainer = SFTTrainer(model=lm, args=SFTConfig(**trl_kwargs), train_dataset=Dataset.from_list(rows),
                              processing_class=tokenizer, callbacks=[_callback(metrics)], peft_config=_peft_config(atlas))
+    _quiet(trainer, progress, method)
     started = time.perf_counter()
     state = trainer.train()
     seconds = time.perf_counter() - started
@@ -385,6 +475,7 @@ def _run(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path |
         held_out_examples=len(evaluation), held_out_before=before, held_out_after=after,
         settings={"preset": preset, "model": model_ref, **atlas, **{k: v for k, v in trl_kwargs.items() if k != "output_dir"}},
         metrics_path=output / "metrics.jsonl", plot_path=_plot(output / "metrics.jsonl", output, method),
+        train_metrics=metrics.final,
     )
     (output / "atlas_train.json").write_text(json.dumps(result.summary(), indent=2, default=str), encoding="utf-8")
     return result
