@@ -19,6 +19,8 @@ __all__ = [
     "OutputTruncatedError",
     "RefusalError",
     "StoreError",
+    "StoreNotFoundError",
+    "UsageError",
 ]
 
 
@@ -28,6 +30,12 @@ class AtlasError(Exception):
 
 class ConfigError(AtlasError, ValueError):
     """A configuration file, dict, keyword or ``ATLAS_*`` variable is invalid."""
+
+
+class UsageError(AtlasError, ValueError):
+    """A command was given an option or argument it cannot take (a bad choice, a reward outside 0..1, options
+    that do not go together). The ``atlas`` command prints it as a usage error and exits with status 2, where
+    every other AtlasError exits with status 1."""
 
 
 class StoreError(AtlasError):
@@ -40,6 +48,17 @@ class StoreError(AtlasError):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class StoreNotFoundError(StoreError):
+    """A store opened for reading only (``Store(..., create=False)``) is not there: no SQLite file at the path,
+    or a database without the Atlas schema. Readers never create one. ``where`` is the file or (redacted) URL
+    looked at, ``detail`` what was found there."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        super().__init__(f"no store at {where} ({detail})")
+        self.where = where
+        self.detail = detail
 
 
 class ModelError(AtlasError):

@@ -55,9 +55,17 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 
 def one_error_line(result: Any, starts: str) -> None:
+    """A runtime failure (the store, a model, what the store holds): exactly one line on stderr, exit status 1."""
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"atlas: error: {starts}"), result.stderr
+
+
+def usage_error(result: Any, command: str, starts: str) -> None:
+    """A usage error: exactly one line on stderr naming the command and its help, exit status 2."""
     assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"atlas: error: {starts}"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    line = result.stderr.rstrip("\n")
+    assert line.startswith(f"{command}: {starts}") and line.endswith(f"(see {command} -h)"), line
 
 
 @pytest.fixture
@@ -120,10 +128,10 @@ def test_sessions_filters_table_and_json(world) -> None:
     table = cli(config, "sessions")
     assert table.exit_code == 0
     assert ids["files"][0][:12] in table.stdout and "pending" in table.stdout and "paired" in table.stdout
-    assert "showing 1 of 5" in cli(config, "sessions", "--limit", "1").stdout
+    assert "showing 1 of 5" in cli(config, "sessions", "--limit", "1").stderr  # piped: stdout holds the rows only
 
-    one_error_line(cli(config, "sessions", "--status", "done"), "--status: expected one of pending, approved, quarantined")
-    one_error_line(cli(config, "sessions", "--since", "last week"), "--since: expected an ISO date or time")
+    usage_error(cli(config, "sessions", "--status", "done"), "atlas sessions", "--status: expected one of pending, approved, quarantined")
+    usage_error(cli(config, "sessions", "--since", "last week"), "atlas sessions", "--since: expected an ISO date or time")
 
 
 # ---------------------------------------------------------------------------------------------------------- show
@@ -137,7 +145,7 @@ def test_show_by_prefix_with_steps_verdicts_and_judges(world) -> None:
     assert "[teacher step on step 2] Include hidden files too." in text and "rejected" in text  # step 1 is the model call
     assert "list_files" in text and '{"path": "data"}' in text and "a.txt b.txt" in text  # tool call, args, output
     assert "accepted: 2 files" in text  # the teacher's verdict on the attempt
-    assert "session reward 0.90" in text and "breakdown: outcome 0.90" in text
+    assert "session reward 0.9 (ok; 3 of 3 judge samples answered)" in text and "breakdown: outcome 0.9," in text
     assert text.count("small ") >= 3  # one row per judge sample
     assert cli(config, "show", session_id).stdout == text  # the full id works too
 
@@ -149,7 +157,7 @@ def test_show_rejects_short_unknown_and_ambiguous_prefixes(world) -> None:
                   SessionRecord(id="abcdef01" + "1" * 24, learning_key="k", task="t"))
     one_error_line(cli(config, "show", "abcdef01"), "session prefix 'abcdef01' is ambiguous")
     assert cli(config, "show", "abcdef011").exit_code == 0
-    one_error_line(cli(config, "show", "abc"), "session 'abc': give the full id or at least its first 8")
+    usage_error(cli(config, "show", "abc"), "atlas show", "session 'abc': give the full id or at least its first 8")
     one_error_line(cli(config, "show", "99999999"), "no session matches '99999999'")
 
 
@@ -200,15 +208,19 @@ def test_review_all_pending_with_min_reward(world) -> None:
         store.add(SessionRecord(id="running-1", learning_key="files", agent_name="files", task="still going", reward=0.99))
     result = cli(config, "review", "approve", "--all-pending", "--min-reward", "0.5", "--json")
     assert result.exit_code == 0, result.output
-    changed = json.loads(result.stdout)
-    assert changed["changed"] == 4 and {s["session_id"] for s in changed["sessions"]} == {*ids["files"], ids["math"][0]}
+    changed = json_lines(result.stdout)  # JSON Lines: one object per session chosen
+    assert [c["changed"] for c in changed] == [True] * 4 and {c["session_id"] for c in changed} == {*ids["files"], ids["math"][0]}
+    assert {(c["from"], c["to"]) for c in changed} == {("pending", "approved")}
     with Store(world["store_url"]) as store:
         assert store.get(SessionRecord, ids["math"][1]).review_status == "pending"  # reward 0.16 stays pending
         assert store.get(SessionRecord, "running-1").review_status == "pending"
         assert len(store.rows(ReviewLogRecord)) == 4
     assert cli(config, "review", "quarantine", "--all-pending").stdout.startswith("quarantined 1 session")  # not the running one
-    one_error_line(cli(config, "review", "approve"), "name the sessions to approve")
-    one_error_line(cli(config, "review", "approve", ids["math"][0], "--min-reward", "0.5"), "--min-reward selects among pending")
+    usage_error(cli(config, "review", "approve"), "atlas review approve", "name the sessions to approve")
+    usage_error(cli(config, "review", "approve", ids["math"][0], "--min-reward", "0.5"), "atlas review approve",
+                "--min-reward selects among pending")
+    again = json_lines(cli(config, "review", "approve", ids["math"][0], "--json").stdout)
+    assert again == [{"session_id": ids["math"][0], "from": "approved", "to": "approved", "changed": False, "reviewer": again[0]["reviewer"]}]
     # named by id, a running or abandoned session is refused for approval (nothing changes), and can be quarantined
     running, dead = "a1b2c3d4" * 4, "deadbeef" * 4
     with Store(world["store_url"]) as store:
@@ -251,39 +263,38 @@ def test_export_gate_only_approved_unless_asked(world, tmp_path: Path) -> None:
     for fmt in ("messages", "grpo"):
         lines = json_lines(cli(config, "export", "-o", "-", "--format", fmt).stdout)
         assert len(lines) == 1
-    one_error_line(cli(config, "export", "-o", "-", "--format", "csv"), "--format: expected one of trace, messages, grpo")
-    one_error_line(cli(config, "export", "-o", "-", "--status", "done"), "--status: expected one of")
+    usage_error(cli(config, "export", "-o", "-", "--format", "csv"), "atlas export", "--format: expected one of trace, messages, grpo")
+    usage_error(cli(config, "export", "-o", "-", "--status", "done"), "atlas export", "--status: expected one of")
 
 
 # ------------------------------------------------------------------------------------------------------ playbook
 def test_playbook_show_history_diff_retire(world) -> None:
     config = world["config"]
-    shown = json.loads(cli(config, "playbook", "show", "--json").stdout)
-    assert set(shown) == {"files"}
-    entries = shown["files"]["entries"]
+    entries = json_lines(cli(config, "playbook", "show", "--json").stdout)  # one live entry per line
+    assert {e["learning_key"] for e in entries} == {"files"} and entries[0]["registry_version"] >= 1
     assert [e["lesson"] for e in entries] == [LESSON["lesson"]] and entries[0]["status"] in ("provisional", "active")
     entry_id = entries[0]["id"]
     table = cli(config, "playbook", "show", "--key", "files").stdout
     assert entry_id[:12] in table and LESSON["lesson"] in table
 
-    history = json.loads(cli(config, "playbook", "history", "--key", "files", "--json").stdout)
+    history = json_lines(cli(config, "playbook", "history", "--key", "files", "--json").stdout)
     assert history[0]["change"] == "add" and history[0]["entry_id"] == entry_id
     added_at = history[0]["registry_version"]
-    diff = json.loads(cli(config, "playbook", "diff", "--key", "files", str(added_at - 1), str(added_at), "--json").stdout)
-    assert diff["changes"] == [{"entry_id": entry_id, "change": "added", "lesson": LESSON["lesson"], "status": "provisional"}]
+    diff = json_lines(cli(config, "playbook", "diff", "--key", "files", str(added_at - 1), str(added_at), "--json").stdout)
+    assert diff == [{"entry_id": entry_id, "change": "added", "lesson": LESSON["lesson"], "status": "provisional"}]
     assert "+ " + entry_id[:12] in cli(config, "playbook", "diff", "--key", "files", str(added_at - 1), str(added_at)).stdout
 
     retired = cli(config, "playbook", "retire", "--key", "files", entry_id[:10], "--reason", "too vague")
     assert retired.exit_code == 0, retired.output
     assert retired.stdout.startswith(f"retired {entry_id}")
-    after = json.loads(cli(config, "playbook", "show", "--key", "files", "--json").stdout)
-    assert after["files"]["entries"] == []
-    history = json.loads(cli(config, "playbook", "history", "--key", "files", "--json").stdout)
+    after = cli(config, "playbook", "show", "--key", "files", "--json")
+    assert after.exit_code == 0 and after.stdout == ""  # no live entries: no lines
+    history = json_lines(cli(config, "playbook", "history", "--key", "files", "--json").stdout)
     assert history[-1]["change"] == "retire" and history[-1]["status"] == "retired"
     assert history[-1]["reason"] == "manual: too vague"  # every history row says why
-    latest = after["files"]["version"]
-    diff = json.loads(cli(config, "playbook", "diff", "--key", "files", str(latest - 1), str(latest), "--json").stdout)
-    assert diff["changes"][0]["status"] == "retired"
+    latest = history[-1]["registry_version"]
+    diff = json_lines(cli(config, "playbook", "diff", "--key", "files", str(latest - 1), str(latest), "--json").stdout)
+    assert diff[0]["status"] == "retired"
     shown_history = cli(config, "playbook", "history", "--key", "files").stdout
     assert "retire" in shown_history and "manual: too vague" in shown_history
 
@@ -292,10 +303,11 @@ def test_playbook_show_history_diff_retire(world) -> None:
 
     with Store(world["store_url"]) as store:  # a key whose playbook exists and has learned nothing yet
         store.add(PlaybookRegistryRecord(learning_key="fresh"))
-    empty = cli(config, "playbook", "history", "--key", "fresh").stdout
-    assert "no playbook history for 'fresh'; it has no lessons yet (other keys: files" in empty
-    assert "known keys" not in empty  # never "unknown" beside a list that holds it
-    assert "known keys: files, fresh" in cli(config, "playbook", "history", "--key", "nope").stdout
+    empty = cli(config, "playbook", "history", "--key", "fresh")
+    assert empty.stdout == ""  # piped: the words go to stderr, stdout holds rows only
+    assert "no playbook history for 'fresh'; it has no lessons yet (other keys: files" in empty.stderr
+    assert "known keys" not in empty.stderr  # never "unknown" beside a list that holds it
+    assert "known keys: files, fresh" in cli(config, "playbook", "history", "--key", "nope").stderr
 
 
 # -------------------------------------------------------------------------------------------------------- report
@@ -321,7 +333,7 @@ def test_report_table_json_and_png(world, tmp_path: Path) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
     width, height = struct.unpack(">II", png[16:24])
     assert width >= 600 and height >= 600 and len(png) > 10_000
-    one_error_line(cli(config, "report", "--plot", str(tmp_path / "curve.jpg")), "--plot")
+    usage_error(cli(config, "report", "--plot", str(tmp_path / "curve.jpg")), "atlas report", "--plot")
 
 
 # ------------------------------------------------------------------------------------------------------ env init
@@ -456,7 +468,7 @@ def test_run_a_function_and_an_agent_class(store_url: str, tmp_path: Path) -> No
     result = atlas("run", "--config", str(config), "--task", "What is 6 * 7?", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     answer, summary = result.stdout.split("\n", 1)
-    assert answer == "42" and "lane coach" in summary and "reward 0.85" in summary  # 0.6*0.9 + 0.25*0.8 + 0.15*0.7
+    assert answer == "42" and "lane coach" in summary and "reward 0.845" in summary  # 0.6*0.9 + 0.25*0.8 + 0.15*0.7
 
     config = run_config(tmp_path, store_url, "my_agents:Calculator", name="calculator")
     result = atlas("run", "-c", str(config), "--task", "6 * 7", "--json", cwd=tmp_path)
@@ -523,12 +535,12 @@ def test_run_errors_are_one_line(store_url: str, tmp_path: Path) -> None:
         run_config(tmp_path, store_url, import_path, **agent)
         result = atlas("run", "-c", "atlas.yaml", "--task", "6 * 7", cwd=tmp_path)
         lines = result.stderr.strip().splitlines()
-        assert result.returncode == 2 and len(lines) == 1, (import_path, result.stderr)
+        assert result.returncode == 1 and len(lines) == 1, (import_path, result.stderr)
         assert lines[0].startswith(f"atlas: error: {expected}"), lines[0]
         assert result.stdout == ""
     (tmp_path / "atlas.yaml").write_text("agent: {import_path: not-a-path}\n")
     result = atlas("run", "--task", "x", cwd=tmp_path)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.strip() == ("atlas: error: atlas.yaml: agent.import_path: Value error, expected 'package.module:object', "
                                      "e.g. my_project.agent:graph (got 'not-a-path')")
 
@@ -544,3 +556,173 @@ def test_help_lists_every_command_and_loads_nothing_heavy() -> None:
              "'atlas_learning.store', 'langgraph', 'agents') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+# ------------------------------------------------------------------------------------------ conventions (issue 18)
+def test_every_command_prints_json_in_its_shape(world, tmp_path: Path) -> None:
+    """--json: JSON Lines for listings (each line one object), one compact object (one line) otherwise."""
+    config, ids = world["config"], world["ids"]
+
+    def listing(*args: str) -> list[dict[str, Any]]:
+        result = cli(config, *args, "--json")
+        assert result.exit_code == 0, result.output
+        rows = [json.loads(line) for line in result.stdout.splitlines()]  # every line parses on its own
+        assert rows and all(isinstance(row, dict) for row in rows), args
+        return rows
+
+    def single(*args: str, with_config: bool = True) -> dict[str, Any]:
+        result = cli(config if with_config else None, *args, "--json")
+        assert result.exit_code == 0, result.output
+        assert result.stdout.count("\n") == 1, (args, result.stdout)  # compact: one line
+        data = json.loads(result.stdout)
+        assert isinstance(data, dict), args
+        return data
+
+    assert len(listing("sessions")) == 5
+    assert single("show", ids["files"][0])["session_id"] == ids["files"][0]
+    assert single("report")["count"] == 5
+    assert single("config")["storage"]["url"] == world["store_url"]
+    assert [r["session_id"] for r in listing("review", "approve", ids["files"][0])] == [ids["files"][0]]
+    exported = single("export", "-o", str(tmp_path / "out.jsonl"))
+    assert exported == {"exported": 1, "format": "trace", "output": str(tmp_path / "out.jsonl"), "review_status": ["approved"]}
+    entry = listing("playbook", "show")[0]
+    history = listing("playbook", "history", "--key", "files")
+    assert history[0]["entry_id"] == entry["id"]
+    assert listing("playbook", "diff", "--key", "files", "0", str(entry["registry_version"]))[0]["entry_id"] == entry["id"]
+    retired = single("playbook", "retire", entry["id"], "--key", "files")
+    assert retired["entry_id"] == entry["id"] and retired["registry_version"] == entry["registry_version"] + 1
+    project = tmp_path / "project"
+    make_project(project)
+    written = single("env", "init", str(project), with_config=False)
+    assert written["written"] == str(project / "atlas.yaml") and written["agent"]["kind"] == "langgraph"
+    usage_error(cli(config, "export", "-o", "-", "--json"), "atlas export", "--json prints what was exported on stdout")
+
+
+def test_piped_tables_are_tab_separated_and_never_cut(world) -> None:
+    """Off a terminal (CliRunner's stdout is not one) a listing is TSV under one header line, every value whole."""
+    config = world["config"]
+    long_key = "a-learning-key-far-longer-than-any-column-" * 3
+    with Store(world["store_url"]) as store:
+        store.add(SessionRecord(id="feedc0de" * 4, learning_key=long_key, task="t", lane="auto", status="completed",
+                                reward=0.8999999999999999, total_tokens=123456789))
+    lines = cli(config, "sessions").stdout.splitlines()
+    assert lines[0] == "id\tkey\tlane\tstatus\treward\treview\tsteps\ttokens\tstarted (UTC)"
+    rows = [line.split("\t") for line in lines[1:]]
+    assert len(rows) == 6 and all(len(row) == 9 for row in rows)
+    assert ["feedc0de" * 4, long_key, "auto", "completed", "0.9", "pending", "0", "123456789"] == rows[0][:8]
+    assert all(len(row[0]) == 32 for row in rows)  # whole ids, for `cut -f1 | xargs atlas review approve`
+    assert "…" not in "\n".join(lines)
+
+    report = cli(config, "report", "--key", long_key).stdout.splitlines()
+    assert report[0] == "#\tsession\tstarted (UTC)\tlane\treward\ttool calls\ttokens\tsupervision"
+    assert report[1].split("\t")[:2] == ["1", "feedc0de" * 4] and report[1].split("\t")[4] == "0.9"
+    playbook = cli(config, "playbook", "show").stdout.splitlines()
+    assert playbook[0] == "key\tid\tstatus\tfor\tfamily\tlesson\tuses\timpact\tv\tsources"
+    assert playbook[1].split("\t")[0] == "files" and f"{LESSON['lesson']} (when {LESSON['applies_when']})" in playbook[1].split("\t")
+    history = cli(config, "playbook", "history", "--key", "files").stdout.splitlines()
+    assert history[0].split("\t")[:3] == ["version", "change", "entry"] and len(history[1].split("\t")[2]) == 32
+
+
+def test_tables_on_a_narrow_terminal_wrap_instead_of_cutting() -> None:
+    import io
+
+    from rich.console import Console
+
+    from atlas_learning._commands._common import print_table
+    from atlas_learning._commands.sessions import SESSION_COLUMNS
+
+    out = Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None)
+    key = "customer-support-triage-agent-for-the-eu-region"
+    print_table(SESSION_COLUMNS, [["0123456789abcdef" * 2, key, "escalate", "completed", "0.845", "quarantined (drift)",
+                                   12, 123456, "2026-12-03 07:34:23"]], out=out)
+    text = out.file.getvalue()
+    assert "…" not in text and all(len(line) <= 80 for line in text.splitlines())
+    # Cells wrap inside their column: every character of every header and value is printed, once, none cut.
+    printed = sorted("".join(text.split()))
+    expected = sorted("".join(c.name for c in SESSION_COLUMNS).replace(" ", "") + "".join(
+        "".join(str(v).split()) for v in ["0123456789ab", key, "escalate", "completed", "0.845", "quarantined (drift)", 12, 123456,
+                                           "2026-12-03 07:34:23"]))
+    assert printed == expected
+
+
+def test_readers_never_create_a_store_and_say_where_they_looked(store_url: str, tmp_path: Path, monkeypatch) -> None:
+    """In an empty folder (the default URL) and at an empty database (--store), each reader fails in one line naming
+    where it looked and how to point elsewhere, and leaves nothing behind."""
+    monkeypatch.chdir(tmp_path)
+    readers = [["sessions"], ["show", "0123456789abcdef"], ["report"], ["playbook", "show"], ["playbook", "history", "--key", "k"],
+               ["playbook", "diff", "0", "1", "--key", "k"], ["playbook", "retire", "0123abcd", "--key", "k"],
+               ["export", "-o", str(tmp_path / "out.jsonl")], ["train", "grpo", "-o", str(tmp_path / "teacher")]]
+    for reader in readers:
+        result = cli(None, *reader)
+        one_error_line(result, f"no store at {tmp_path / '.atlas' / 'atlas.db'} (no such file; sqlite:///.atlas/atlas.db from the default storage.url)")
+        assert "--store URL, ATLAS_STORAGE__URL or storage.url in atlas.yaml" in result.stderr
+        result = cli(None, *reader, "--store", store_url)
+        where = store_url.split("sqlite:///", 1)[-1] if store_url.startswith("sqlite") else store_url
+        one_error_line(result, f"no store at {where} (")
+        assert "from --store)" in result.stderr, result.stderr
+    assert not (tmp_path / ".atlas").exists() and not (tmp_path / "out.jsonl").exists() and not (tmp_path / "teacher").exists()
+    if store_url.startswith("sqlite"):
+        assert not Path(store_url.split("sqlite:///", 1)[1]).exists()
+    else:
+        from sqlalchemy import create_engine, inspect
+
+        engine = create_engine(store_url)
+        try:
+            assert inspect(engine).get_table_names() == []  # nothing created in the empty schema
+        finally:
+            engine.dispose()
+    result = cli(None, "sessions", env={"ATLAS_STORAGE__URL": store_url})
+    assert result.exit_code == 1 and "from ATLAS_STORAGE__URL)" in result.stderr
+
+
+def test_a_store_at_an_older_schema_is_still_read_and_upgraded(store_url: str) -> None:
+    from atlas_learning.store import MIGRATIONS, SCHEMA_VERSION
+
+    with Store(store_url, migrate=False) as store:
+        assert store.migrate(MIGRATIONS[:-1]) == SCHEMA_VERSION - 1
+        store.add(SessionRecord(id="0ld5e551" * 4, learning_key="old", task="t", status="completed"))
+    result = cli(None, "sessions", "--json", "--store", store_url)
+    assert result.exit_code == 0, result.output
+    assert [s["id"] for s in json_lines(result.stdout)] == ["0ld5e551" * 4]
+    with Store(store_url, migrate=False) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_writers_may_create_the_store(store_url: str, tmp_path: Path) -> None:
+    result = cli(None, "review", "approve", "--all-pending", "--store", store_url)
+    assert result.exit_code == 0 and result.stdout.startswith("approved 0 sessions"), result.output
+    with Store(store_url, migrate=False) as store:
+        assert store.schema_version() > 0
+
+
+def test_export_refuses_a_missing_folder(world, tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "dir" / "x.jsonl"
+    one_error_line(cli(world["config"], "export", "-o", str(missing)), f"--output {missing}: folder {missing.parent} does not exist")
+    assert not (tmp_path / "no").exists()
+    usage_error(cli(world["config"], "export"), "atlas export", "--output: name the .jsonl file to write")
+
+
+def test_show_a_failed_session_honestly(store_url: str, tmp_path: Path) -> None:
+    """The error of a failed session is shown; an empty plan prints no header; a judge summary never says ok when
+    every judge failed; numbers are rounded for display only."""
+    from atlas_learning.store import PlanRecord, RewardRecord
+
+    session_id = "fa11ed00" * 4
+    with Store(store_url) as store:
+        store.add(SessionRecord(id=session_id, learning_key="k", task="t", status="failed", reward=0.8999999999999999,
+                                lane="paired", lane_confidence=0.6666666666666666, session_metadata={"error": "RuntimeError: tool crashed"}))
+        store.add(PlanRecord(session_id=session_id, kind="reviewed", steps=[], concerns=[]),
+                  RewardRecord(session_id=session_id, scope="session", score=0.8999999999999999, status="ok", escalated=True,
+                               breakdown={"checks": {"exists": 0.8999999999999999}},
+                               samples=[{"judge": "small", "temperature": 0.2, "error": "timeout"},
+                                        {"judge": "large", "temperature": 0.0, "error": "refused"}]))
+    config = write_config(tmp_path, store_url)
+    text = cli(config, "show", session_id).stdout
+    assert "error        RuntimeError: tool crashed" in text
+    assert "plan (" not in text  # the review changed nothing and raised nothing
+    assert "session reward 0.9 (scored by verifiable checks; every judge failed (2 samples))" in text
+    assert "breakdown: checks (exists 0.9)" in text
+    assert "arbitrated" not in text and "(ok" not in text
+    assert "0.8999999999999999" not in text and "confidence 0.667" in text
+    trace = json.loads(cli(config, "show", session_id, "--json").stdout)
+    assert trace["session_reward"]["score"] == 0.8999999999999999  # --json keeps the full value

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AtlasError
+from ..errors import AtlasError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -27,26 +30,117 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
-def load_config(path: Path | None) -> AtlasConfig:
-    from ..config import AtlasConfig
+#: Where the last loaded config's store URL came from (a command loads one config per process), for the one
+#: line that says no store is there.
+_STORE_ORIGIN = "storage.url"
 
-    return AtlasConfig.load(path)
+
+def load_config(path: Path | None, store: str | None = None) -> AtlasConfig:
+    """The configuration (``--config`` or ./atlas.yaml, then ``ATLAS_*``), with ``--store URL`` over both."""
+    from pydantic import ValidationError
+
+    from ..config import AtlasConfig, StorageConfig
+
+    loaded = AtlasConfig.load(path)
+    global _STORE_ORIGIN
+    if store is not None:
+        try:
+            storage = StorageConfig.model_validate({**loaded.storage.model_dump(), "url": store})
+        except ValidationError as exc:
+            raise UsageError(f"--store {store!r}: {exc.errors()[0]['msg']}") from None
+        loaded = loaded.model_copy(update={"storage": storage})
+        _STORE_ORIGIN = "--store"
+    elif os.environ.get("ATLAS_STORAGE__URL"):
+        _STORE_ORIGIN = "ATLAS_STORAGE__URL"
+    elif loaded.storage.url != StorageConfig.model_fields["url"].default:
+        _STORE_ORIGIN = f"storage.url in {path or 'atlas.yaml'}"
+    else:
+        _STORE_ORIGIN = "the default storage.url"
+    return loaded
 
 
 @contextmanager
-def open_store(config: AtlasConfig) -> Iterator[Store]:
-    """The configured store, migrated (an empty database gets the schema), closed afterwards."""
+def open_store(config: AtlasConfig, *, create: bool = False) -> Iterator[Store]:
+    """The configured store, closed afterwards; an older schema is upgraded. Readers (``create=False``, the
+    default) never create one: a store that is not there ends the command with one line naming where it looked
+    and how to point at another. Writers (``create=True``) create it, schema included."""
+    from ..errors import StoreNotFoundError
     from ..store import Store
 
-    with Store(config) as store:
+    try:
+        store = Store(config, create=create)
+    except StoreNotFoundError as exc:
+        url = f"{store_url(config)} " if store_url(config) != exc.where else ""
+        raise AtlasError(f"no store at {exc.where} ({exc.detail}; {url}from {_STORE_ORIGIN}); point at one with --store URL, "
+                         "ATLAS_STORAGE__URL or storage.url in atlas.yaml, or record sessions first (atlas run, atlas "
+                         "quickstart)") from None
+    with store:
         yield store
 
 
+def store_url(config: AtlasConfig) -> str:
+    """The configured store URL with any password hidden, for messages."""
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", config.storage.url)
+
+
 def console(*, stderr: bool = False) -> Console:
-    """A rich console on stdout (or stderr) that never wraps tables into the terminal's width when piped."""
+    """A rich console on stdout (or stderr). Off a terminal it is as wide as what it prints, so nothing is cut to
+    80 columns; ``NO_COLOR`` is honoured."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    terminal = (sys.stderr if stderr else sys.stdout).isatty()
+    return Console(stderr=stderr, highlight=False, soft_wrap=not terminal, width=None if terminal else _UNCUT_WIDTH)
+
+
+#: The width a console off a terminal lays out in: wider than any line Atlas prints, so none is cut.
+_UNCUT_WIDTH = 100_000
+
+
+def print_table(columns: Sequence[Column], rows: Iterable[Sequence[Any]], *, out: Console | None = None) -> None:
+    """A listing: on a terminal, a rich table whose text columns wrap (nothing is cut with an ellipsis); elsewhere
+    (piped, redirected) tab-separated values under one header line, every value whole, for ``cut`` and ``awk``.
+    A cell is a value or a ``rich.text.Text``; ``Column.short`` shortens a value on the terminal only (an id)."""
+    out = out or console()
+    rows = list(rows)
+    if not out.is_terminal:
+        import typer
+
+        typer.echo("\t".join(column.name for column in columns))
+        for row in rows:
+            typer.echo("\t".join(_plain(cell) for cell in row))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        table.add_column(column.name, justify=column.justify, overflow="fold", no_wrap=column.short is not None)  # type: ignore[arg-type]
+    for row in rows:
+        cells = []
+        for column, cell in zip(columns, row, strict=True):
+            if isinstance(cell, Text):
+                cells.append(cell)
+            else:
+                text = _plain(cell)
+                cells.append(Text(text[: column.short] if column.short else text))
+        table.add_row(*cells)
+    out.print(table)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of :func:`print_table`: its header, its alignment on a terminal, and the width an id is cut to
+    there (None: never cut)."""
+
+    name: str
+    justify: str = "left"
+    short: int | None = None
+
+
+def _plain(cell: Any) -> str:
+    """One cell as one line of plain text: no tabs or newlines, so every row stays one TSV line."""
+    text = cell.plain if hasattr(cell, "plain") else "" if cell is None else str(cell)
+    return " ".join(text.split())
 
 
 def parse_since(value: str | None, *, option: str = "--since") -> datetime | None:
@@ -66,19 +160,19 @@ def parse_since(value: str | None, *, option: str = "--since") -> datetime | Non
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise AtlasError(f"{option}: expected an ISO date or time (2025-01-31, 2025-01-31T09:00) or an age (7d, 12h, 30m, 2w), got {value!r}") from None
+        raise UsageError(f"{option}: expected an ISO date or time (2025-01-31, 2025-01-31T09:00) or an age (7d, 12h, 30m, 2w), got {value!r}") from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 def check_choice(value: str | None, choices: Sequence[str], option: str) -> str | None:
     if value is not None and value not in choices:
-        raise AtlasError(f"{option}: expected one of {', '.join(choices)}, got {value!r}")
+        raise UsageError(f"{option}: expected one of {', '.join(choices)}, got {value!r}")
     return value
 
 
 def check_reward(value: float | None, option: str) -> float | None:
     if value is not None and not 0.0 <= value <= 1.0:
-        raise AtlasError(f"{option}: expected a reward between 0 and 1, got {value}")
+        raise UsageError(f"{option}: expected a reward between 0 and 1, got {value}")
     return value
 
 
@@ -87,9 +181,9 @@ def check_limit(value: int | None, option: str = "--limit") -> int | None:
     if value is None or value == 0:
         return None
     if value < 0:
-        raise AtlasError(f"{option}: expected a positive number (0 for no limit), got {value}")
+        raise UsageError(f"{option}: expected a positive number (0 for no limit), got {value}")
     if value > _MAX_LIMIT:  # past what every backend takes as a LIMIT (a 64-bit integer)
-        raise AtlasError(f"{option}: at most {_MAX_LIMIT} (0 for no limit), got {value}")
+        raise UsageError(f"{option}: at most {_MAX_LIMIT} (0 for no limit), got {value}")
     return value
 
 
@@ -110,7 +204,7 @@ def resolve_sessions(store: Store, references: Iterable[str]) -> list[SessionRec
     for raw in references:
         reference = raw.strip().lower()
         if len(reference) < MIN_PREFIX or not _HEX.match(reference):
-            raise AtlasError(
+            raise UsageError(
                 f"session {raw!r}: give the full id or at least its first {MIN_PREFIX} hex characters; list them with `atlas sessions`"
             )
         exact = store.get(SessionRecord, reference)
@@ -164,8 +258,29 @@ def short(identifier: str | None, width: int = 12) -> str:
     return (identifier or "")[:width]
 
 
+def fmt_number(value: float) -> str:
+    """A number for display: at most 3 decimals, no trailing zeros (0.8999999999999999 -> 0.9, 0.845 -> 0.845).
+    ``--json`` keeps the full value."""
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def fmt_value(value: Any, limit: int = 60) -> str:
+    """A value for display: numbers by :func:`fmt_number`, also inside a dict or list (``exists 0.9, size 1``),
+    anything else clipped to ``limit``."""
+    if isinstance(value, bool) or value is None:
+        return clip(value, limit) or "-"
+    if isinstance(value, (int, float)):
+        return fmt_number(value)
+    if isinstance(value, dict):
+        return "(" + ", ".join(f"{k} {fmt_value(v, limit)}" for k, v in value.items()) + ")"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt_value(v, limit) for v in value) + "]"
+    return clip(value, limit)
+
+
 def fmt_reward(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    return "-" if value is None else fmt_number(value)
 
 
 def fmt_time(moment: datetime | None) -> str:
@@ -184,11 +299,12 @@ def clip(value: Any, limit: int = 160) -> str:
 
 
 def echo_json(data: Any, *, lines: bool = False) -> None:
-    """Print JSON to stdout: one document, indented, or one compact object per line."""
+    """Print ``--json`` output on stdout, compact: one object (``lines=False``), or a listing as JSON Lines, one
+    object per line (``lines=True``; nothing at all for an empty listing)."""
     import typer
 
     if lines:
         for item in data:
             typer.echo(json.dumps(item, default=str, ensure_ascii=False))
     else:
-        typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+        typer.echo(json.dumps(data, default=str, ensure_ascii=False))

@@ -29,6 +29,7 @@ import typer
 
 from ..errors import AtlasError
 from ..redact import default_redactor
+from ._common import echo_json
 
 SKIP_DIRS = frozenset({
     ".git", ".hg", ".svn", ".venv", "venv", "env", ".env", "node_modules", "__pycache__", "site-packages", "build", "dist",
@@ -692,7 +693,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def env_init(*, path: Path, output: Path | None, force: bool) -> None:
+def env_init(*, path: Path, output: Path | None, force: bool, as_json: bool = False) -> None:
     root = path.resolve()
     if not root.is_dir():
         raise AtlasError(f"{path}: not a folder; give the project's root folder")
@@ -701,6 +702,8 @@ def env_init(*, path: Path, output: Path | None, force: bool) -> None:
         raise AtlasError(f"{target} already exists; pass --force to overwrite it")
     if target.is_dir():
         raise AtlasError(f"--output {target}: is a folder; name a file such as atlas.yaml")
+    if not target.absolute().parent.is_dir():  # never made on the user's behalf
+        raise AtlasError(f"--output {target}: folder {target.absolute().parent} does not exist; create it first")
     result = scan(root)
     text = default_redactor().text(render_yaml(result))  # an MCP server's args or URL can carry a key
     _check(text)
@@ -712,6 +715,12 @@ def env_init(*, path: Path, output: Path | None, force: bool) -> None:
     counts = {group: sum(1 for f in result.findings if f.group == group) for group in GROUP_TITLES}
     found = ", ".join(f"{n} {label}" for label, n in zip(
         ("langgraph.json graphs", "LangGraph", "Agents SDK", "agent classes", "MCP configs"), counts.values(), strict=True) if n) or "no agents"
+    if as_json:
+        best = candidates[0] if candidates else None
+        echo_json({"written": str(target), "found": counts,
+                   "agent": None if best is None else {"import_path": best.import_path, "kind": best.agent_kind, "where": best.where},
+                   "alternatives": [c.import_path for c in candidates[1:]]})
+        return
     typer.echo(f"wrote {target}: {found}")
     if candidates:
         best = candidates[0]

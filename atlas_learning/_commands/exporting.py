@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from ..errors import AtlasError
+from ..errors import AtlasError, UsageError
 from ._common import (
     LANES,
     REVIEW_STATUSES,
@@ -18,6 +18,7 @@ from ._common import (
     check_limit,
     check_reward,
     console,
+    echo_json,
     load_config,
     open_store,
     parse_since,
@@ -28,7 +29,8 @@ COUNTER_EVERY_S = 5.0
 
 
 def export(*, config: Path | None, output: str | None, statuses: list[str] | None, min_reward: float | None, max_reward: float | None,
-           key: str | None, lane: str | None, since: str | None, limit: int | None, fmt: str, endpoint: str | None = None) -> None:
+           key: str | None, lane: str | None, since: str | None, limit: int | None, fmt: str, endpoint: str | None = None,
+           store: str | None = None, as_json: bool = False) -> None:
     try:
         from ..export import EXPORT_FORMATS, export_sessions
     except ImportError as exc:
@@ -36,7 +38,7 @@ def export(*, config: Path | None, output: str | None, statuses: list[str] | Non
     from ..store import SessionFilter
 
     if fmt not in (*EXPORT_FORMATS, "otlp"):
-        raise AtlasError(f"--format: expected one of {', '.join(EXPORT_FORMATS)} or otlp, got {fmt!r}")
+        raise UsageError(f"--format: expected one of {', '.join(EXPORT_FORMATS)} or otlp, got {fmt!r}")
     for status in statuses or ():
         check_choice(status, REVIEW_STATUSES, "--status")
     where = SessionFilter(
@@ -51,32 +53,39 @@ def export(*, config: Path | None, output: str | None, statuses: list[str] | Non
     if fmt == "otlp" or endpoint is not None:  # traces to an OpenTelemetry collector, not a file
         from ..telemetry import export_command
 
-        export_command(config=load_config(config), fmt=fmt, endpoint=endpoint, output=output, where=where)
+        export_command(config=load_config(config, store), fmt=fmt, endpoint=endpoint, output=output, where=where)
         return
     if output is None:
-        from ..errors import UsageError
-
         raise UsageError("--output: name the .jsonl file to write (or - for stdout)")
     to_stdout = output == "-"
+    if to_stdout and as_json:
+        raise UsageError("--json prints what was exported on stdout, and with -o - stdout holds the records; "
+                         "name a file with -o, or leave out --json")
     target = None if to_stdout else Path(output)
     if target is not None and target.is_dir():
         raise AtlasError(f"--output {output}: is a directory; name a .jsonl file (or - for stdout)")
+    if target is not None and not target.absolute().parent.is_dir():  # never made on the user's behalf
+        raise AtlasError(f"--output {output}: folder {target.absolute().parent} does not exist; create it first or name "
+                         "a file in an existing folder")
 
-    with open_store(load_config(config)) as store:
-        total = store.count_sessions(where)
+    with open_store(load_config(config, store)) as opened:
+        total = opened.count_sessions(where)
         if where.limit is not None:
             total = min(total, where.limit)
         with _progress(total) as progress:
             # To stdout: the JSONL goes there as it is written, and nothing else does (progress and summary: stderr).
             destination = sys.stdout if to_stdout else target
             try:
-                count = export_sessions(store, destination, format=fmt, where=where, progress=progress)
+                count = export_sessions(opened, destination, format=fmt, where=where, progress=progress)
             except BrokenPipeError:
                 raise
             except OSError as exc:
                 raise AtlasError(f"--output {output}: cannot write ({exc.strerror or exc})") from None
             if to_stdout:
                 sys.stdout.flush()
+    if as_json:
+        echo_json({"exported": count, "format": fmt, "output": output, "review_status": list(where.review_status or ())})
+        return
     statuses_text = ", ".join(where.review_status or ())
     summary = f"exported {count} session{'s' if count != 1 else ''} ({statuses_text}) as {fmt} to {'stdout' if to_stdout else output}"
     typer.echo(summary, err=to_stdout)

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from ..errors import AtlasError
-from ._common import clip, console, echo_json, fmt_time, load_config, open_store, short
+from ._common import Column, clip, console, echo_json, fmt_number, fmt_time, load_config, open_store, print_table, short
 
 
 def _registry(store: Any, config: Any) -> Any:
@@ -33,75 +33,76 @@ def _entry_json(entry: Any) -> dict[str, Any]:
     return {**entry.model_dump(mode="json"), "impact": _impact(entry)}
 
 
-def show(*, config: Path | None, key: str | None, as_json: bool) -> None:
-    loaded = load_config(config)
-    with open_store(loaded) as store:
-        registry = _registry(store, loaded)
-        keys = [key] if key else _keys(store)
+def show(*, config: Path | None, store: str | None = None, key: str | None, as_json: bool) -> None:
+    loaded = load_config(config, store)
+    with open_store(loaded) as opened:
+        registry = _registry(opened, loaded)
+        keys = [key] if key else _keys(opened)
         books = {k: (registry.version(k), registry.live_entries(k)) for k in keys}
-    if as_json:
-        echo_json({k: {"version": version, "entries": [_entry_json(e) for e in entries]} for k, (version, entries) in books.items()})
+    if as_json:  # JSON Lines: one live entry per line, with its key and the key's registry version
+        echo_json(({"learning_key": k, "registry_version": version, **_entry_json(e)}
+                   for k, (version, entries) in books.items() for e in entries), lines=True)
         return
-    from rich.table import Table
     from rich.text import Text
 
     out = console()
     if not books:
-        out.print("no playbooks yet: lessons appear after supervised sessions finish")
+        (out if out.is_terminal else console(stderr=True)).print("no playbooks yet: lessons appear after supervised sessions finish")
+        return
+    rows = {name: [_entry_row(entry) for entry in entries] for name, (_, entries) in books.items()}
+    if not out.is_terminal:  # piped: one table, a key column first, every value whole
+        print_table((Column("key"), *ENTRY_COLUMNS), ([name, *row] for name, key_rows in rows.items() for row in key_rows), out=out)
         return
     for number, (name, (version, entries)) in enumerate(books.items()):
         if number:
             out.print()
         out.print(Text(f"{name}: registry version {version}, {len(entries)} live entries", style="bold"))
-        if not entries:
-            continue
-        table = Table(box=None, header_style="bold", pad_edge=False)
-        for column in ("id", "status", "for", "family", "lesson", "uses", "impact", "v", "sources"):
-            table.add_column(column, overflow="fold")
-        for entry in entries:
-            impact = _impact(entry)
-            lesson = clip(entry.lesson, 200) + (f" (when {clip(entry.applies_when, 80)})" if entry.applies_when else "")
-            audience = f"{entry.audience} ({entry.kind})" if entry.kind != "lesson" else entry.audience
-            table.add_row(short(entry.id), entry.status, audience, entry.task_family or "all", Text(lesson), str(entry.uses),
-                          "-" if impact is None else f"{impact:+.2f}", str(entry.version), str(len(entry.provenance)))
-        out.print(table)
+        if entries:
+            print_table(ENTRY_COLUMNS, rows[name], out=out)
 
 
-def history(*, config: Path | None, key: str, as_json: bool) -> None:
-    loaded = load_config(config)
-    with open_store(loaded) as store:
-        changes = _registry(store, loaded).history(key)
-    if as_json:
-        echo_json([c.model_dump(mode="json") for c in changes])
+def _entry_row(entry: Any) -> list[Any]:
+    impact = _impact(entry)
+    lesson = entry.lesson + (f" (when {entry.applies_when})" if entry.applies_when else "")
+    audience = f"{entry.audience} ({entry.kind})" if entry.kind != "lesson" else entry.audience
+    return [entry.id, entry.status, audience, entry.task_family or "all", lesson, entry.uses,
+            "-" if impact is None else ("+" if impact >= 0 else "") + fmt_number(impact), entry.version, len(entry.provenance)]
+
+
+def history(*, config: Path | None, store: str | None = None, key: str, as_json: bool) -> None:
+    loaded = load_config(config, store)
+    with open_store(loaded) as opened:
+        changes = _registry(opened, loaded).history(key)
+    if as_json:  # JSON Lines: one change per line, oldest first
+        echo_json((c.model_dump(mode="json") for c in changes), lines=True)
         return
-    from rich.table import Table
-    from rich.text import Text
-
     out = console()
     if not changes:
-        out.print(f"no playbook history for {key!r}" + _known_keys_hint(loaded, key))
+        (out if out.is_terminal else console(stderr=True)).print(f"no playbook history for {key!r}" + _known_keys_hint(loaded, key))
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("version", "change", "entry", "status", "lesson", "reason", "session", "when (UTC)"):
-        table.add_column(column, overflow="fold")
-    for change in changes:
-        table.add_row(str(change.registry_version), change.change, f"{short(change.entry_id)} v{change.version}", change.status,
-                      Text(clip(change.lesson, 160)), Text(clip(change.reason or "-", 160)), short(change.session_id) or "-",
-                      fmt_time(change.created_at))
-    out.print(table)
+    print_table(HISTORY_COLUMNS, ([change.registry_version, change.change, change.entry_id, change.version, change.status,
+                                   change.lesson, change.reason or "-", change.session_id or "-", fmt_time(change.created_at)]
+                                  for change in changes), out=out)
 
 
-def diff(*, config: Path | None, key: str, from_version: int, to_version: int, as_json: bool) -> None:
-    loaded = load_config(config)
-    with open_store(loaded) as store:
-        registry = _registry(store, loaded)
+#: The columns of ``atlas playbook show`` and ``atlas playbook history``; ids are shortened on a terminal only.
+ENTRY_COLUMNS = (Column("id", short=12), Column("status"), Column("for"), Column("family"), Column("lesson"),
+                 Column("uses", "right"), Column("impact", "right"), Column("v", "right"), Column("sources", "right"))
+HISTORY_COLUMNS = (Column("version", "right"), Column("change"), Column("entry", short=12), Column("v", "right"),
+                   Column("status"), Column("lesson"), Column("reason"), Column("session", short=12), Column("when (UTC)"))
+
+
+def diff(*, config: Path | None, store: str | None = None, key: str, from_version: int, to_version: int, as_json: bool) -> None:
+    loaded = load_config(config, store)
+    with open_store(loaded) as opened:
+        registry = _registry(opened, loaded)
         latest = registry.version(key)
         for name, value in (("FROM", from_version), ("TO", to_version)):
             if value < 0 or value > latest:
                 raise AtlasError(f"{name} {value}: the playbook of {key!r} has versions 0..{latest}; see `atlas playbook history --key {key}`")
         changes = registry.diff(key, from_version, to_version)
-    if as_json:
-        echo_json({"learning_key": key, "from": from_version, "to": to_version, "changes": changes})
+    if as_json:  # JSON Lines: one changed entry per line
+        echo_json(changes, lines=True)
         return
     from rich.text import Text
 
@@ -141,10 +142,15 @@ def retire_entry(store: Any, config: Any, key: str, entry_id: str, reason: str |
     return entry, max(change.registry_version for change in applied)
 
 
-def retire(*, config: Path | None, key: str, entry_id: str, reason: str | None) -> None:
-    loaded = load_config(config)
-    with open_store(loaded) as store:
-        entry, version = retire_entry(store, loaded, key, entry_id, reason)
+def retire(*, config: Path | None, store: str | None = None, key: str, entry_id: str, reason: str | None,
+           as_json: bool = False) -> None:
+    loaded = load_config(config, store)
+    with open_store(loaded) as opened:  # a writer, but of an entry that must exist: no store is made for it
+        entry, version = retire_entry(opened, loaded, key, entry_id, reason)
+    if as_json:
+        echo_json({"learning_key": key, "entry_id": entry.id, "registry_version": version, "lesson": entry.lesson,
+                   "reason": reason})
+        return
     typer.echo(f"retired {entry.id} from {key!r} (registry version {version}): {clip(entry.lesson, 120)}")
 
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import typer
 
-from ..errors import AtlasError
+from ..errors import AtlasError, UsageError
 from ._common import (
     LANES,
+    Column,
     check_limit,
-    clip,
     console,
     echo_json,
     fmt_reward,
@@ -20,7 +20,7 @@ from ._common import (
     load_config,
     open_store,
     parse_since,
-    short,
+    print_table,
     step_counts,
     supervision_tokens,
 )
@@ -72,20 +72,20 @@ def build_report(records: list[Any], counts: dict[str, dict[str, int]], window: 
     }
 
 
-def report(*, config: Path | None, key: str | None, since: str | None, limit: int | None, window: int, plot: Path | None,
-           as_json: bool) -> None:
+def report(*, config: Path | None, store: str | None = None, key: str | None, since: str | None, limit: int | None, window: int,
+           plot: Path | None, as_json: bool) -> None:
     from ..store import SessionFilter
 
     if window < 1:
-        raise AtlasError(f"--window: expected at least 1 session, got {window}")
+        raise UsageError(f"--window: expected at least 1 session, got {window}")
     if plot is not None and plot.suffix.lower() != ".png":
-        raise AtlasError(f"--plot {plot}: expected a .png file name")
+        raise UsageError(f"--plot {plot}: expected a .png file name")
     if plot is not None and not plot.parent.exists():
         raise AtlasError(f"--plot {plot}: folder {plot.parent} does not exist")
     where = SessionFilter(learning_key=key, since=parse_since(since), limit=check_limit(limit))
-    with open_store(load_config(config)) as store:
-        records = list(reversed(store.list_sessions(where)))  # newest-first from the store; a curve runs oldest-first
-        counts = step_counts(store, [r.id for r in records])
+    with open_store(load_config(config, store)) as opened:
+        records = list(reversed(opened.list_sessions(where)))  # newest-first from the store; a curve runs oldest-first
+        counts = step_counts(opened, [r.id for r in records])
     data = {"learning_key": key, **build_report(records, counts, window)}
     if plot is not None:
         if not records:
@@ -101,25 +101,20 @@ def report(*, config: Path | None, key: str | None, since: str | None, limit: in
 
 
 def _print(data: dict[str, Any]) -> None:
-    from rich.table import Table
     from rich.text import Text
 
     out = console()
     if not data["sessions"]:
-        out.print("no sessions" + (f" for key {data['learning_key']!r}" if data["learning_key"] else "") + "; run an agent under Atlas first")
+        empty = "no sessions" + (f" for key {data['learning_key']!r}" if data["learning_key"] else "") + "; run an agent under Atlas first"
+        (out if out.is_terminal else console(stderr=True)).print(empty)
         return
     several_keys = len({s["learning_key"] for s in data["sessions"]}) > 1
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    columns = ["#", "session", *(["key"] if several_keys else []), "started (UTC)", "lane", "reward", "tool calls", "tokens",
-               "supervision"]
-    for column in columns:
-        table.add_column(column, no_wrap=True, justify="right" if column in ("#", "reward", "tool calls", "tokens", "supervision") else "left")
-    for s in data["sessions"]:
-        started = fmt_time(_parse(s["started_at"]))
-        row = [str(s["n"]), short(s["session_id"]), *([Text(clip(s["learning_key"], 30))] if several_keys else []), started,
-               s["lane"] or "-", fmt_reward(s["reward"]), str(s["tool_calls"]), str(s["total_tokens"]), str(s["supervision_tokens"])]
-        table.add_row(*row)
-    out.print(table)
+    columns = [Column("#", "right"), Column("session", short=12), *([Column("key")] if several_keys else []), Column("started (UTC)"),
+               Column("lane"), Column("reward", "right"), Column("tool calls", "right"), Column("tokens", "right"),
+               Column("supervision", "right")]
+    print_table(columns, ([s["n"], s["session_id"], *([s["learning_key"]] if several_keys else []), fmt_time(_parse(s["started_at"])),
+                           s["lane"] or "-", fmt_reward(s["reward"]), s["tool_calls"], s["total_tokens"], s["supervision_tokens"]]
+                          for s in data["sessions"]), out=out)
     out.print()
     total = data["count"]
     mix = ", ".join(f"{lane} {n} ({n / total:.0%})" for lane, n in data["lane_mix"].items() if n)
@@ -128,14 +123,10 @@ def _print(data: dict[str, Any]) -> None:
     share = data["supervision_token_share"]
     out.print(Text(f"supervision   {data['supervision_tokens']} of {data['total_tokens']} tokens"
                    + ("" if share is None else f" ({share:.0%}) went to teacher, judges, probe and synthesizer")))
-    windows = Table(title=None, box=None, header_style="bold", pad_edge=False)
-    for column in ("sessions", "mean reward", "mean tool calls", "lanes"):
-        windows.add_column(column, no_wrap=True)
-    for w in data["reward_by_window"]:
-        lanes = ", ".join(f"{lane} {n}" for lane, n in w["lanes"].items()) or "-"
-        windows.add_row(f"{w['from']}-{w['to']}", fmt_reward(w["mean_reward"]), f"{w['mean_tool_calls']:.1f}", lanes)
     out.print(Text(f"\nby window of {data['window']} sessions", style="bold"))
-    out.print(windows)
+    print_table((Column("sessions"), Column("mean reward", "right"), Column("mean tool calls", "right"), Column("lanes")),
+                ([f"{w['from']}-{w['to']}", fmt_reward(w["mean_reward"]), f"{w['mean_tool_calls']:.1f}",
+                  ", ".join(f"{lane} {n}" for lane, n in w["lanes"].items()) or "-"] for w in data["reward_by_window"]), out=out)
 
 
 def _parse(text: str) -> Any:

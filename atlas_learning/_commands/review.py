@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ..errors import AtlasError
+from ..errors import AtlasError, UsageError
 from ._common import check_reward, echo_json, load_config, open_store, resolve_sessions, short
 
 if TYPE_CHECKING:
@@ -58,27 +58,30 @@ def set_review_status(store: Store, config: AtlasConfig, session_ids: Iterable[s
     return changed, unchanged
 
 
-def review(*, config: Path | None, action: str, sessions: list[str], all_pending: bool, min_reward: float | None,
-           note: str | None, reviewer: str | None, as_json: bool) -> None:
+def review(*, config: Path | None, store: str | None = None, action: str, sessions: list[str], all_pending: bool,
+           min_reward: float | None, note: str | None, reviewer: str | None, as_json: bool) -> None:
     from ..store import SessionFilter
 
     to_status = ACTIONS[action]
     check_reward(min_reward, "--min-reward")
     if not sessions and not all_pending:
-        raise AtlasError(f"name the sessions to {action} (ids or 8+ character prefixes), or pass --all-pending")
+        raise UsageError(f"name the sessions to {action} (ids or 8+ character prefixes), or pass --all-pending")
     if min_reward is not None and not all_pending:
-        raise AtlasError("--min-reward selects among pending sessions; use it with --all-pending")
+        raise UsageError("--min-reward selects among pending sessions; use it with --all-pending")
     who = reviewer or os.environ.get("USER") or "cli"
-    loaded = load_config(config)
-    with open_store(loaded) as store:
-        chosen = {record.id for record in resolve_sessions(store, sessions)} if sessions else set()
+    loaded = load_config(config, store)
+    with open_store(loaded, create=True) as opened:  # a writer: it may make the store
+        chosen = {record.id for record in resolve_sessions(opened, sessions)} if sessions else set()
         if all_pending:
             # Only finished sessions: one still running (or never finished) would be approved half-done.
-            chosen.update(r.id for r in store.list_sessions(SessionFilter(review_status=["pending"], status=["completed", "failed"],
-                                                                          min_reward=min_reward)))
-        changed, unchanged = set_review_status(store, loaded, chosen, to_status, reviewer=who, note=note)
-    if as_json:
-        echo_json({"status": to_status, "changed": len(changed), "unchanged": unchanged, "reviewer": who, "sessions": changed})
+            chosen.update(r.id for r in opened.list_sessions(SessionFilter(review_status=["pending"], status=["completed", "failed"],
+                                                                           min_reward=min_reward)))
+        changed, unchanged = set_review_status(opened, loaded, chosen, to_status, reviewer=who, note=note)
+    if as_json:  # JSON Lines: one object per session chosen, changed or already at the status
+        moved = {c["session_id"] for c in changed}
+        echo_json([*({**c, "changed": True, "reviewer": who} for c in changed),
+                   *({"session_id": i, "from": to_status, "to": to_status, "changed": False, "reviewer": who}
+                     for i in sorted(chosen - moved))], lines=True)
         return
     noun = "session" if len(changed) == 1 else "sessions"
     already = f" ({unchanged} already {to_status})" if unchanged else ""

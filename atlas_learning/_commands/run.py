@@ -34,7 +34,7 @@ from typing import Any
 
 import typer
 
-from ..errors import AtlasError
+from ..errors import AtlasError, UsageError
 from ._common import fmt_reward, load_config
 
 
@@ -124,17 +124,20 @@ def _kind(obj: Any, agent: Any) -> str:
     return agent.kind
 
 
-def run_agent(*, config: Path | None, task: str, as_json: bool) -> None:
-    loaded = load_config(config)
+def run_agent(*, config: Path | None, store: str | None = None, task: str, as_json: bool) -> None:
+    loaded = load_config(config, store)
     origin = str(config) if config is not None else "atlas.yaml"
     agent = loaded.agent
     if not agent.import_path:
         raise AtlasError(f"{origin}: agent.import_path is not set; run `atlas env init` or add agent: {{import_path: package.module:object}}")
     if not task.strip():
-        raise AtlasError("--task: give the task to run, e.g. --task \"How many files are in ./data?\"")
+        raise UsageError("--task: give the task to run, e.g. --task \"How many files are in ./data?\"")
     _ensure_import_path(config)
     obj = load_object(agent.import_path)
     kind = _kind(obj, agent)
+    from .. import progress
+
+    progress.set_default(True)  # a live status line on a terminal, for the supervisor whichever wrapper makes
     runners = {"langgraph": _run_langgraph, "openai_agents": _run_openai_agents, "byoa": _run_byoa, "function": _run_function}
     try:
         answer, result = runners[kind](obj, loaded, task, agent)
@@ -318,7 +321,7 @@ def _report(answer: Any, result: Any, kind: str, as_json: bool) -> None:
             "role_failures": _role_failures(result),
         }
     if as_json:
-        typer.echo(json.dumps({"kind": kind, "answer": _jsonable(answer), "session": session}, indent=2, default=str))
+        typer.echo(json.dumps({"kind": kind, "answer": _jsonable(answer), "session": session}, default=str))
         return
     typer.echo(answer if isinstance(answer, str) else json.dumps(_jsonable(answer), default=str))
     if session is None:

@@ -9,25 +9,33 @@ from ..errors import AtlasError
 from ._common import (
     LANES,
     REVIEW_STATUSES,
+    Column,
     check_choice,
     check_limit,
     check_reward,
     clip,
     console,
     echo_json,
+    fmt_number,
     fmt_reward,
     fmt_time,
+    fmt_value,
     load_config,
     open_store,
     parse_since,
+    print_table,
     resolve_session,
     short,
     step_counts,
 )
 
+#: The columns of ``atlas sessions``; on a terminal the id is shortened to 12 characters.
+SESSION_COLUMNS = (Column("id", short=12), Column("key"), Column("lane"), Column("status"), Column("reward", "right"),
+                   Column("review"), Column("steps", "right"), Column("tokens", "right"), Column("started (UTC)"))
 
-def list_sessions(*, config: Path | None, key: str | None, lane: str | None, status: str | None, min_reward: float | None,
-                  max_reward: float | None, since: str | None, limit: int | None, as_json: bool) -> None:
+
+def list_sessions(*, config: Path | None, store: str | None = None, key: str | None, lane: str | None, status: str | None,
+                  min_reward: float | None, max_reward: float | None, since: str | None, limit: int | None, as_json: bool) -> None:
     from ..store import SessionFilter
 
     where = SessionFilter(
@@ -39,10 +47,10 @@ def list_sessions(*, config: Path | None, key: str | None, lane: str | None, sta
         since=parse_since(since),
         limit=check_limit(limit),
     )
-    with open_store(load_config(config)) as store:
-        records = store.list_sessions(where)
-        counts = step_counts(store, [r.id for r in records])
-        matching = store.count_sessions(where) if where.limit is not None and len(records) == where.limit else len(records)
+    with open_store(load_config(config, store)) as opened:
+        records = opened.list_sessions(where)
+        counts = step_counts(opened, [r.id for r in records])
+        matching = opened.count_sessions(where) if where.limit is not None and len(records) == where.limit else len(records)
     if as_json:
         echo_json(
             ({**_record_json(r), "steps": sum(counts.get(r.id, {}).values()),
@@ -51,24 +59,22 @@ def list_sessions(*, config: Path | None, key: str | None, lane: str | None, sta
         )
         return
 
-    from rich.table import Table
-    from rich.text import Text
-
     out = console()
     if not records:
-        out.print("no sessions match" + (" (try a wider filter)" if _filtered(where) else "; run an agent under Atlas first"))
+        empty = "no sessions match" + (" (try a wider filter)" if _filtered(where) else "; run an agent under Atlas first")
+        if out.is_terminal:
+            out.print(empty)
+        else:  # piped: the header alone on stdout, the words on stderr
+            print_table(SESSION_COLUMNS, [], out=out)
+            console(stderr=True).print(empty)
         return
-    table = Table(title=None, box=None, header_style="bold", pad_edge=False)
-    for name, justify in (("id", "left"), ("key", "left"), ("lane", "left"), ("status", "left"), ("reward", "right"), ("review", "left"),
-                          ("steps", "right"), ("tokens", "right"), ("started (UTC)", "left")):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    for record in records:
-        review = record.review_status + (" (drift)" if record.drift_alert else "")
-        table.add_row(short(record.id), Text(clip(record.learning_key, 40)), record.lane or "-", record.status, fmt_reward(record.reward),
-                      review, str(sum(counts.get(record.id, {}).values())), str(record.total_tokens), fmt_time(record.started_at))
-    out.print(table)
-    if matching > len(records):
-        out.print(f"showing {len(records)} of {matching} matching sessions (newest first); raise --limit or pass --limit 0 for all")
+    print_table(SESSION_COLUMNS, ([record.id, record.learning_key, record.lane or "-", record.status, fmt_reward(record.reward),
+                                   record.review_status + (" (drift)" if record.drift_alert else ""),
+                                   sum(counts.get(record.id, {}).values()), record.total_tokens, fmt_time(record.started_at)]
+                                  for record in records), out=out)
+    if matching > len(records):  # on stderr when piped, so the TSV holds rows only
+        note = f"showing {len(records)} of {matching} matching sessions (newest first); raise --limit or pass --limit 0 for all"
+        (out if out.is_terminal else console(stderr=True)).print(note)
 
 
 def _record_json(record: Any) -> dict[str, Any]:
@@ -81,8 +87,8 @@ def _filtered(where: Any) -> bool:
     return any(getattr(where, name) is not None for name in ("learning_key", "lane", "review_status", "min_reward", "max_reward", "since"))
 
 
-def show_session(*, config: Path | None, session: str, as_json: bool) -> None:
-    with open_store(load_config(config)) as store:
+def show_session(*, config: Path | None, store: str | None = None, session: str, as_json: bool) -> None:
+    with open_store(load_config(config, store)) as store:
         record = resolve_session(store, session)
         if as_json:
             try:
@@ -92,7 +98,7 @@ def show_session(*, config: Path | None, session: str, as_json: bool) -> None:
             trace = session_trace(store, record.id)
             if trace is None:
                 raise AtlasError(f"no session {record.id} in {store!r}")
-            echo_json(trace)
+            echo_json(trace)  # full values: only the text view rounds
             return
         details = _details(store, record.id)
     _render(record, details)
@@ -138,10 +144,13 @@ def _render(record: Any, details: dict[str, list[Any]]) -> None:
     field("task", clip(record.task, 400))
     lane = record.lane or "-"
     if record.lane:
-        confidence = "" if record.lane_confidence is None else f", confidence {record.lane_confidence:.2f}"
+        confidence = "" if record.lane_confidence is None else f", confidence {fmt_number(record.lane_confidence)}"
         lane += f" ({record.lane_source or '?'}{confidence}): {clip(record.lane_reason, 200)}"
     field("lane", lane)
     field("status", f"{record.status}; {record.retries} retries, {record.interventions} interventions")
+    error = (record.session_metadata or {}).get("error") or (record.session_metadata or {}).get("finish_error")
+    if error:
+        field("error", clip(error, 400))
     field("answer", clip(record.final_answer, 400) or "-")
     field("reward", fmt_reward(record.reward) + (f"  {clip(record.reward_reason, 200)}" if record.reward_reason else ""))
     review = record.review_status + (f" ({clip(record.review_note, 200)})" if record.review_note else "")
@@ -161,6 +170,8 @@ def _render(record: Any, details: dict[str, list[Any]]) -> None:
         field("lessons used", ", ".join(short(i) for i in record.lessons_used))
 
     for plan in details["plans"]:
+        if not plan.steps and not plan.concerns:  # a review that changed nothing and raised nothing: no empty header
+            continue
         out.print(Text(f"\nplan ({plan.kind})", style="bold"))
         for number, step in enumerate(plan.steps, 1):
             description = step.get("description", step) if isinstance(step, dict) else step
@@ -213,13 +224,11 @@ def _render(record: Any, details: dict[str, list[Any]]) -> None:
                 out.print(Text(f"     guidance: {clip(attempt.guidance, 300)}"))
 
     for reward in (r for r in details["rewards"] if r.scope == "session"):
-        escalated = ", large judge arbitrated" if reward.escalated else ""
-        out.print(Text(f"\nsession reward {fmt_reward(reward.score)} ({reward.status}{escalated})", style="bold"))
+        out.print(Text(f"\nsession reward {fmt_reward(reward.score)} ({judge_summary(reward)})", style="bold"))
         if reward.reason:
             out.print(Text(f"  {clip(reward.reason, 300)}"))
         if reward.breakdown:
-            parts = ", ".join(f"{k} {v:.2f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k} {clip(v, 60)}"
-                              for k, v in reward.breakdown.items())
+            parts = ", ".join(f"{k} {fmt_value(v)}" for k, v in reward.breakdown.items())
             out.print(Text(f"  breakdown: {parts}"))
         if reward.samples:
             table = Table(box=None, header_style="bold", pad_edge=False)
@@ -241,4 +250,28 @@ def _render(record: Any, details: dict[str, list[Any]]) -> None:
 
 
 def _score(value: Any) -> str:
-    return f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+    return fmt_number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def judge_summary(reward: Any) -> str:
+    """How a session reward came about, in words that match its samples: ``ok; 3 of 3 judge samples answered``,
+    ``scored by verifiable checks; every judge failed (4 samples)``, ``no_reward; ..., the large judge failed``."""
+    samples = [s for s in reward.samples or [] if isinstance(s, dict)]
+    answered = [s for s in samples if "error" not in s]
+    large = [s for s in samples if s.get("judge") == "large"]
+    checks = isinstance(reward.breakdown, dict) and "checks" in reward.breakdown
+    if reward.status == "ok" and samples and not answered:
+        status = "scored by verifiable checks" if checks else "scored without a judge"
+    elif reward.status == "ok" and checks:
+        status = "ok, with verifiable checks"
+    else:
+        status = reward.status
+    if not samples:
+        judges = "no judge asked"
+    elif not answered:
+        judges = f"every judge failed ({len(samples)} sample{'s' if len(samples) != 1 else ''})"
+    else:
+        judges = f"{len(answered)} of {len(samples)} judge samples answered"
+    if large and answered:
+        judges += ", the large judge failed" if all("error" in s for s in large) else ", the large judge arbitrated"
+    return f"{status}; {judges}"

@@ -8,8 +8,8 @@ from typing import Any
 
 import typer
 
-from ..errors import AtlasError
-from ._common import load_config
+from ..errors import AtlasError, UsageError
+from ._common import fmt_number, load_config, open_store
 
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:
@@ -20,7 +20,7 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise AtlasError(f"--set {pair!r}: expected key=value, e.g. --set max_steps=50")
+            raise UsageError(f"--set {pair!r}: expected key=value, e.g. --set max_steps=50")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
@@ -36,8 +36,8 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
     return settings
 
 
-def train(*, method: str, config: Path | None, data: str, model: str | None, output: Path, preset: str,
-          settings: list[str], include: list[str] | None, key: str | None) -> None:
+def train(*, method: str, config: Path | None, store: str | None = None, data: str, model: str | None, output: Path, preset: str,
+          settings: list[str], include: list[str] | None, key: str | None, as_json: bool = False) -> None:
     try:
         import trl  # noqa: F401
     except ImportError:
@@ -45,10 +45,16 @@ def train(*, method: str, config: Path | None, data: str, model: str | None, out
     from ..train import load_sessions, make_rewards, teacher_examples
     from ..train.trainer import resolve_settings, train_grpo, train_sft
 
-    loaded = load_config(config)
+    loaded = load_config(config, store)
     overrides = parse_settings(settings)
-    atlas, _ = resolve_settings(method, preset, overrides)  # fails fast on a bad --set
+    try:
+        atlas, _ = resolve_settings(method, preset, overrides)  # fails fast on a bad --set or --preset
+    except AtlasError as exc:
+        raise UsageError(str(exc)) from None
     statuses = list(dict.fromkeys(include)) if include else ["approved"]
+    if data == "approved":
+        with open_store(loaded):  # a reader: a store that is not there is named in one line, never made
+            pass
     records = load_sessions(data, store_url=loaded.storage.url, review_status=statuses, learning_key=key)
     if not records:
         raise AtlasError(f"--data {data}: no {'/'.join(statuses)} sessions to train on; approve some with "
@@ -66,7 +72,24 @@ def train(*, method: str, config: Path | None, data: str, model: str | None, out
     run = train_grpo if method == "grpo" else train_sft
     result = run(examples, output=output, model=model, preset=preset, settings=overrides, rewards=rewards)
     summary = result.summary()
-    typer.echo(json.dumps({k: summary[k] for k in ("output_dir", "steps", "seconds", "seconds_per_step",
-                                                   "train_examples", "held_out_examples", "held_out_before",
-                                                   "held_out_after", "metrics_path", "plot_path")}, indent=2))
+    shown = {k: summary[k] for k in ("output_dir", "steps", "seconds", "seconds_per_step", "train_examples", "held_out_examples",
+                                     "held_out_before", "held_out_after", "metrics_path", "plot_path")}
+    if as_json:
+        typer.echo(json.dumps(shown, default=str))
+        return
+    before, after = shown["held_out_before"], shown["held_out_after"]
+    typer.echo(f"trained {shown['steps']} steps in {shown['seconds']:.1f} s on {shown['train_examples']} examples; "
+               f"checkpoint in {shown['output_dir']}")
+    if shown["held_out_examples"]:
+        typer.echo(f"held-out score on {shown['held_out_examples']} examples: {_held_out(before)} before, {_held_out(after)} after")
+    typer.echo(f"metrics: {shown['metrics_path']}" + (f", plot: {shown['plot_path']}" if shown["plot_path"] else ""))
     typer.echo(f"Use it as a role's model: models: {{teacher: {{provider: local, model: {output}}}}}", err=True)
+
+
+def _held_out(value: Any) -> str:
+    """A held-out figure: a number, or a dict of them (per reward), rounded for display."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_held_out(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return fmt_number(value)
+    return "-" if value is None else str(value)

@@ -23,7 +23,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from ..background import DeadlinePassed, run_with_deadline
 from ..config import AtlasConfig, StorageConfig
-from ..errors import StoreError
+from ..errors import StoreError, StoreNotFoundError
 from .tables import MetaRecord, SessionRecord, SpoolMarkRecord
 
 __all__ = ["Store", "SessionFilter", "REVIEW_GATE", "Migration", "MIGRATIONS", "SCHEMA_VERSION"]
@@ -206,17 +206,22 @@ class Store:
     """Persistent storage of sessions and everything they produce.
 
     ``Store()`` opens the default SQLite file ``.atlas/atlas.db``; ``Store("postgresql+psycopg://...")`` opens
-    PostgreSQL. Opening creates or upgrades the schema in place (``migrate=False`` skips that). Failures
-    surface as :class:`~atlas_learning.errors.StoreError` with one line saying what to do.
+    PostgreSQL. Opening creates or upgrades the schema in place (``migrate=False`` skips that). With
+    ``create=False`` (readers: ``atlas sessions``, ``atlas export``) nothing is created: no SQLite file or folder,
+    no schema in an empty database; a store that is not there raises
+    :class:`~atlas_learning.errors.StoreNotFoundError`, and one at an older schema version is still upgraded.
+    Failures surface as :class:`~atlas_learning.errors.StoreError` with one line saying what to do.
     """
 
-    def __init__(self, url: str | StorageConfig | AtlasConfig | None = None, *, echo: bool = False, migrate: bool = True) -> None:
+    def __init__(self, url: str | StorageConfig | AtlasConfig | None = None, *, echo: bool = False, migrate: bool = True,
+                 create: bool = True) -> None:
         if isinstance(url, AtlasConfig):
             url = url.storage
         storage = url if isinstance(url, StorageConfig) else StorageConfig(url=url) if url else StorageConfig()
         self.url = storage.url
         self.storage = storage
         self.backend = "postgresql" if self.url.startswith("postgresql") else "sqlite"
+        self._create = create
         self.engine = self._create_engine(echo or storage.echo)
         self._migrate_lock = threading.Lock()
         #: Budgeted reads that ran past their budget and have not returned yet, and since when the oldest runs.
@@ -233,7 +238,9 @@ class Store:
     def _create_engine(self, echo: bool) -> Engine:
         if self.backend == "sqlite":
             path = _sqlite_path(self.url)
-            if path is not None:
+            if path is not None and not self._create and not path.is_file():
+                raise StoreNotFoundError(str(path.absolute()), "no such file")
+            if path is not None and self._create:
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
@@ -282,6 +289,8 @@ class Store:
                     f"the database at {_redact_url(self.url)} has schema version {current}, newer than this "
                     f"atlas-plugins supports ({latest}); upgrade atlas-plugins"
                 )
+            if current == 0 and not self._create:
+                raise StoreNotFoundError(_redact_url(self.url), "the database has no Atlas schema")
             if current == 0:
                 if inspect(connection).has_table(SessionRecord.__tablename__):
                     raise StoreError(f"{_redact_url(self.url)} has a sessions table but no Atlas schema version; use an empty database")

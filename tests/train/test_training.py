@@ -112,9 +112,9 @@ def test_atlas_train_command_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "teacher"
     runner = CliRunner()
     result = runner.invoke(app, ["train", "grpo", "--data", str(traces), "--output", str(out), "--set", "max_steps=2",
-                                 "--set", "held_out=0.34"])
+                                 "--set", "held_out=0.34", "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout[result.stdout.rindex("{\n  \"output_dir\""):])
+    summary = json.loads(result.stdout.strip().splitlines()[-1])  # --json: one compact object, the last line
     assert summary["steps"] == 2 and summary["train_examples"] > 0 and (out / "config.json").is_file()
     bad = runner.invoke(app, ["train", "grpo", "--data", str(traces), "--output", str(out), "--set", "bogus=1"])
     assert bad.exit_code == 2 and "unknown setting(s) bogus" in bad.output
