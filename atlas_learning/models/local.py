@@ -463,7 +463,7 @@ class _TransformersBackend:
         import llguidance
 
         try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(json_schema, defaults=_JSON_LAYOUT)
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(_closed(json_schema), defaults=_JSON_LAYOUT)
             matcher = llguidance.LLMatcher(self._llg_tokenizer, grammar)
         except Exception as exc:  # noqa: BLE001 - a schema feature llguidance does not support
             log.warning("llguidance cannot compile this schema (%s); the schema goes in the prompt", _one_line(exc))
@@ -480,6 +480,21 @@ class _TransformersBackend:
 #: The JSON a constrained transformers checkpoint may write: the layout of ``json.dumps`` (what training data
 #: holds), no free whitespace (a weak model would fill its token budget with it), unknown keywords ignored.
 _JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": ", "lenient": True}
+
+
+def _closed(schema: Any) -> Any:
+    """``schema`` with every object that does not say otherwise closed to properties it does not name
+    (``additionalProperties: false``). JSON Schema allows extra keys by default, and a grammar that follows it
+    lets a model run on with invented keys ('{"accepted": true, "accepted_count": 2, ...') until its token budget
+    ends, as llama.cpp's grammar does not; the pydantic models the answers are read into ignore extras anyway."""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: _closed(value) for key, value in schema.items()}
+    if (closed.get("type") == "object" or "properties" in closed) and "additionalProperties" not in closed:
+        closed["additionalProperties"] = False
+    return closed
 
 
 class _GrammarMask:
