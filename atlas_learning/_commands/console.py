@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import sys
 from pathlib import Path
 
 import typer
@@ -38,4 +39,5 @@ def console(*, config: Path | None, host: str, port: int, token: str | None, rea
         typer.echo(f"atlas console on {url} ({store!r}{', read-only' if read_only else ''}); Ctrl-C stops it")
         if not loopback:
             typer.echo("bound off loopback: every request needs the token above (kept in a cookie after the first visit)")
+        sys.stdout.flush()  # the URL (and its token) before the server blocks, also when piped
         uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,6 +1,6 @@
 """The console's fixtures: a store filled by a real (scripted) supervisor, once per backend; the console served by
 uvicorn on a free 127.0.0.1 port in a background thread; headless Chromium (Debian's chromium and
-chromium-driver) driven by Selenium. Screenshots go to ``$ATLAS_TEST_ARTIFACTS/console`` (else a pytest temp
+chromium-driver) driven by Selenium. Screenshots go to ``$TEST_ARTIFACTS_DIR/console`` (else a pytest temp
 folder); the path is printed."""
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def _chromium() -> tuple[str, str] | None:
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = Path(os.environ["ATLAS_TEST_ARTIFACTS"]) if os.environ.get("ATLAS_TEST_ARTIFACTS") else tmp_path_factory.mktemp("artifacts")
+    root = Path(os.environ["TEST_ARTIFACTS_DIR"]) if os.environ.get("TEST_ARTIFACTS_DIR") else tmp_path_factory.mktemp("artifacts")
     folder = root / "console"
     folder.mkdir(parents=True, exist_ok=True)
     print(f"\nconsole screenshots: {folder}")

@@ -167,3 +167,53 @@ def test_reviews_are_logged_as_the_cli_logs_them_and_the_gate_holds(filled: Fill
         approved = [r for r in store.list_sessions() if r.review_status == "approved"]
         assert approved and all(r.status == "completed" for r in approved)
         assert len(store.rows(ReviewLogRecord, ReviewLogRecord.note == "bulk")) == len(approved)
+
+
+def test_a_refined_lesson_shows_its_word_diff_in_the_history(filled: Filled) -> None:
+    from atlas_learning.schemas import LessonChange
+
+    filled.supervisor.playbook.apply("files", [LessonChange(op="refine", entry_id=filled.lesson_id,
+                                                            lesson="Read the whole file before counting the items it lists.",
+                                                            reason="be explicit")])
+    client, store, _ = client_for(filled.url)
+    with client, store:
+        page = client.get("/playbook?key=files").text
+    assert "<ins>whole</ins>" in page and "be explicit" in page
+
+
+def test_atlas_console_serves_and_off_loopback_prints_a_token(filled: Filled, tmp_path) -> None:
+    import subprocess
+    import sys
+    import time as clock
+
+    import httpx
+    import yaml
+
+    from .conftest import free_port
+
+    config = tmp_path / "atlas.yaml"
+    config.write_text(yaml.safe_dump({"storage": {"url": filled.url}}))
+    for host, needs_token in (("127.0.0.1", False), ("0.0.0.0", True)):
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "-c", "from atlas_learning.cli import main; main()", "console", "--host", host, "--port", str(port), "-c", str(config)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            first = process.stdout.readline()
+            assert f":{port}/" in first, first
+            token = re.search(r"\?token=(\S+)", first)
+            assert bool(token) == needs_token, first
+            deadline = clock.monotonic() + 30
+            while True:
+                try:
+                    response = httpx.get(f"http://127.0.0.1:{port}/sessions", timeout=5)
+                    break
+                except httpx.ConnectError:
+                    assert clock.monotonic() < deadline, "the console did not start"
+                    clock.sleep(0.2)
+            assert response.status_code == (401 if needs_token else 200)
+            if needs_token:
+                authorised = httpx.get(f"http://127.0.0.1:{port}/sessions", headers={"Authorization": f"Bearer {token.group(1)}"}, timeout=5)
+                assert authorised.status_code == 200 and "9 matching sessions" in authorised.text
+        finally:
+            process.terminate()
+            process.wait(10)
