@@ -15,7 +15,6 @@ import importlib
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -134,52 +133,14 @@ def quickstart(
     model: Annotated[str, typer.Option("--model", help="config (the config's student; default the embedded model) or scripted (no LLM, seconds).")] = "config",
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json and the learning-curve PNG.")] = Path(".atlas/mcp_file_ops"),
 ) -> None:
-    """Check the setup (config, store, the teacher's model), then run the main example: 25 MCP file tasks under supervision.
+    """Check the options, the config, the store and the teacher's model, then run the main example: 25 MCP file
+    tasks under supervision (the example ships in the package: any folder will do).
 
-    Needs no key and no network: by default every role runs on the embedded model. The same as
-    ``python -m examples.mcp_file_ops`` with the same options.
+    Needs no key and no network: by default every role runs on the embedded model; --model scripted loads no model
+    at all. The same as ``python -m examples.mcp_file_ops`` with the same options.
     """
-    from pydantic import BaseModel
-
-    from .config import AtlasConfig
-    from .models import RoleModels
-    from .store import Store
-
-    class Check(BaseModel):
-        answer: str
-        confident: bool
-
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "examples" / "mcp_file_ops" / "__main__.py").is_file():
-        raise AtlasError("the 25-task example ships with the source (examples/mcp_file_ops): run this from a clone of "
-                         "the repository, e.g. `make demo`")
-    config_path = config or (Path(os.environ["ATLAS_CONFIG"]) if os.environ.get("ATLAS_CONFIG") else None)
-    if config_path is not None and not config_path.is_file():
-        raise AtlasError(f"--config {config_path}: no such file")
-    loaded = AtlasConfig.load(config_path)
-    typer.echo(f"config      ok ({config_path or 'defaults'})")
-    with Store(loaded) as store:
-        typer.echo(f"store       ok ({store!r}, schema version {store.schema_version()})")
-    models = RoleModels(loaded)
-    teacher = models.get("teacher")
-    started = time.perf_counter()
-    # the role's own max_tokens: a thinking model (gemini-2.5-pro) spends part of it before answering
-    reply = teacher.generate("What is the capital of France? Answer in one word.", output_type=Check)
-    elapsed = time.perf_counter() - started
-    typer.echo(f"teacher     ok ({teacher.provider}:{teacher.model_name}) answered {reply.output.model_dump()} "
-               f"in {elapsed:.2f}s including load")
-    models.close()
-    typer.echo("")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from examples.mcp_file_ops.__main__ import main as run_example
-
-    argv = ["--tasks", tasks, "--repeat", str(repeat), "--model", model, "--out", str(out)]
-    argv += ["--config", str(config_path)] if config_path is not None else []
-    argv += ["--compare"] if compare else ["--baseline"] if baseline else []
-    code = run_example(argv)
-    if code:
-        raise typer.Exit(code)
+    _invoke("quickstart", "quickstart", config=config, tasks=tasks, repeat=repeat, baseline=baseline, compare=compare,
+            model=model, out=out)
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table: JSON Lines (one compact object per line) for a listing, one compact object otherwise.")]

@@ -69,7 +69,7 @@ def test_quickstart_checks_config_store_and_teacher(tmp_path) -> None:
     result = atlas("quickstart", "--model", "scripted", "--tasks", "1-2", "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"schema version {SCHEMA_VERSION}" in result.stdout
-    assert "{'answer': 'Paris', 'confident': True}" in result.stdout
+    assert "teacher     skipped (--model scripted" in result.stdout  # scripted supervision: no model to check
     assert "success 2/2" in result.stdout  # then the main example ran, here with its scripted agent
     assert (tmp_path / "q.db").is_file() and (tmp_path / "out" / "results.json").is_file()
 

@@ -122,10 +122,14 @@ def test_a_forced_terminal_console_gets_lines_for_concurrent_sessions() -> None:
 
 
 def _quickstart(tmp_path: Path, stderr_tty: bool) -> tuple[subprocess.CompletedProcess[bytes], str]:
+    return _atlas(tmp_path, stderr_tty, "quickstart", "--model", "scripted", "--tasks", "1-3", "--out", str(tmp_path / "out"))
+
+
+def _atlas(tmp_path: Path, stderr_tty: bool, *command: str) -> tuple[subprocess.CompletedProcess[bytes], str]:
+    """Run the atlas command with stdout piped and stderr piped or a pseudo-terminal; (result, what the terminal got)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS_")}
     env.update({"PYTHONPATH": str(REPO), "COLUMNS": "200", "TERM": "xterm"})
-    args = [sys.executable, "-c", "from atlas_learning.cli import main; main()", "quickstart", "--model", "scripted",
-            "--tasks", "1-3", "--out", str(tmp_path / "out")]
+    args = [sys.executable, "-c", "from atlas_learning.cli import main; main()", *command]
     if not stderr_tty:
         return subprocess.run(args, capture_output=True, cwd=tmp_path, env=env, timeout=120), ""
     master, slave = pty.openpty()
@@ -165,3 +169,18 @@ def test_quickstart_writes_no_status_when_stderr_is_piped(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert b"supervision call" not in result.stderr and b"\x1b[" not in result.stderr
     assert b"success 3/3" in result.stdout
+
+
+def test_atlas_run_draws_the_line_on_a_terminal(store_url: str, tmp_path: Path) -> None:
+    import textwrap
+
+    from tests.test_cli_commands import AGENTS_MODULE, run_config
+
+    (tmp_path / "my_agents.py").write_text(textwrap.dedent(AGENTS_MODULE))
+    config = run_config(tmp_path, store_url, "my_agents:Calculator", name="calculator")
+    result, terminal = _atlas(tmp_path, True, "run", "--config", str(config), "--task", "6 * 7")
+    assert result.returncode == 0, terminal
+    assert "calculator  lane coach" in terminal, terminal
+    assert result.stdout.decode().startswith("42\n") and "\x1b[" not in result.stdout.decode()
+    piped, _ = _atlas(tmp_path, False, "run", "--config", str(config), "--task", "6 * 7")
+    assert piped.returncode == 0 and b"lane coach  " not in piped.stderr and b"\x1b[" not in piped.stderr
