@@ -591,7 +591,7 @@ def test_no_planted_secret_reaches_the_store_the_spool_an_export_or_the_cli(make
         outputs.append((f"atlas export -f {fmt} -o FILE (console)", cli(config, "export", "-o", str(exports / f"cli-{fmt}.jsonl"), "-f", fmt, *every)))
         outputs.append((f"atlas export -f {fmt} -o -", cli(config, "export", "-o", "-", "-f", fmt, *every)))
     outputs += files_under(exports, "export file")
-    history = json.loads(cli(config, "playbook", "history", "--key", LEARNING_KEY, "--json"))
+    history = [json.loads(line) for line in cli(config, "playbook", "history", "--key", LEARNING_KEY, "--json").splitlines()]  # JSON Lines
     version = max((change["registry_version"] for change in history), default=0)
     for args in (["sessions", "--json", "--limit", "0"], ["sessions", "--limit", "0"], ["report", "--json"], ["report"],
                  ["playbook", "show", "--json"], ["playbook", "show"], ["playbook", "history", "--key", LEARNING_KEY, "--json"],
