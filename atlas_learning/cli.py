@@ -309,10 +309,12 @@ def console_command(
     token: Annotated[str | None, typer.Option("--token", help="Access token (off loopback one is generated and printed when left out).")] = None,
     read_only: Annotated[bool, typer.Option("--read-only", help="Browse only: refuse every review and retire.")] = False,
     reviewer: Annotated[str | None, typer.Option("--reviewer", help="Who the review log names (default: $USER, else 'console').")] = None,
+    store: StoreOption = None,
     config: ConfigOption = None,
 ) -> None:
     """A local review console in the browser: sessions, one session's timeline, review queue, playbook, learning curve."""
-    _invoke("console", "console", config=config, host=host, port=port, token=token, read_only=read_only, reviewer=reviewer)
+    _invoke("console", "console", config=config, store=store, host=host, port=port, token=token, read_only=read_only,
+            reviewer=reviewer)
 
 
 @app.command("report", epilog=_examples("atlas report --key files", "atlas report --key files --plot learning.png",

@@ -195,7 +195,8 @@ def test_atlas_console_serves_and_off_loopback_prints_a_token(filled: Filled, tm
     config.write_text(yaml.safe_dump({"storage": {"url": filled.url}}))
     for host, needs_token in (("127.0.0.1", False), ("0.0.0.0", True)):
         port = free_port()
-        process = subprocess.Popen([sys.executable, "-c", "from atlas_learning.cli import main; main()", "console", "--host", host, "--port", str(port), "-c", str(config)],
+        where = ["-c", str(config)] if not needs_token else ["--store", filled.url]  # a config file, or --store
+        process = subprocess.Popen([sys.executable, "-c", "from atlas_learning.cli import main; main()", "console", "--host", host, "--port", str(port), *where],
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             first = process.stdout.readline()
