@@ -70,6 +70,15 @@ def test_filters_and_keyset_pages_cover_every_session_once(filled: Filled) -> No
         assert set(high) == expected and 0 < len(expected) < 9
         running = re.findall(r'data-id="([0-9a-f]{32})"', client.get("/sessions?status=running").text)
         assert running == [filled.running]
+        today = store.get(SessionRecord, filled.running).started_at.date()
+        assert len(re.findall(r'data-id="', client.get(f"/sessions?until={today.isoformat()}").text)) == 9  # the day is included
+        before = (today.toordinal() - 1)
+        from datetime import date
+
+        assert 'data-id="' not in client.get(f"/sessions?until={date.fromordinal(before).isoformat()}").text
+        assert 'data-id="' not in client.get(f"/sessions?since={date.fromordinal(today.toordinal() + 1).isoformat()}").text
+        assert len(re.findall(r'data-id="', client.get("/sessions?since=1d").text)) == 9
+        assert client.get("/sessions?since=yesterday").status_code == 400
         bad = client.get("/sessions?min_reward=2")
         assert bad.status_code == 400 and "min_reward: expected a reward between 0 and 1" in bad.text
         assert client.get("/sessions?after=garbage").status_code == 400
@@ -218,3 +227,30 @@ def test_atlas_console_serves_and_off_loopback_prints_a_token(filled: Filled, tm
         finally:
             process.terminate()
             process.wait(10)
+
+
+def test_keyset_pages_walk_every_session_once_both_ways_with_tied_start_times(store_url: str) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    moment = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    with Store(store_url) as seeded:  # 60 sessions, in pairs that share a start time
+        seeded.add(*(SessionRecord(learning_key="paged", task=f"task {n}", status="completed",
+                                   started_at=moment + timedelta(seconds=n // 2)) for n in range(60)))
+    client, store, _ = client_for(store_url)
+    with client, store:
+        pages, urls, url = [], [], "/sessions?per_page=25"
+        while url:
+            urls.append(url)
+            text = client.get(url).text
+            pages.append(re.findall(r'data-id="([0-9a-f]{32})"', text))
+            older = re.search(r'id="older" href="([^"]+)"', text)
+            url = older.group(1).replace("&amp;", "&") if older else None
+        assert [len(p) for p in pages] == [25, 25, 10]
+        walked = [sid for page in pages for sid in page]
+        newest_first = [r.id for r in sorted(store.list_sessions(), key=lambda r: (r.started_at, r.id), reverse=True)]
+        assert walked == newest_first  # every session once, in order, ties broken by id
+        # "newer" from each page leads back to the page before it, exactly; the first page has no "newer"
+        for index in (2, 1):
+            newer = re.search(r'id="newer" href="([^"]+)"', client.get(urls[index]).text).group(1).replace("&amp;", "&")
+            assert re.findall(r'data-id="([0-9a-f]{32})"', client.get(newer).text) == pages[index - 1]
+        assert 'id="newer"' not in client.get(urls[0]).text
