@@ -142,6 +142,8 @@ def test_every_command_has_help_with_examples_and_plain_flags() -> None:
     (["sessions", "--lane", "fast"], "atlas sessions", "--lane: expected one of auto, paired, coach, escalate, got 'fast'"),
     (["report", "--window", "0"], "atlas report", "--window: expected at least 1 session, got 0"),
     (["train", "grpo", "-o", "out", "--set", "nonsense"], "atlas train grpo", "--set 'nonsense': expected key=value"),
+    (["sessions", "--store", "mysql://db"], "atlas sessions", "--store 'mysql://db': Value error, expected a sqlite:/// or postgresql"),
+    (["export", "-o", "-", "--json"], "atlas export", "--json prints what was exported on stdout"),
 ])
 def test_usage_errors_are_one_line_with_exit_2(argv: list[str], command: str, message: str, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # no store: a usage error is found before any is opened

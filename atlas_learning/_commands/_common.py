@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,8 +87,10 @@ def console(*, stderr: bool = False) -> Console:
     80 columns; ``NO_COLOR`` is honoured."""
     from rich.console import Console
 
-    terminal = (sys.stderr if stderr else sys.stdout).isatty()
-    return Console(stderr=stderr, highlight=False, soft_wrap=not terminal, width=None if terminal else _UNCUT_WIDTH)
+    out = Console(stderr=stderr, highlight=False)
+    if not out.is_terminal:  # rich's own test (a TTY, or FORCE_COLOR / TTY_COMPATIBLE), as print_table's
+        out.width, out.soft_wrap = _UNCUT_WIDTH, True
+    return out
 
 
 #: The width a console off a terminal lays out in: wider than any line Atlas prints, so none is cut.
@@ -97,7 +98,7 @@ _UNCUT_WIDTH = 100_000
 
 
 def print_table(columns: Sequence[Column], rows: Iterable[Sequence[Any]], *, out: Console | None = None) -> None:
-    """A listing: on a terminal, a rich table whose text columns wrap (nothing is cut with an ellipsis); elsewhere
+    """A listing: on a terminal, a rich table whose free-text columns wrap (nothing is cut with an ellipsis); elsewhere
     (piped, redirected) tab-separated values under one header line, every value whole, for ``cut`` and ``awk``.
     A cell is a value or a ``rich.text.Text``; ``Column.short`` shortens a value on the terminal only (an id)."""
     out = out or console()
@@ -112,29 +113,41 @@ def print_table(columns: Sequence[Column], rows: Iterable[Sequence[Any]], *, out
     from rich.table import Table
     from rich.text import Text
 
+    cells = [[cell if isinstance(cell, Text) else Text(_plain(cell)[: column.short] if column.short else _plain(cell))
+              for column, cell in zip(columns, row, strict=True)] for row in rows]
+    natural = [max([len(column.name), *(cell.cell_len for cell in (row[i] for row in cells))]) for i, column in enumerate(columns)]
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in columns:
-        table.add_column(column.name, justify=column.justify, overflow="fold", no_wrap=column.short is not None)  # type: ignore[arg-type]
-    for row in rows:
-        cells = []
-        for column, cell in zip(columns, row, strict=True):
-            if isinstance(cell, Text):
-                cells.append(cell)
-            else:
-                text = _plain(cell)
-                cells.append(Text(text[: column.short] if column.short else text))
-        table.add_row(*cells)
-    out.print(table)
+    for column, width in zip(columns, natural, strict=True):
+        table.add_column(column.name, justify=column.justify, overflow="fold", no_wrap=not column.wrap,  # type: ignore[arg-type]
+                         min_width=min(width, _WRAP_MIN) if column.wrap else None)
+    for row in cells:
+        table.add_row(*row)
+    # What the table needs with its free text wrapped as far as it goes; a terminal narrower than that gets the
+    # table at that width, uncropped (the terminal folds the lines), rather than values cut short.
+    needed = sum(min(w, _WRAP_MIN) if c.wrap else w for c, w in zip(columns, natural, strict=True)) + 2 * (len(columns) - 1)
+    if needed > out.width:  # print(width=) cannot go past the console's own width: widen it for this table
+        width, out.width = out.width, needed
+        try:
+            out.print(table, crop=False)
+        finally:
+            out.width = width
+    else:
+        out.print(table)
+
+
+#: The narrowest a free-text column is wrapped to on a terminal.
+_WRAP_MIN = 12
 
 
 @dataclass(frozen=True)
 class Column:
-    """A column of :func:`print_table`: its header, its alignment on a terminal, and the width an id is cut to
-    there (None: never cut)."""
+    """A column of :func:`print_table`: its header, its alignment on a terminal, the width an id is cut to there
+    (None: never cut), and whether it is free text that wraps to make room (short values and numbers never do)."""
 
     name: str
     justify: str = "left"
     short: int | None = None
+    wrap: bool = False
 
 
 def _plain(cell: Any) -> str:

@@ -51,7 +51,7 @@ def show(*, config: Path | None, store: str | None = None, key: str | None, as_j
         return
     rows = {name: [_entry_row(entry) for entry in entries] for name, (_, entries) in books.items()}
     if not out.is_terminal:  # piped: one table, a key column first, every value whole
-        print_table((Column("key"), *ENTRY_COLUMNS), ([name, *row] for name, key_rows in rows.items() for row in key_rows), out=out)
+        print_table((Column("key", wrap=True), *ENTRY_COLUMNS), ([name, *row] for name, key_rows in rows.items() for row in key_rows), out=out)
         return
     for number, (name, (version, entries)) in enumerate(books.items()):
         if number:
@@ -86,10 +86,10 @@ def history(*, config: Path | None, store: str | None = None, key: str, as_json:
 
 
 #: The columns of ``atlas playbook show`` and ``atlas playbook history``; ids are shortened on a terminal only.
-ENTRY_COLUMNS = (Column("id", short=12), Column("status"), Column("for"), Column("family"), Column("lesson"),
+ENTRY_COLUMNS = (Column("id", short=12), Column("status"), Column("for", wrap=True), Column("family", wrap=True), Column("lesson", wrap=True),
                  Column("uses", "right"), Column("impact", "right"), Column("v", "right"), Column("sources", "right"))
 HISTORY_COLUMNS = (Column("version", "right"), Column("change"), Column("entry", short=12), Column("v", "right"),
-                   Column("status"), Column("lesson"), Column("reason"), Column("session", short=12), Column("when (UTC)"))
+                   Column("status"), Column("lesson", wrap=True), Column("reason", wrap=True), Column("session", short=12), Column("when (UTC)", wrap=True))
 
 
 def diff(*, config: Path | None, store: str | None = None, key: str, from_version: int, to_version: int, as_json: bool) -> None:

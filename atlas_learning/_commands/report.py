@@ -109,7 +109,7 @@ def _print(data: dict[str, Any]) -> None:
         (out if out.is_terminal else console(stderr=True)).print(empty)
         return
     several_keys = len({s["learning_key"] for s in data["sessions"]}) > 1
-    columns = [Column("#", "right"), Column("session", short=12), *([Column("key")] if several_keys else []), Column("started (UTC)"),
+    columns = [Column("#", "right"), Column("session", short=12), *([Column("key", wrap=True)] if several_keys else []), Column("started (UTC)", wrap=True),
                Column("lane"), Column("reward", "right"), Column("tool calls", "right"), Column("tokens", "right"),
                Column("supervision", "right")]
     print_table(columns, ([s["n"], s["session_id"], *([s["learning_key"]] if several_keys else []), fmt_time(_parse(s["started_at"])),
@@ -124,7 +124,7 @@ def _print(data: dict[str, Any]) -> None:
     out.print(Text(f"supervision   {data['supervision_tokens']} of {data['total_tokens']} tokens"
                    + ("" if share is None else f" ({share:.0%}) went to teacher, judges, probe and synthesizer")))
     out.print(Text(f"\nby window of {data['window']} sessions", style="bold"))
-    print_table((Column("sessions"), Column("mean reward", "right"), Column("mean tool calls", "right"), Column("lanes")),
+    print_table((Column("sessions"), Column("mean reward", "right"), Column("mean tool calls", "right"), Column("lanes", wrap=True)),
                 ([f"{w['from']}-{w['to']}", fmt_reward(w["mean_reward"]), f"{w['mean_tool_calls']:.1f}",
                   ", ".join(f"{lane} {n}" for lane, n in w["lanes"].items()) or "-"] for w in data["reward_by_window"]), out=out)
 

@@ -30,8 +30,8 @@ from ._common import (
 )
 
 #: The columns of ``atlas sessions``; on a terminal the id is shortened to 12 characters.
-SESSION_COLUMNS = (Column("id", short=12), Column("key"), Column("lane"), Column("status"), Column("reward", "right"),
-                   Column("review"), Column("steps", "right"), Column("tokens", "right"), Column("started (UTC)"))
+SESSION_COLUMNS = (Column("id", short=12), Column("key", wrap=True), Column("lane"), Column("status"), Column("reward", "right"),
+                   Column("review"), Column("steps", "right"), Column("tokens", "right"), Column("started (UTC)", wrap=True))
 
 
 def list_sessions(*, config: Path | None, store: str | None = None, key: str | None, lane: str | None, status: str | None,

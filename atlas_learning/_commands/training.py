@@ -38,6 +38,7 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
 
 def train(*, method: str, config: Path | None, store: str | None = None, data: str, model: str | None, output: Path, preset: str,
           settings: list[str], include: list[str] | None, key: str | None, as_json: bool = False) -> None:
+    overrides = parse_settings(settings)  # a malformed --set is a usage error, whatever is installed
     try:
         import trl  # noqa: F401
     except ImportError:
@@ -46,7 +47,6 @@ def train(*, method: str, config: Path | None, store: str | None = None, data: s
     from ..train.trainer import resolve_settings, train_grpo, train_sft
 
     loaded = load_config(config, store)
-    overrides = parse_settings(settings)
     try:
         atlas, _ = resolve_settings(method, preset, overrides)  # fails fast on a bad --set or --preset
     except AtlasError as exc:
