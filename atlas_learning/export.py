@@ -89,7 +89,22 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import String, Text, and_, any_, bindparam, case, cast, func, literal, or_, select, type_coerce
+import orjson
+from sqlalchemy import (
+    String,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    type_coerce,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -143,11 +158,26 @@ try:  # the C encoder made once, not per call as JSONEncoder.encode does: a thir
         _DUMPS = lambda value: "".join(_C_ENCODE(value, 0))  # noqa: E731
 except (ImportError, TypeError):  # pragma: no cover - another Python's json internals
     pass
+_PY_DUMPS = _DUMPS
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _DUMPS(value: Any) -> str:  # noqa: N802 - the encoder's name above
+    """``value`` as compact JSON text (non-ASCII as it is): orjson, three times the C encoder's speed; what it
+    refuses (an int past 64 bits, a lone surrogate) the json module writes. Non-finite floats are null."""
+    try:
+        return orjson.dumps(value, default=str, option=_ORJSON_OPTIONS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return _PY_DUMPS(value)
+
+
 _STR = encode_basestring  # a str as a JSON string literal (the C encoder)
-_INFINITIES = (float("inf"), float("-inf"))
+_LARGEST = 1.7976931348623157e308  # the largest finite float
 #: The default judge weights, for a score per judge sample (samples store their parts only).
 _WEIGHTS: dict[str, float] = dict(JudgesConfig().weights)
 _NO_STEP_REWARD = '{"score":null,"rationale":null,"judges":[],"raw":null}'
+#: Event type -> its ``"event_type":...,"actor":...`` JSON members, made once per type.
+_EVENT_KINDS: dict[str, str] = {}
 
 #: Who acts in each kind of trajectory event (the SDK's ``actor``).
 _ACTORS = {
@@ -347,12 +377,19 @@ class _Reader:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.postgres = connection.dialect.name == "postgresql"
+        #: Each child query compiled once for the whole export: (SQL, parameter order, constant parameters).
+        self._compiled: dict[str, tuple[str, Any, dict[str, Any]]] = {}
 
-    def among(self, column: Any, values: list[str]) -> Any:
-        """``column IN values``; on PostgreSQL ``= ANY(array)``: one parameter, one plan for every page."""
+    def among(self, column: Any) -> Any:
+        """``column`` is one of the ids given as the ``among`` parameter (:meth:`among_value`): one parameter,
+        whatever the number of ids, so one statement and one plan serve every page. PostgreSQL: ``= ANY(array)``;
+        SQLite: ``IN (SELECT value FROM json_each(?))``, searched through the same index as an IN list."""
         if self.postgres:
-            return column == any_(bindparam("among", values, type_=ARRAY(String)))
-        return column.in_(values)
+            return column == any_(bindparam("among", type_=ARRAY(String)))
+        return column.in_(select(literal_column("value")).select_from(func.json_each(bindparam("among", type_=Text))))
+
+    def among_value(self, ids: list[str]) -> Any:
+        return ids if self.postgres else json.dumps(ids)
 
     def json(self, column: Any) -> Any:
         """A JSON column as its JSON text (None for SQL NULL)."""
@@ -367,6 +404,41 @@ class _Reader:
             return func.coalesce(literal('"') + iso + literal('"'), literal("null"))
         text_ = type_coerce(column, Text)
         return case((text_.is_(None), literal("null")), else_=literal('"') + func.replace(text_, " ", "T") + literal('+00:00"'))
+
+    def string(self, column: Any) -> Any:
+        """A text column as a JSON string literal (``null`` for NULL), made by the database: the same string as
+        Python's encoder gives (control characters, quotes and backslashes escaped, other characters as they are)."""
+        if self.postgres:
+            return func.coalesce(cast(func.to_json(column), Text), _sql("null"))
+        return func.json_quote(column)
+
+    def step_head(self) -> Any:
+        """A step as its trace JSON up to ``"duration_ms":`` (the rest, with its reward, validation and guidance, is
+        added in Python): one text column instead of nineteen, assembled by the database."""
+        t, string, json_ = _STEPS.c, self.string, self.json
+
+        def number(column: Any) -> Any:
+            return func.coalesce(cast(column, Text), _sql("null"))
+
+        def nothing(text: Any) -> Any:
+            return or_(text.is_(None), text == "null")
+
+        given, args, metadata = json_(t.input), json_(t.tool_args), json_(t.step_metadata)
+        trace = case((nothing(given), _sql('""')), (func.substr(given, 1, 1) == '"', given), else_=string(given))
+        params = case((nothing(args), _sql("{}")), (func.substr(args, 1, 1) == "{", args),
+                      else_=_concat(_sql('{"args":'), args, _sql("}")))
+        return _concat(
+            _sql('{"step_id":'), number(t.step_index + 1), _sql(',"description":'),
+            string(func.coalesce(func.nullif(t.description, ""), t.name)), _sql(',"trace":'), trace,
+            _sql(',"output":'), string(func.coalesce(t.output, "")), _sql(',"tool":'), string(t.tool_name),
+            _sql(',"tool_params":'), params, _sql(',"context":{},"attempts":'), number(t.attempt),
+            _sql(',"metadata":'), case((nothing(metadata), _sql("{}")), else_=metadata),
+            _sql(',"id":'), string(t.id), _sql(',"kind":'), string(t.kind), _sql(',"name":'), string(t.name),
+            _sql(',"runtime":{"status":'), string(t.status), _sql(',"error":'), string(t.error),
+            _sql(',"input_tokens":'), number(t.input_tokens), _sql(',"output_tokens":'), number(t.output_tokens),
+            _sql(',"started_at":'), self.time(t.started_at), _sql(',"ended_at":'), self.time(t.ended_at),
+            _sql(',"duration_ms":'),
+        )
 
     def session_columns(self) -> list[Any]:
         c = _S.c
@@ -403,10 +475,20 @@ class _Reader:
                 remaining -= len(rows)
             after = (rows[-1].key_started_at, rows[-1].id)
 
-    def grouped(self, statement: Any) -> dict[str, list[Any]]:
-        """Rows whose first column is a session id, grouped by it (order kept)."""
+    def grouped(self, name: str, build: Callable[[], Any], ids: list[str], *, raw: bool = True) -> dict[str, list[Any]]:
+        """The rows of the child query ``name`` (``build()`` makes it, once per export) for the sessions ``ids``,
+        grouped by their first column, a session id (order kept).
+
+        ``raw``: the statement runs on the driver's own cursor in this connection's transaction and its rows are
+        the driver's tuples, without SQLAlchemy's row objects and result processing (half the time of a page's
+        steps and rewards); only for columns whose driver values are the values wanted (text, numbers; a SQLite
+        boolean comes back as 0/1: ``raw=False``)."""
+        if raw:
+            rows: Any = self._driver_rows(name, build, ids)
+        else:
+            rows = self.connection.execute(build(), {"among": self.among_value(ids)})
         groups: dict[str, list[Any]] = {}
-        for row in self.connection.execute(statement):
+        for row in rows:
             group = groups.get(row[0])
             if group is None:
                 groups[row[0]] = [row]
@@ -414,47 +496,77 @@ class _Reader:
                 group.append(row)
         return groups
 
+    def _driver_rows(self, name: str, build: Callable[[], Any], ids: list[str]) -> list[tuple[Any, ...]]:
+        compiled = self._compiled.get(name)
+        if compiled is None:
+            statement = build().compile(dialect=self.connection.dialect)
+            constants = statement.construct_params({"among": self.among_value([])})  # the ids are set per page
+            compiled = self._compiled[name] = (statement.string, statement.positiontup, constants)
+        sql, order, constants = compiled
+        params: Any = {**constants, "among": self.among_value(ids)}
+        if order is not None:  # SQLite's qmark style
+            params = [params[key] for key in order]
+        cursor = self.connection.connection.cursor()
+        try:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
     def page(self, sessions: list[Any], format: str) -> _Page:
         """A page of sessions with their children: every child table read once for the whole page."""
         ids = [s.id for s in sessions]
-        json_, time_, among = self.json, self.time, self.among
-        steps = plans = attempts = guidance = events = {}
-        if format != "grpo":
-            t = _STEPS.c
-            steps = self.grouped(select(
-                t.session_id, t.id, t.step_index, t.attempt, t.kind, t.name, t.description, t.tool_name, json_(t.tool_args),
-                json_(t.input), t.output, t.error, t.status, t.input_tokens, t.output_tokens, time_(t.started_at),
-                time_(t.ended_at), t.duration_ms, json_(t.step_metadata),
-            ).where(among(t.session_id, ids)).order_by(t.session_id, t.step_index))
-            t = _PLANS.c
-            plans = self.grouped(select(t.session_id, t.kind, json_(t.steps), json_(t.concerns))
-                                 .where(among(t.session_id, ids)).order_by(t.session_id, t.id))
-            t = _ATTEMPTS.c
-            attempts = self.grouped(select(t.session_id, t.attempt, t.answer, t.accepted, t.verdict_reason, t.guidance,
-                                           time_(t.created_at), t.checks).where(among(t.session_id, ids)).order_by(t.session_id, t.attempt, t.id))
-            t = _GUIDANCE.c
-            guidance = self.grouped(select(t.session_id, t.step_id, t.source, t.kind, t.content, time_(t.created_at))
-                                    .where(among(t.session_id, ids)).order_by(t.session_id, t.id))
+        json_, time_, among, grouped = self.json, self.time, self.among, self.grouped
+        steps = plans = attempts = guidance = events = step_rewards = {}
+        s, p, a, g, e, r = _STEPS.c, _PLANS.c, _ATTEMPTS.c, _GUIDANCE.c, _EVENTS.c, _REWARDS.c
         if format == "trace":
-            t = _EVENTS.c
-            events = self.grouped(select(t.session_id, t.seq, t.event_type, json_(t.payload), time_(t.created_at))
-                                  .where(among(t.session_id, ids)).order_by(t.session_id, t.seq))
-        t = _REWARDS.c  # the session's reward in full; steps' rewards (trace only) with what a step shows
-        rewards = self.grouped(select(t.session_id, t.step_id, t.scope, t.score, t.status, t.reason, json_(t.breakdown),
-                                      json_(t.samples), t.escalated, time_(t.created_at))
-                               .where(among(t.session_id, ids), t.scope == "session").order_by(t.session_id, t.scope, t.id))
-        step_rewards = self.grouped(select(t.session_id, t.step_id, t.score, t.reason)
-                                    .where(among(t.session_id, ids), t.scope == "step").order_by(t.session_id, t.scope, t.id)) \
-            if format == "trace" else {}
-        lessons_used = {s.id: _load(s.lessons_used) or [] for s in sessions}
+            steps = grouped("trace steps", lambda: select(s.session_id, s.id, self.step_head(), s.duration_ms)
+                            .where(among(s.session_id)).order_by(s.session_id, s.step_index), ids)
+        elif format != "grpo":
+            steps = grouped("steps", lambda: select(
+                s.session_id, s.id, s.step_index, s.attempt, s.kind, s.name, s.description, s.tool_name, json_(s.tool_args),
+                json_(s.input), s.output, s.error, s.status, s.input_tokens, s.output_tokens, time_(s.started_at),
+                time_(s.ended_at), s.duration_ms, json_(s.step_metadata),
+            ).where(among(s.session_id)).order_by(s.session_id, s.step_index), ids)
+        if format != "grpo":
+            plans = grouped("plans", lambda: select(p.session_id, p.kind, json_(p.steps), json_(p.concerns))
+                            .where(among(p.session_id)).order_by(p.session_id, p.id), ids)
+            attempts = grouped("attempts", lambda: select(a.session_id, a.attempt, a.answer, a.accepted, a.verdict_reason, a.guidance,
+                                                          time_(a.created_at), a.checks)
+                               .where(among(a.session_id)).order_by(a.session_id, a.attempt, a.id), ids, raw=False)
+            guidance = grouped("guidance", lambda: select(g.session_id, g.step_id, g.source, g.kind, g.content, time_(g.created_at))
+                               .where(among(g.session_id)).order_by(g.session_id, g.id), ids)
+        if format == "trace":
+            events = grouped("events", lambda: select(e.session_id, e.seq, e.event_type, json_(e.payload), time_(e.created_at))
+                             .where(among(e.session_id)).order_by(e.session_id, e.seq), ids)
+            step_rewards = grouped("step rewards", lambda: select(r.session_id, r.step_id, r.score, r.reason)
+                                   .where(among(r.session_id), r.scope == "step").order_by(r.session_id, r.scope, r.id), ids)
+        # the session's reward in full; steps' rewards (trace only) with what a step shows
+        rewards = grouped("rewards", lambda: select(r.session_id, r.step_id, r.scope, r.score, r.status, r.reason, json_(r.breakdown),
+                                                    json_(r.samples), r.escalated, time_(r.created_at))
+                          .where(among(r.session_id), r.scope == "session").order_by(r.session_id, r.scope, r.id), ids)
+        lessons_used = {row.id: _load(row.lessons_used) or [] for row in sessions}
         wanted = sorted({entry_id for used in lessons_used.values() for entry_id in used})
         entries: dict[str, Any] = {}
         t = _ENTRIES.c
-        for start in range(0, len(wanted), PAGE_SIZE):  # within SQLite's 999 parameters, whatever the page
-            chunk = wanted[start:start + PAGE_SIZE]
-            for row in self.connection.execute(select(t.id, t.audience, t.kind, t.lesson, t.applies_when).where(among(t.id, chunk))):
+        if wanted:
+            statement = select(t.id, t.audience, t.kind, t.lesson, t.applies_when).where(among(t.id))
+            for row in self.connection.execute(statement, {"among": self.among_value(wanted)}):
                 entries[row.id] = row
         return _Page(sessions, lessons_used, entries, steps, rewards, step_rewards, plans, attempts, guidance, events)
+
+
+def _sql(text: str) -> Any:
+    """A constant SQL text literal (written into the statement, not a parameter)."""
+    return literal_column("'" + text.replace("'", "''") + "'", Text)
+
+
+def _concat(*parts: Any) -> Any:
+    """SQL ``a || b || ...`` (NULL if any part is NULL: every part here has its own NULL case)."""
+    expression = parts[0]
+    for part in parts[1:]:
+        expression = expression.op("||")(part)
+    return expression
 
 
 @dataclasses.dataclass
@@ -492,14 +604,20 @@ class _Page:
 
 # ----------------------------------------------------------------------------------------------- encoding
 def _load(raw: str | None) -> Any:
-    """A JSON column's text as Python (None for SQL NULL or JSON null)."""
-    if raw is None or raw == "null":
+    """A JSON column's text as Python (None for SQL NULL or JSON null). SQLite gives a bare JSON number back as a
+    number (the column's numeric affinity): it is its own value."""
+    if not isinstance(raw, str):
+        return raw
+    if raw == "null":
         return None
     if raw == "{}":
         return {}
     if raw == "[]":
         return []
-    return json.loads(raw)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:  # a number past 64 bits, which the json module reads
+        return json.loads(raw)
 
 
 def _raw(raw: str | None, empty: str) -> str:
@@ -512,32 +630,15 @@ def _ostr(value: str | None) -> str:
 
 
 def _num(value: float | int | None) -> str:
-    if value is None or value != value or value in _INFINITIES:
-        return "null"
-    return repr(value)
+    """A number as JSON (null for None, NaN and the infinities, which the comparison leaves out)."""
+    if value is not None and -_LARGEST <= value <= _LARGEST:
+        return repr(value)
+    return "null"
 
 
 def _iso(time_json: str) -> str | None:
     """A time read by :meth:`_Reader.time` as a plain string (None for null)."""
     return None if time_json == "null" else time_json[1:-1]
-
-
-def _text_literal(raw: str | None) -> str:
-    """A JSON column (a step's input) as a JSON string of its text: a JSON string as it is, anything else as JSON text."""
-    if raw is None or raw == "null":
-        return '""'
-    if raw[0] == '"':
-        return raw
-    return _STR(raw)
-
-
-def _params(raw: str | None) -> str:
-    """Tool arguments as a JSON object: an object as it is, anything else under ``args``."""
-    if raw is None or raw == "null":
-        return "{}"
-    if raw[0] == "{":
-        return raw
-    return f'{{"args":{raw}}}'
 
 
 # ------------------------------------------------------------------------------------------------ builders
@@ -625,8 +726,10 @@ def _trace_line(s: Any, entries: list[Any], steps: list[Any], rewards: list[Any]
             if verdict.get("step_id"):
                 validations[verdict["step_id"]] = _DUMPS({"accepted": verdict.get("accepted"), "guidance": verdict.get("guidance") or "",
                                                           "reason": verdict.get("reason") or ""})
-        event_parts.append(f'{{"seq":{seq},"event_type":{_STR(event_type)},"actor":"{_ACTORS.get(event_type, "atlas")}",'
-                           f'"payload":{_raw(payload, "{}")},"created_at":{created_at}}}')
+        kind = _EVENT_KINDS.get(event_type)
+        if kind is None:
+            kind = _EVENT_KINDS[event_type] = f'"event_type":{_STR(event_type)},"actor":"{_ACTORS.get(event_type, "atlas")}"'
+        event_parts.append(f'{{"seq":{seq},{kind},"payload":{_raw(payload, "{}")},"created_at":{created_at}}}')
     step_rewards = {row[1]: row for row in step_reward_rows}
     step_guidance: dict[str, list[str]] = {}
     notes = []
@@ -636,19 +739,15 @@ def _trace_line(s: Any, entries: list[Any], steps: list[Any], rewards: list[Any]
         notes.append({"kind": kind, "source": source, "content": content, "step_id": step_id, "created_at": _iso(created_at)})
 
     step_parts = []
-    for (_, step_id, index, attempt, kind, name, description, tool_name, tool_args, given, output, error, status,
-         input_tokens, output_tokens, started_at, ended_at, duration_ms, step_metadata) in steps:
-        reward = step_rewards.get(step_id)
-        reward_json = _NO_STEP_REWARD if reward is None else f'{{"score":{_num(reward[2])},"rationale":{_ostr(reward[3])},"judges":[],"raw":null}}'
-        notes_for_step = step_guidance.get(step_id)
+    num, ostr, reward_of = _num, _ostr, step_rewards.get
+    for _, step_id, head, duration_ms in steps:  # the step's JSON up to its duration, made by the database
+        reward = reward_of(step_id)
+        reward_json = _NO_STEP_REWARD if reward is None else f'{{"score":{num(reward[2])},"rationale":{ostr(reward[3])},"judges":[],"raw":null}}'
+        notes_for_step = step_guidance.get(step_id) if step_guidance else None
         step_parts.append(
-            f'{{"step_id":{index + 1},"description":{_STR(description or name)},"trace":{_text_literal(given)},'
-            f'"output":{_STR(output or "")},"reward":{reward_json},"tool":{_ostr(tool_name)},"tool_params":{_params(tool_args)},'
-            f'"context":{{}},"validation":{validations.get(step_id, "{}")},"attempts":{attempt},'
-            f'"guidance":{_DUMPS(notes_for_step) if notes_for_step else "[]"},"metadata":{_raw(step_metadata, "{}")},'
-            f'"runtime":{{"status":{_STR(status)},"error":{_ostr(error)},"input_tokens":{input_tokens},"output_tokens":{output_tokens},'
-            f'"started_at":{started_at},"ended_at":{ended_at},"duration_ms":{_num(duration_ms)}}},'
-            f'"id":{_STR(step_id)},"kind":{_STR(kind)},"name":{_STR(name)}}}'
+            f'{head}{num(duration_ms)}}},"reward":{reward_json},'
+            f'"validation":{validations.get(step_id, "{}") if validations else "{}"},'
+            f'"guidance":{_DUMPS(notes_for_step) if notes_for_step else "[]"}}}'
         )
 
     chosen, proposed, reviewed = _plan_rows(plans)
