@@ -16,6 +16,7 @@ Importing this package is cheap; torch, transformers, TRL and datasets load when
 from __future__ import annotations
 
 from .data import EXAMPLE_KINDS, VERDICT_PREFILL, load_sessions, split_examples, teacher_examples
+from .evaluation import evaluate_served
 from .rewards import (
     REWARD_NAMES,
     ExpectedAnswerReward,
@@ -25,7 +26,7 @@ from .rewards import (
     completion_text,
     make_rewards,
 )
-from .trainer import PRESETS, TrainResult, build_tiny_model, evaluate_reward, resolve_settings, train_grpo, train_sft
+from .trainer import PRESETS, TrainResult, build_tiny_model, resolve_settings, train_grpo, train_sft
 
 __all__ = [
     "EXAMPLE_KINDS",
@@ -39,7 +40,7 @@ __all__ = [
     "VerdictReward",
     "build_tiny_model",
     "completion_text",
-    "evaluate_reward",
+    "evaluate_served",
     "load_sessions",
     "make_rewards",
     "resolve_settings",

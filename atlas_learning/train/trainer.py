@@ -12,8 +12,11 @@ Presets (any key can be changed with ``settings``, the CLI's ``--set key=value``
 Atlas's own settings (the rest go to ``GRPOConfig`` / ``SFTConfig``): ``held_out`` (fraction of tasks kept
 for the before/after reward, 0.2), ``seed``, ``kinds`` (example kinds), ``prefill``, ``rewards`` (names from
 :data:`~atlas_learning.train.rewards.REWARD_NAMES`), ``lora``, ``lora_r``, ``lora_alpha``, ``lora_dropout``,
-``lora_target_modules``, ``max_eval`` (held-out examples scored), ``eval_max_new_tokens``, ``eval_samples``
-(completions sampled per held-out prompt) and ``eval_temperature`` (1.0, as GRPO samples; 0 decodes greedily).
+``lora_target_modules``, ``max_eval`` (held-out examples scored), ``eval_max_new_tokens`` and
+``eval_temperature`` (0, as a role's model is called by default). The held-out reward before and after is the
+served model's: each checkpoint folder through the local provider, structured calls constrained to their schema,
+prompts as the Supervisor sends them (:mod:`atlas_learning.train.evaluation`); fewer than 8 held-out examples
+gives a warning. A run whose every logged gradient norm is 0 learned nothing: it says so and fails.
 
 Every run writes to the output directory: the model (LoRA merged in) and tokenizer, ``metrics.jsonl`` (one line
 per logging step: TRL's logs go there, not to stdout), ``metrics.png`` when matplotlib is installed, and
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,12 +37,12 @@ from typing import Any
 
 from ..errors import AtlasError
 from .data import EXAMPLE_KINDS, split_examples
+from .evaluation import MIN_EVAL_EXAMPLES, evaluate_served
 
 __all__ = [
     "PRESETS",
     "TrainResult",
     "build_tiny_model",
-    "evaluate_reward",
     "resolve_settings",
     "train_grpo",
     "train_sft",
@@ -50,7 +52,7 @@ __all__ = [
 _ATLAS_DEFAULTS: dict[str, Any] = {
     "held_out": 0.2, "seed": 0, "kinds": list(EXAMPLE_KINDS), "prefill": False, "rewards": ["verdict", "expected_answer"],
     "lora": False, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "lora_target_modules": "all-linear",
-    "max_eval": 64, "eval_max_new_tokens": None, "eval_samples": 4, "eval_temperature": 1.0,
+    "max_eval": 64, "eval_max_new_tokens": None, "eval_temperature": 0.0,
 }
 
 #: Preset -> method -> settings (Atlas's and TRL's). ``model: None`` in cpu-tiny means "build the tiny model".
@@ -93,6 +95,8 @@ class TrainResult:
     plot_path: Path | None = None
     #: The trainer's closing summary (train_runtime, train_loss, ...); the per-step lines are in metrics.jsonl.
     train_metrics: dict[str, Any] = field(default_factory=dict)
+    #: What makes the held-out figure less than telling (too few examples, no reward).
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -166,50 +170,6 @@ def build_tiny_model(directory: str | Path, *, seed: int = 0) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
-def evaluate_reward(model: Any, tokenizer: Any, examples: Sequence[dict[str, Any]], rewards: Sequence[Callable[..., Any]],
-                    *, max_new_tokens: int, samples: int = 4, temperature: float = 1.0, seed: int = 0,
-                    batch_size: int = 8) -> float | None:
-    """Mean summed reward of the model's completions on ``examples``; None when no reward applies.
-
-    ``samples`` completions per prompt at ``temperature`` (seeded; 0 decodes one greedily). A row's reward is the
-    sum of the functions that apply to it (as GRPOTrainer combines them); rows no function applies to are left out.
-    """
-    import torch
-
-    if not examples or not rewards:
-        return None
-    sampling = temperature > 0
-    examples = [e for e in examples for _ in range(samples if sampling else 1)]
-    torch.manual_seed(seed)
-    totals: list[float] = []
-    was_training = model.training
-    model.eval()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        for start in range(0, len(examples), batch_size):
-            batch = list(examples[start:start + batch_size])
-            texts = [_prompt_text(tokenizer, e["prompt"]) for e in batch]
-            inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            with torch.no_grad():
-                options = {"do_sample": True, "temperature": temperature, "top_k": 0} if sampling else {"do_sample": False}
-                output = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                        **options)
-            decoded = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-            completions = [[{"role": "assistant", "content": text}] for text in decoded]
-            columns = {key: [e.get(key) for e in batch] for key in batch[0] if key not in ("prompt", "completion")}
-            prompts = [e["prompt"] for e in batch]
-            per_function = [reward(prompts=prompts, completions=completions, **columns) for reward in rewards]
-            for row in zip(*per_function, strict=True):
-                applicable = [value for value in row if value is not None and not math.isnan(value)]
-                if applicable:
-                    totals.append(sum(applicable))
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return sum(totals) / len(totals) if totals else None
-
-
 def _without_prefill(example: dict[str, Any]) -> dict[str, Any]:
     prompt = example["prompt"]
     if not prompt or prompt[-1]["role"] != "assistant":
@@ -435,9 +395,12 @@ def _train(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path
             lm = lm.to("cuda", dtype=torch.bfloat16 if trl_kwargs.get("bf16") else lm.dtype)
     max_new = int(atlas["eval_max_new_tokens"] or trl_kwargs.get("max_completion_length") or 64)
     evaluation = list(held[: int(atlas["max_eval"])])
-    scoring = {"max_new_tokens": max_new, "samples": int(atlas["eval_samples"]),
-               "temperature": float(atlas["eval_temperature"]), "seed": int(atlas["seed"])}
-    before = evaluate_reward(lm, tokenizer, evaluation, rewards or [], **scoring)
+    # The before/after figure is the served model's: each checkpoint folder through the local provider, as a
+    # role asks it (train/evaluation.py).
+    scoring = {"max_new_tokens": max_new, "temperature": float(atlas["eval_temperature"]), "seed": int(atlas["seed"])}
+    base_dir = _servable(lm, tokenizer, model_ref, output)
+    before = evaluate_served(base_dir, evaluation, rewards or [], **scoring)
+    notes = _evaluation_notes(len(evaluation), rewards)
 
     metrics = _MetricsLog(output / "metrics.jsonl")
     # TRL's logs go to metrics.jsonl, never to stdout; transformers' info lines are left out unless asked for.
@@ -466,19 +429,59 @@ def _train(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path
     started = time.perf_counter()
     state = trainer.train()
     seconds = time.perf_counter() - started
-    trained = _save(trainer, tokenizer, output)
-    after = evaluate_reward(trained, tokenizer, evaluation, rewards or [], **scoring)
+    _save(trainer, tokenizer, output)
+    after = evaluate_served(output, evaluation, rewards or [], **scoring)
     steps = int(state.global_step)
+    learned = _gradients_moved(output / "metrics.jsonl")
     result = TrainResult(
         output_dir=output, method=method, steps=steps, seconds=round(seconds, 2),
         seconds_per_step=round(seconds / steps, 3) if steps else None, train_examples=len(train),
         held_out_examples=len(evaluation), held_out_before=before, held_out_after=after,
         settings={"preset": preset, "model": model_ref, **atlas, **{k: v for k, v in trl_kwargs.items() if k != "output_dir"}},
         metrics_path=output / "metrics.jsonl", plot_path=_plot(output / "metrics.jsonl", output, method),
-        train_metrics=metrics.final,
+        train_metrics=metrics.final, warnings=notes,
     )
     (output / "atlas_train.json").write_text(json.dumps(result.summary(), indent=2, default=str), encoding="utf-8")
+    if learned is False:
+        raise AtlasError(f"atlas train {method}: every logged gradient norm was 0 over {steps} steps, so the model did "
+                         "not change" + (" (GRPO: each group's completions got the same reward; more num_generations, "
+                         "eval_temperature or other rewards give it a signal)" if method == "grpo" else "")
+                         + f"; the checkpoint in {output} is the base model")
     return result
+
+
+def _servable(lm: Any, tokenizer: Any, model_ref: str, output: Path) -> Path:
+    """A folder the local provider can serve the untrained model from: ``model_ref`` when it is one, else a copy
+    saved under the output (a hub id, say)."""
+    if (Path(model_ref) / "config.json").is_file():
+        return Path(model_ref)
+    folder = output / "_base_model"
+    lm.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _evaluation_notes(count: int, rewards: Sequence[Callable[..., Any]] | None) -> list[str]:
+    """Warnings about the held-out figure, printed with the summary."""
+    if not rewards:
+        return ["no reward functions: the held-out figure is not measured"]
+    if count < MIN_EVAL_EXAMPLES:
+        return [f"only {count} held-out example{'s' if count != 1 else ''} (fewer than {MIN_EVAL_EXAMPLES}): the "
+                "before/after figure is noise; approve more sessions or raise held_out"]
+    return []
+
+
+def _gradients_moved(metrics: Path) -> bool | None:
+    """False when every logged step's gradient norm was 0 (nothing was learned), None when none was logged."""
+    norms = []
+    if metrics.is_file():
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            value = json.loads(line).get("grad_norm") if line.strip() else None
+            if isinstance(value, (int, float)):
+                norms.append(float(value))
+    if not norms:
+        return None
+    return any(norm != 0.0 for norm in norms)
 
 
 def train_grpo(examples: Sequence[dict[str, Any]], *, output: str | Path, model: str | Path | None = None,

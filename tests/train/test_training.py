@@ -51,11 +51,36 @@ def grpo_run(escalations, tmp_path_factory):
     return result
 
 
-def test_grpo_raises_the_held_out_reward(grpo_run) -> None:
+def test_grpo_reports_the_served_held_out_reward(grpo_run) -> None:
+    """GRPO from a random tiny model raises its sampled training reward (test below) but does not learn to stop
+    after the answer in 40 steps: served greedily, as a role calls it, it answers '44444444' and scores 0 before
+    and after. The figure printed is that served one, not a sample of the training prompt."""
     assert grpo_run.steps == 40 and grpo_run.held_out_examples == 12  # 2 of the 5 tasks, 6 sessions each
-    assert grpo_run.held_out_before is not None and grpo_run.held_out_after is not None
-    assert grpo_run.held_out_after > grpo_run.held_out_before + 0.2, (grpo_run.held_out_before, grpo_run.held_out_after)
+    assert grpo_run.held_out_before == 0.0 and grpo_run.held_out_after is not None
+    assert grpo_run.warnings == []  # 12 held-out examples: enough for a figure
     assert grpo_run.seconds_per_step is not None and grpo_run.seconds_per_step > 0
+
+
+def test_sft_raises_the_served_held_out_reward(escalations, tmp_path) -> None:
+    """SFT on the teacher's recorded answers ('4', then the end of sequence): the served checkpoint answers the
+    held-out tasks right where the untrained one did not."""
+    result = train_sft(escalations, output=tmp_path / "sft", rewards=make_rewards(["expected_answer"]),
+                       settings={"max_steps": 40, "eval_max_new_tokens": 8, "held_out": 0.3}, progress=False)
+    assert result.held_out_examples == 12 and result.held_out_before == 0.0
+    assert result.held_out_after is not None and result.held_out_after >= 0.8, result.held_out_after
+
+
+def test_a_run_whose_gradients_are_all_zero_says_so_and_fails(escalations, tmp_path) -> None:
+    """Every completion rewarded alike: GRPO's advantages, loss and gradients are all 0, and a normal-looking
+    summary would hide that nothing was learned."""
+    def same_for_all(prompts, completions, **_):
+        return [1.0] * len(completions)
+
+    with pytest.raises(AtlasError, match="every logged gradient norm was 0 over 3 steps"):
+        train_grpo(escalations, output=tmp_path / "flat", rewards=[same_for_all],
+                   settings={"max_steps": 3, "max_completion_length": 4, "held_out": 0.3, "max_eval": 2}, progress=False)
+    summary = json.loads((tmp_path / "flat" / "atlas_train.json").read_text())
+    assert summary["steps"] == 3 and "fewer than 8" in summary["warnings"][0]  # 2 held-out examples scored
 
 
 def test_grpo_writes_metrics_plot_and_summary(grpo_run) -> None:
@@ -111,7 +136,9 @@ def test_atlas_train_command_end_to_end(tmp_path: Path) -> None:
         assert export_sessions(store, traces) == 6
     out = tmp_path / "teacher"
     runner = CliRunner()
-    result = runner.invoke(app, ["train", "grpo", "--data", str(traces), "--output", str(out), "--set", "max_steps=2",
+    # SFT: two GRPO steps on this tiny model often give every completion the same reward, which the run refuses
+    # as "nothing learned" (tested above)
+    result = runner.invoke(app, ["train", "sft", "--data", str(traces), "--output", str(out), "--set", "max_steps=2",
                                  "--set", "held_out=0.34", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])  # --json: one compact object, the last line
