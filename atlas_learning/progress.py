@@ -12,9 +12,11 @@ The ``atlas`` command turns it on for the supervisors it makes (``run``, ``quick
 
 from __future__ import annotations
 
+import atexit
 import sys
 import threading
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +79,8 @@ class SessionProgress:
         self._closed = False
         #: Set by :func:`attach`: takes the display off the event bus when it closes.
         self._unsubscribe: Callable[[], None] | None = None
+        # A session that never finishes must not leave the line (and a hidden cursor) behind at exit.
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     # ------------------------------------------------------------------------------------------ events
     def __call__(self, event: AtlasEvent) -> None:
@@ -170,6 +174,12 @@ class SessionProgress:
         self._stop()
 
 
+def _close_at_exit(ref: weakref.ref[SessionProgress]) -> None:
+    display = ref()
+    if display is not None:
+        display.close()
+
+
 def _apply(session: _Session, kind: str, payload: dict[str, Any]) -> None:
     if kind == "session_started":
         session.key = str(payload.get("learning_key") or "")
@@ -227,7 +237,7 @@ def attach(events: EventBus, *, console: Console | None = None) -> SessionProgre
         from rich.console import Console
 
         console = Console(stderr=True)
-    if not console.is_terminal:
+    if not console.is_terminal or console.is_dumb_terminal:  # TERM=dumb cannot redraw a line
         return None
     display = SessionProgress(console)
     display._unsubscribe = events.subscribe(display)

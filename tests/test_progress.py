@@ -184,3 +184,12 @@ def test_atlas_run_draws_the_line_on_a_terminal(store_url: str, tmp_path: Path) 
     assert result.stdout.decode().startswith("42\n") and "\x1b[" not in result.stdout.decode()
     piped, _ = _atlas(tmp_path, False, "run", "--config", str(config), "--task", "6 * 7")
     assert piped.returncode == 0 and b"lane coach  " not in piped.stderr and b"\x1b[" not in piped.stderr
+
+
+def test_a_dumb_terminal_gets_no_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from atlas_learning.events import EventBus
+
+    monkeypatch.setenv("TERM", "dumb")
+    bus = EventBus()
+    assert progress.attach(bus, console=Console(force_terminal=True, file=io.StringIO())) is None
+    assert bus._subscribers == []  # noqa: SLF001
