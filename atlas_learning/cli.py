@@ -123,7 +123,8 @@ def show_config(config: ConfigOption = None, as_json: Annotated[bool, typer.Opti
         typer.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
 
 
-@app.command(epilog=_examples("atlas quickstart --model scripted", "atlas quickstart --tasks 1-5 --compare"))
+@app.command(epilog=_examples("atlas quickstart --model scripted", "atlas quickstart --tasks 1-5 --compare",
+                              "atlas quickstart --model scripted --tasks 1-3 --json | jq .learning.summary"))
 def quickstart(
     config: ConfigOption = None,
     tasks: Annotated[str, typer.Option("--tasks", help="Which of the 25 tasks: 1-5, 3,7,10-12 or all.")] = "all",
@@ -132,6 +133,7 @@ def quickstart(
     compare: Annotated[bool, typer.Option("--compare", help="Run with learning, then the baseline, and compare.")] = False,
     model: Annotated[str, typer.Option("--model", help="config (the config's student; default the embedded model) or scripted (no LLM, seconds).")] = "config",
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json and the learning-curve PNG.")] = Path(".atlas/mcp_file_ops"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results (what results.json holds, per run) as one JSON object; the checks and tables go to stderr.")] = False,
 ) -> None:
     """Check the options, the config, the store and the teacher's model, then run the main example: 25 MCP file
     tasks under supervision (the example ships in the package: any folder will do).
@@ -139,8 +141,21 @@ def quickstart(
     Needs no key and no network: by default every role runs on the embedded model; --model scripted loads no model
     at all. The same as ``python -m examples.mcp_file_ops`` with the same options.
     """
-    _invoke("quickstart", "quickstart", config=config, tasks=tasks, repeat=repeat, baseline=baseline, compare=compare,
-            model=model, out=out)
+    if not as_json:
+        _invoke("quickstart", "quickstart", config=config, tasks=tasks, repeat=repeat, baseline=baseline, compare=compare,
+                model=model, out=out)
+        return
+    import contextlib
+
+    written = [out / name for name in (["results.json"] if not baseline else []) + (["results-baseline.json"] if baseline or compare else [])]
+    for path in written:  # a file from an earlier run must not pass for this one's
+        path.unlink(missing_ok=True)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout holds the one object alone
+        _invoke("quickstart", "quickstart", config=config, tasks=tasks, repeat=repeat, baseline=baseline, compare=compare,
+                model=model, out=out)
+    runs = {("baseline" if path.name.endswith("-baseline.json") else "learning"): json.loads(path.read_text(encoding="utf-8"))
+            for path in written if path.is_file()}
+    typer.echo(json.dumps({"out": str(out), **runs}, default=str))
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table: JSON Lines (one compact object per line) for a listing, one compact object otherwise.")]

@@ -178,3 +178,15 @@ def test_no_color_is_honoured_on_a_terminal(monkeypatch, capsys) -> None:
     console().print(Text("rejected", style="red"))
     out = capsys.readouterr().out
     assert "rejected" in out and "\x1b[31m" not in out
+
+
+def test_quickstart_json_is_one_object_and_its_checks_go_to_stderr(tmp_path) -> None:
+    result = atlas("quickstart", "--model", "scripted", "--tasks", "1-2", "--compare", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1  # compact: one line, one object, nothing else on stdout
+    data = json.loads(result.stdout)
+    assert data["out"] == ".atlas/mcp_file_ops" and set(data) == {"out", "learning", "baseline"}
+    assert data["learning"]["summary"]["runs"] == 2 and data["baseline"]["mode"] == "baseline"
+    assert "config      ok" in result.stderr and "success 2/2" in result.stderr
+    usage = atlas("quickstart", "--baseline", "--compare", "--json", cwd=tmp_path)
+    assert usage.returncode == 2 and usage.stdout == "" and usage.stderr.count("\n") == 1
