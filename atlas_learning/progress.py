@@ -31,6 +31,8 @@ __all__ = ["SessionProgress", "attach", "default_enabled", "set_default"]
 
 #: Sessions shown at once; more in flight are summed up in one line.
 MAX_LINES = 5
+#: Seconds without an event after which the line says how long it has been quiet.
+QUIET_S = 5.0
 _FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 _default = False
 
@@ -50,6 +52,7 @@ def default_enabled() -> bool:
 @dataclass
 class _Session:
     started: float
+    last: float = 0.0
     key: str = ""
     lane: str = ""
     steps: int = 0
@@ -100,6 +103,7 @@ class SessionProgress:
                 if new:
                     session = self._sessions[event.session_id] = _Session(started=time.monotonic())
                 _apply(session, kind, payload)
+                session.last = time.monotonic()
         if kind == "session_finished":
             if gone and empty:
                 self._stop()
@@ -189,7 +193,8 @@ def _apply(session: _Session, kind: str, payload: dict[str, Any]) -> None:
         session.phase = "running"
     elif kind == "step":
         session.steps += 1
-        session.step = str(payload.get("tool_name") or payload.get("name") or payload.get("kind") or "")
+        kind_of_step = payload.get("kind")
+        session.step = "model call" if kind_of_step == "model_call" else str(payload.get("tool_name") or payload.get("name") or kind_of_step or "")
         session.phase = "running"
     elif kind == "model_call":
         session.supervision_calls += 1
@@ -218,6 +223,9 @@ def _line(session: _Session, now: float) -> str:
     if session.phase not in ("running", "starting"):
         parts.append(session.phase)
     parts.append(f"{now - session.started:.0f}s")
+    quiet = now - (session.last or session.started)
+    if quiet >= QUIET_S:  # a model call or a tool is taking its time: say how long since the last thing happened
+        parts.append(f"(last event {quiet:.0f}s ago)")
     return "  ".join(parts)
 
 

@@ -193,3 +193,19 @@ def test_a_dumb_terminal_gets_no_line(monkeypatch: pytest.MonkeyPatch) -> None:
     bus = EventBus()
     assert progress.attach(bus, console=Console(force_terminal=True, file=io.StringIO())) is None
     assert bus._subscribers == []  # noqa: SLF001
+
+
+def test_a_model_call_step_and_a_quiet_spell_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from atlas_learning.events import AtlasEvent, EventBus
+
+    bus = EventBus()
+    display = progress.attach(bus, console=Console(force_terminal=True, file=io.StringIO(), width=160))
+    assert display is not None
+    bus.publish(AtlasEvent("lane_chosen", "s", {"lane": "coach"}))
+    bus.publish(AtlasEvent("step", "s", {"kind": "model_call", "name": "smollm2-135m-instruct", "tool_name": None}))
+    assert "step 1 model call" in display.render() and "last event" not in display.render()
+    now = progress.time.monotonic()
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now + 12.4)
+    assert display.render().endswith("(last event 12s ago)")
+    monkeypatch.undo()
+    display.close()
