@@ -71,9 +71,15 @@ def train(*, method: str, config: Path | None, store: str | None = None, data: s
                f"({', '.join(atlas['kinds'])}); preset {preset}; rewards {', '.join(atlas['rewards'])}", err=True)
     run = train_grpo if method == "grpo" else train_sft
     result = run(examples, output=output, model=model, preset=preset, settings=overrides, rewards=rewards)
+    from ..train import is_main_process
+
+    if not is_main_process():  # under torchrun / accelerate launch, rank 0 alone reports
+        return
     summary = result.summary()
+    for warning in summary["warnings"]:
+        typer.echo(f"atlas train: warning: {warning}", err=True)
     shown = {k: summary[k] for k in ("output_dir", "steps", "seconds", "seconds_per_step", "train_examples", "held_out_examples",
-                                     "held_out_before", "held_out_after", "metrics_path", "plot_path")}
+                                     "held_out_before", "held_out_after", "metrics_path", "plot_path", "warnings")}
     if as_json:
         typer.echo(json.dumps(shown, default=str))
         return

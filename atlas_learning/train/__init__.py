@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from .data import EXAMPLE_KINDS, VERDICT_PREFILL, load_sessions, split_examples, teacher_examples
 from .evaluation import evaluate_served
+from .launch import LAUNCH_CONFIGS, is_main_process, launch_config
 from .rewards import (
     REWARD_NAMES,
     ExpectedAnswerReward,
@@ -30,6 +31,7 @@ from .trainer import PRESETS, TrainResult, build_tiny_model, resolve_settings, t
 
 __all__ = [
     "EXAMPLE_KINDS",
+    "LAUNCH_CONFIGS",
     "PRESETS",
     "REWARD_NAMES",
     "VERDICT_PREFILL",
@@ -41,6 +43,8 @@ __all__ = [
     "build_tiny_model",
     "completion_text",
     "evaluate_served",
+    "is_main_process",
+    "launch_config",
     "load_sessions",
     "make_rewards",
     "resolve_settings",

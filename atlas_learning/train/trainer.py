@@ -7,7 +7,11 @@ Presets (any key can be changed with ``settings``, the CLI's ``--set key=value``
   ending in the verdict's first words (``prefill``). It shows the loop works end to end in a couple of minutes;
   the model it makes is not a useful teacher.
 - ``gpu``: bf16, LoRA, TRL's vLLM generation colocated with training (``use_vllm``, ``vllm_mode="colocate"``),
-  learning rate 1e-6, 512-token completions. Needs ``pip install vllm`` on a CUDA machine.
+  LoRA learning rates (GRPO 1e-5, SFT 2e-4), 512-token completions, a checkpoint every 50 steps (``--set
+  resume=true`` goes on from the newest). Needs ``pip install vllm`` on a CUDA machine. Runs under ``torchrun`` /
+  ``accelerate launch`` (one process per GPU; DeepSpeed ZeRO-3 or FSDP through accelerate's config): the trainer
+  places the model on each rank's device, rank 0 alone scores, logs and writes the summary, and the checkpoint is
+  saved from the gathered weights (see docs/training.md and :func:`launch_config`).
 
 Atlas's own settings (the rest go to ``GRPOConfig`` / ``SFTConfig``): ``held_out`` (fraction of tasks kept
 for the before/after reward, 0.2), ``seed``, ``kinds`` (example kinds), ``prefill``, ``rewards`` (names from
@@ -38,6 +42,7 @@ from typing import Any
 from ..errors import AtlasError
 from .data import EXAMPLE_KINDS, split_examples
 from .evaluation import MIN_EVAL_EXAMPLES, evaluate_served
+from .launch import is_main_process
 
 __all__ = [
     "PRESETS",
@@ -52,7 +57,7 @@ __all__ = [
 _ATLAS_DEFAULTS: dict[str, Any] = {
     "held_out": 0.2, "seed": 0, "kinds": list(EXAMPLE_KINDS), "prefill": False, "rewards": ["verdict", "expected_answer"],
     "lora": False, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "lora_target_modules": "all-linear",
-    "max_eval": 64, "eval_max_new_tokens": None, "eval_temperature": 0.0,
+    "max_eval": 64, "eval_max_new_tokens": None, "eval_temperature": 0.0, "resume": False,
 }
 
 #: Preset -> method -> settings (Atlas's and TRL's). ``model: None`` in cpu-tiny means "build the tiny model".
@@ -66,12 +71,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                 "eval_max_new_tokens": 64},
     },
     "gpu": {
-        "common": {"bf16": True, "report_to": "none", "save_strategy": "no", "logging_steps": 5, "lora": True,
-                   "gradient_checkpointing": True, "num_train_epochs": 1},
-        "grpo": {"learning_rate": 1e-6, "num_generations": 8, "per_device_train_batch_size": 8,
+        # LoRA trains a few adapter weights, so its learning rates are 10-100x a full fine-tune's (TRL's and
+        # PEFT's LoRA recipes: about 1e-5 for GRPO, 2e-4 for SFT). A checkpoint every 50 steps (the last two kept)
+        # lets --set resume=true go on after a stop.
+        "common": {"bf16": True, "report_to": "none", "save_strategy": "steps", "save_steps": 50, "save_total_limit": 2,
+                   "logging_steps": 5, "lora": True, "gradient_checkpointing": True, "num_train_epochs": 1},
+        "grpo": {"learning_rate": 1e-5, "num_generations": 8, "per_device_train_batch_size": 8,
                  "gradient_accumulation_steps": 4, "max_completion_length": 512, "use_vllm": True,
                  "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3},
-        "sft": {"learning_rate": 2e-5, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2,
+        "sft": {"learning_rate": 2e-4, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2,
                 "max_length": 4096},
     },
 }
@@ -195,10 +203,11 @@ class _MetricsLog:
     """A TrainerCallback body: every logging step's line appended to metrics.jsonl with its step; the trainer's
     closing summary (train_runtime, train_loss, ...) kept apart, for atlas_train.json."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
         self.final: dict[str, Any] = {}
-        path.write_text("", encoding="utf-8")
+        if create:
+            path.write_text("", encoding="utf-8")
 
     def write(self, step: int, logs: dict[str, Any]) -> None:
         values = {k: v for k, v in logs.items() if isinstance(v, (int, float, str))}
@@ -214,10 +223,12 @@ def _callback(log: _MetricsLog) -> Any:
 
     class MetricsCallback(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-            if logs:
+            if logs and state.is_world_process_zero:  # under torchrun, one line per step, not one per rank
                 log.write(state.global_step, logs)
 
     return MetricsCallback()
+
+
 
 
 def _progress_bar(method: str) -> Any:
@@ -338,14 +349,30 @@ def _peft_config(atlas: dict[str, Any]) -> Any:
                       lora_dropout=float(atlas["lora_dropout"]), target_modules=atlas["lora_target_modules"])
 
 
-def _save(trainer: Any, tokenizer: Any, output: Path) -> Any:
-    """Save the trained model (LoRA merged in, so the directory is a plain checkpoint) and return it."""
+def _save(trainer: Any, tokenizer: Any, output: Path, model_ref: str) -> None:
+    """Save the trained model as a plain checkpoint (LoRA merged in). ``trainer.save_model`` gathers weights
+    sharded by DeepSpeed ZeRO-3 or FSDP and writes on the main process only; a LoRA adapter saved that way is
+    merged into a fresh copy of the base on rank 0 (merging the sharded model in place would save empty weights)."""
     model = trainer.model
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.save_pretrained(output)
-    tokenizer.save_pretrained(output)
-    return model
+    if not hasattr(model, "merge_and_unload"):
+        trainer.save_model(str(output))
+        return
+    distributed = trainer.accelerator.num_processes > 1 or trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    if not distributed:
+        model.merge_and_unload().save_pretrained(output)
+        tokenizer.save_pretrained(output)
+        return
+    adapter = output / "_adapter"
+    trainer.save_model(str(adapter))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(model_ref, torch_dtype=model.dtype)
+        PeftModel.from_pretrained(base, str(adapter)).merge_and_unload().save_pretrained(output)
+        tokenizer.save_pretrained(output)
+    trainer.accelerator.wait_for_everyone()
 
 
 def _run(method: str, examples: Sequence[dict[str, Any]], **options: Any) -> TrainResult:
@@ -387,22 +414,18 @@ def _train(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path
             import vllm  # noqa: F401
         except ImportError:
             raise AtlasError("use_vllm needs vLLM on a CUDA machine: pip install vllm, or --set use_vllm=false") from None
+    # Loaded on the CPU; the trainer places it on this process's own device (cuda:LOCAL_RANK under torchrun).
     lm, tokenizer, model_ref = _load(model, output, int(atlas["seed"]))
-    if not trl_kwargs.get("use_cpu"):
-        import torch
-
-        if torch.cuda.is_available():  # score the held-out set where training will run, not on the CPU
-            lm = lm.to("cuda", dtype=torch.bfloat16 if trl_kwargs.get("bf16") else lm.dtype)
+    main = is_main_process()  # under torchrun / accelerate launch only rank 0 scores, plots and writes the summary
     max_new = int(atlas["eval_max_new_tokens"] or trl_kwargs.get("max_completion_length") or 64)
     evaluation = list(held[: int(atlas["max_eval"])])
     # The before/after figure is the served model's: each checkpoint folder through the local provider, as a
     # role asks it (train/evaluation.py).
     scoring = {"max_new_tokens": max_new, "temperature": float(atlas["eval_temperature"]), "seed": int(atlas["seed"])}
-    base_dir = _servable(lm, tokenizer, model_ref, output)
-    before = evaluate_served(base_dir, evaluation, rewards or [], **scoring)
+    before = evaluate_served(_servable(lm, tokenizer, model_ref, output), evaluation, rewards or [], **scoring) if main else None
     notes = _evaluation_notes(len(evaluation), rewards)
 
-    metrics = _MetricsLog(output / "metrics.jsonl")
+    metrics = _MetricsLog(output / "metrics.jsonl", create=main)
     # TRL's logs go to metrics.jsonl, never to stdout; transformers' info lines are left out unless asked for.
     trl_kwargs = {"log_level": "warning", **trl_kwargs, "output_dir": str(output / "_trainer"), "seed": int(atlas["seed"]),
                   "disable_tqdm": True}
@@ -425,29 +448,36 @@ def _train(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path
         rows = [{"prompt": e["prompt"], "completion": e["completion"]} for e in train]
         trainer = SFTTrainer(model=lm, args=SFTConfig(**trl_kwargs), train_dataset=Dataset.from_list(rows),
                              processing_class=tokenizer, callbacks=[_callback(metrics)], peft_config=_peft_config(atlas))
-    _quiet(trainer, progress, method)
+    _quiet(trainer, progress and main, method)
     started = time.perf_counter()
-    state = trainer.train()
+    state = trainer.train(resume_from_checkpoint=_checkpoint_to_resume(output / "_trainer") if atlas["resume"] else None)
     seconds = time.perf_counter() - started
-    _save(trainer, tokenizer, output)
-    after = evaluate_served(output, evaluation, rewards or [], **scoring)
+    _save(trainer, tokenizer, output, model_ref)
+    after = evaluate_served(output, evaluation, rewards or [], **scoring) if main else None
     steps = int(state.global_step)
-    learned = _gradients_moved(output / "metrics.jsonl")
+    learned = _gradients_moved(output / "metrics.jsonl") if main else None
     result = TrainResult(
         output_dir=output, method=method, steps=steps, seconds=round(seconds, 2),
         seconds_per_step=round(seconds / steps, 3) if steps else None, train_examples=len(train),
         held_out_examples=len(evaluation), held_out_before=before, held_out_after=after,
         settings={"preset": preset, "model": model_ref, **atlas, **{k: v for k, v in trl_kwargs.items() if k != "output_dir"}},
-        metrics_path=output / "metrics.jsonl", plot_path=_plot(output / "metrics.jsonl", output, method),
+        metrics_path=output / "metrics.jsonl", plot_path=_plot(output / "metrics.jsonl", output, method) if main else None,
         train_metrics=metrics.final, warnings=notes,
     )
-    (output / "atlas_train.json").write_text(json.dumps(result.summary(), indent=2, default=str), encoding="utf-8")
+    if main:
+        (output / "atlas_train.json").write_text(json.dumps(result.summary(), indent=2, default=str), encoding="utf-8")
     if learned is False:
         raise AtlasError(f"atlas train {method}: every logged gradient norm was 0 over {steps} steps, so the model did "
                          "not change" + (" (GRPO: each group's completions got the same reward; more num_generations, "
                          "eval_temperature or other rewards give it a signal)" if method == "grpo" else "")
                          + f"; the checkpoint in {output} is the base model")
     return result
+
+
+def _checkpoint_to_resume(folder: Path) -> str | None:
+    """The newest ``checkpoint-N`` the trainer saved in ``folder`` (``save_strategy``), or None to start over."""
+    found = [(int(p.name.split("-")[-1]), p) for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return str(max(found)[1]) if found else None
 
 
 def _servable(lm: Any, tokenizer: Any, model_ref: str, output: Path) -> Path:

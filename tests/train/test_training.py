@@ -145,3 +145,37 @@ def test_atlas_train_command_end_to_end(tmp_path: Path) -> None:
     assert summary["steps"] == 2 and summary["train_examples"] > 0 and (out / "config.json").is_file()
     bad = runner.invoke(app, ["train", "grpo", "--data", str(traces), "--output", str(out), "--set", "bogus=1"])
     assert bad.exit_code == 2 and "unknown setting(s) bogus" in bad.output
+
+
+def test_two_processes_under_torchrun_train_one_model_and_report_once(tmp_path: Path) -> None:
+    """torchrun with two CPU processes (gloo): one metrics line per step (not one per rank), the held-out figure
+    scored and the summary printed by rank 0 alone, one checkpoint that loads back."""
+    import shutil
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'atlas.db'}"
+    with _supervisor(url, "paired", {"Verdict": teacher_verdict}) as supervisor:
+        record_sums(supervisor, 12)
+    traces = tmp_path / "traces.jsonl"
+    with Store(url) as store:
+        export_sessions(store, traces)
+    atlas = shutil.which("atlas", path=str(Path(sys.executable).parent))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if atlas is None or not torchrun.exists():
+        pytest.skip("needs the atlas and torchrun scripts beside this Python")
+    out = tmp_path / "teacher"
+    finished = subprocess.run([str(torchrun), "--nproc_per_node", "2", atlas, "train", "sft", "--data", str(traces), "-o", str(out),
+                               "--set", "max_steps=3", "--set", "held_out=0.3", "--json"],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    [line] = finished.stdout.strip().splitlines()  # rank 0 alone reports
+    summary = json.loads(line)
+    assert summary["steps"] == 3 and summary["held_out_before"] is not None and summary["held_out_after"] is not None
+    metrics = [json.loads(row) for row in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in metrics if "loss" in row] == [1, 2, 3]  # one line per step, not one per rank
+    teacher = create_model(ModelSettings(provider="local", model=str(out), max_tokens=4), role="teacher")
+    try:
+        assert teacher.generate("What is 1 + 3?").usage.output_tokens > 0
+    finally:
+        teacher.close()
