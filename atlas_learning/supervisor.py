@@ -795,6 +795,8 @@ class SupervisedRun:
                           tools: Sequence[Mapping[str, Any]] | None = None) -> str | None:
         """Record a model call the agent made (tokens, cost by role); a student call also becomes a step, with
         ``output``, ``system`` and ``tools`` as :meth:`record_step` takes them."""
+        if tools is not None:  # a schema it cannot read is an error before anything is recorded
+            tools = [tool_schema(t) for t in tools]
         input_tokens, output_tokens = int(input_tokens or 0), int(output_tokens or 0)
         self.usage.record(role, Usage(input_tokens, output_tokens, cost_usd, 1))
         if role == "student":

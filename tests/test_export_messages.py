@@ -16,7 +16,7 @@ from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from atlas_learning.export import export_sessions
-from atlas_learning.store import SessionFilter
+from atlas_learning.store import SessionFilter, StepRecord
 from atlas_learning.student import render_instructions
 from atlas_plugins.byoa import atlas_agent, atlas_context, atlas_result
 from atlas_plugins.langgraph import with_atlas
@@ -225,6 +225,11 @@ def test_byoa_records_what_the_agent_reports_it_sent(make_supervisor) -> None:
     agent = Adder()
     agent.run("add 2 and 3")
     record = exported(supervisor, atlas_result(agent).session_id)
+    steps = supervisor.store.rows(StepRecord, StepRecord.session_id == atlas_result(agent).session_id, order_by=StepRecord.step_index)
+    # stored once: the second call was sent the same system prompt and tools, so its step does not repeat them
+    assert steps[0].step_metadata == {"system": "You add numbers.", "tools": [{"type": "function", "function": schema}]}
+    assert steps[2].step_metadata == {} and steps[2].output == "The sum is 5."
+    assert json.loads(steps[0].output) == {"content": "", "tool_calls": [{"name": "add", "arguments": {"numbers": [2, 3]}}]}
     assert record["tools"] == [{"type": "function", "function": schema}]
     assert record["messages"] == [
         {"role": "system", "content": "You add numbers."},
@@ -319,3 +324,20 @@ def test_exported_records_render_through_a_tool_calling_chat_template(make_super
     ids = tokenizer.apply_chat_template(record["messages"], tools=record["tools"], tokenize=True)
     ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
     assert len(ids) > 100 and tokenizer.decode(ids).count("<tool_call>") == 2
+
+
+def test_a_tool_schema_the_core_cannot_read_is_a_clear_error(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    run = supervisor.begin("add 2 and 3")
+    with pytest.raises(TypeError, match="convert the framework's tool first"):
+        run.record_model_call(model="tiny", output="5", tools=[read_file])  # a LangChain tool, not a schema
+    with pytest.raises(ValueError, match="needs a name"):
+        run.record_model_call(model="tiny", output="5", tools=[{"description": "no name"}])
+    run.record_model_call(model="tiny", output={"role": "ai", "content": "5"}, system="s",
+                          tools=[{"type": "function", "function": {"name": "add"}}])
+    step = run.steps[-1]
+    assert len(run.steps) == 1 and run.usage.as_dict()["student"]["calls"] == 1  # the refused calls recorded nothing
+    assert step["output"] == "5"  # a message without tool calls is stored as its text
+    assert step["step_metadata"]["tools"] == [{"type": "function", "function": {
+        "name": "add", "description": "", "parameters": {"type": "object", "properties": {}}}}]
+    run.finish("5")
