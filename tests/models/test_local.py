@@ -230,6 +230,15 @@ def test_transformers_checkpoint_generates_offline(tmp_path: Path, chat_template
         model.close()
 
 
+def _prompts_built(monkeypatch: pytest.MonkeyPatch) -> list[list[dict[str, str]]]:
+    """The messages each transformers-backend call turns into its prompt, from now on."""
+    prompts: list[list[dict[str, str]]] = []
+    real_prompt = local_module._TransformersBackend._prompt
+    monkeypatch.setattr(local_module._TransformersBackend, "_prompt",
+                        lambda self, messages: prompts.append(messages) or real_prompt(self, messages))
+    return prompts
+
+
 @pytest.mark.parametrize("chat_template", [None, "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}<assistant>"],
                          ids=["transcript", "chat-template"])
 def test_a_transformers_checkpoint_answers_structured_calls_inside_the_schema(
@@ -246,10 +255,7 @@ def test_a_transformers_checkpoint_answers_structured_calls_inside_the_schema(
 
     _tiny_checkpoint(tmp_path, chat_template)
     model = LocalModel(ModelSettings(provider="local", model=str(tmp_path)))
-    prompts: list[list[dict[str, str]]] = []
-    real_prompt = local_module._TransformersBackend._prompt
-    monkeypatch.setattr(local_module._TransformersBackend, "_prompt",
-                        lambda self, messages: prompts.append(messages) or real_prompt(self, messages))
+    prompts = _prompts_built(monkeypatch)
     try:
         messages = [{"role": "system", "content": "Judge."}, {"role": "user", "content": "the answer is yes"}]
         for _ in range(3):
@@ -267,10 +273,7 @@ def test_without_llguidance_a_transformers_checkpoint_is_asked_for_the_schema_in
     monkeypatch.setitem(sys.modules, "llguidance", None)  # import llguidance now fails
     monkeypatch.setitem(sys.modules, "llguidance.hf", None)
     model = LocalModel(ModelSettings(provider="local", model=str(tmp_path)))
-    prompts: list[list[dict[str, str]]] = []
-    real_prompt = local_module._TransformersBackend._prompt
-    monkeypatch.setattr(local_module._TransformersBackend, "_prompt",
-                        lambda self, messages: prompts.append(messages) or real_prompt(self, messages))
+    prompts = _prompts_built(monkeypatch)
     try:
         with caplog.at_level("WARNING", logger="atlas_learning.models.local"), pytest.raises(InvalidOutputError):
             model.generate("Judge this.", output_type=Verdict, max_tokens=4)  # random weights: invalid, repaired, invalid
