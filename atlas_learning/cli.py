@@ -377,7 +377,7 @@ def _train_command(method: str, summary: str) -> None:
     def command(
         output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the checkpoint, metrics.jsonl, metrics.png, atlas_train.json.")],
         data: Annotated[str, typer.Option("--data", "-d", help="'approved' (read the store) or a trace JSONL from `atlas export`.")] = "approved",
-        model: Annotated[str | None, typer.Option("--model", "-m", help="Checkpoint directory or hub id (cpu-tiny without it: a tiny model built from a config).")] = None,
+        model: Annotated[str | None, typer.Option("--model", "-m", help="Checkpoint directory, hub id, smollm2 (the embedded model) or a .gguf file (cpu-tiny without it: a tiny model built from a config).")] = None,
         preset: Annotated[str, typer.Option("--preset", help="cpu-tiny (a smoke run on the CPU) or gpu (bf16, LoRA, vLLM).")] = "cpu-tiny",
         settings: Annotated[list[str] | None, typer.Option("--set", help="key=value: an Atlas training setting or a TRL config field; repeat for several.")] = None,
         include: Annotated[list[str] | None, typer.Option("--include", help="Review statuses to train on (default: approved); repeat for several.")] = None,
