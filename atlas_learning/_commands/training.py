@@ -37,14 +37,15 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
 
 
 def train(*, method: str, config: Path | None, store: str | None = None, data: str, model: str | None, output: Path, preset: str,
-          settings: list[str], include: list[str] | None, key: str | None, as_json: bool = False) -> None:
+          settings: list[str], include: list[str] | None, key: str | None, as_json: bool = False,
+          teacher: str | None = None) -> None:
     overrides = parse_settings(settings)  # a malformed --set is a usage error, whatever is installed
     try:
         import trl  # noqa: F401
     except ImportError:
         raise AtlasError("training needs TRL and friends: pip install 'atlas-plugins[train]'") from None
     from ..train import load_sessions, make_rewards, teacher_examples
-    from ..train.trainer import resolve_settings, train_grpo, train_sft
+    from ..train.trainer import resolve_settings, train_gkd, train_grpo, train_sft
 
     loaded = load_config(config, store)
     try:
@@ -69,8 +70,11 @@ def train(*, method: str, config: Path | None, store: str | None = None, data: s
     rewards = make_rewards(atlas["rewards"], config=loaded, student=student)
     typer.echo(f"atlas train {method}: {len(records)} sessions -> {len(examples)} teacher examples "
                f"({', '.join(atlas['kinds'])}); preset {preset}; rewards {', '.join(atlas['rewards'])}", err=True)
-    run = train_grpo if method == "grpo" else train_sft
-    result = run(examples, output=output, model=model, preset=preset, settings=overrides, rewards=rewards)
+    common = {"output": output, "model": model, "preset": preset, "settings": overrides, "rewards": rewards}
+    if method == "gkd":
+        result = train_gkd(examples, teacher=teacher, **common)
+    else:
+        result = (train_grpo if method == "grpo" else train_sft)(examples, **common)
     from ..train import is_main_process
 
     if not is_main_process():  # under torchrun / accelerate launch, rank 0 alone reports

@@ -27,7 +27,7 @@ from .rewards import (
     completion_text,
     make_rewards,
 )
-from .trainer import PRESETS, TrainResult, build_tiny_model, resolve_settings, train_grpo, train_sft
+from .trainer import PRESETS, TrainResult, build_tiny_model, resolve_settings, train_gkd, train_grpo, train_sft
 
 __all__ = [
     "EXAMPLE_KINDS",
@@ -50,6 +50,7 @@ __all__ = [
     "resolve_settings",
     "split_examples",
     "teacher_examples",
+    "train_gkd",
     "train_grpo",
     "train_sft",
 ]

@@ -49,6 +49,7 @@ __all__ = [
     "TrainResult",
     "build_tiny_model",
     "resolve_settings",
+    "train_gkd",
     "train_grpo",
     "train_sft",
 ]
@@ -69,6 +70,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                  "max_completion_length": 12, "temperature": 1.0, "beta": 0.0},
         "sft": {"learning_rate": 5e-3, "per_device_train_batch_size": 8, "max_steps": 40, "max_length": 4096,
                 "eval_max_new_tokens": 64},
+        # GKD: half the batches on the student's own samples (lmbda), a symmetric divergence to the teacher (beta)
+        "gkd": {"learning_rate": 5e-3, "per_device_train_batch_size": 8, "max_steps": 40, "max_length": 4096,
+                "lmbda": 0.5, "beta": 0.5, "max_new_tokens": 12, "temperature": 0.9, "eval_max_new_tokens": 64},
     },
     "gpu": {
         # LoRA trains a few adapter weights, so its learning rates are 10-100x a full fine-tune's (TRL's and
@@ -79,6 +83,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "grpo": {"learning_rate": 1e-5, "num_generations": 8, "per_device_train_batch_size": 8,
                  "gradient_accumulation_steps": 4, "max_completion_length": 512, "use_vllm": True,
                  "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3},
+        "gkd": {"learning_rate": 1e-4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4,
+                "max_length": 4096, "lmbda": 0.5, "beta": 0.5, "max_new_tokens": 256, "temperature": 0.9},
         "sft": {"learning_rate": 2e-4, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2,
                 "max_length": 4096},
     },
@@ -125,7 +131,7 @@ def resolve_settings(method: str, preset: str, overrides: dict[str, Any] | None 
     unknown = sorted(k for k in merged if k not in _ATLAS_DEFAULTS and k not in fields)
     if unknown:
         raise AtlasError(f"unknown setting(s) {', '.join(unknown)}: use Atlas's ({', '.join(_ATLAS_DEFAULTS)}) or a "
-                         f"field of TRL's {'GRPOConfig' if method == 'grpo' else 'SFTConfig'}")
+                         f"field of TRL's {_CONFIG_NAMES[method]}")
     atlas = {k: v for k, v in merged.items() if k in _ATLAS_DEFAULTS}
     if isinstance(atlas["kinds"], str):
         atlas["kinds"] = [k for k in atlas["kinds"].split(",") if k]
@@ -134,10 +140,22 @@ def resolve_settings(method: str, preset: str, overrides: dict[str, Any] | None 
     return atlas, {k: v for k, v in merged.items() if k not in _ATLAS_DEFAULTS}
 
 
-def _config_fields(method: str) -> set[str]:
-    from trl import GRPOConfig, SFTConfig
+_CONFIG_NAMES = {"grpo": "GRPOConfig", "sft": "SFTConfig", "gkd": "GKDConfig"}
 
-    return {f.name for f in dataclasses.fields(GRPOConfig if method == "grpo" else SFTConfig)}
+
+def _trl_config(method: str) -> Any:
+    """TRL's config class for ``method`` (GKD lives in ``trl.experimental.gkd`` in TRL 1.x)."""
+    if method == "gkd":
+        from trl.experimental.gkd import GKDConfig
+
+        return GKDConfig
+    import trl
+
+    return getattr(trl, _CONFIG_NAMES[method])
+
+
+def _config_fields(method: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(_trl_config(method))}
 
 
 # --------------------------------------------------------------------------------------------- tiny model
@@ -395,13 +413,15 @@ def _run(method: str, examples: Sequence[dict[str, Any]], **options: Any) -> Tra
 
 def _train(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path | None, output: str | Path,
            preset: str, settings: dict[str, Any] | None, rewards: Sequence[Callable[..., Any]] | None,
-           progress: bool) -> TrainResult:
+           progress: bool, teacher: str | Path | None = None) -> TrainResult:
     atlas, trl_kwargs = resolve_settings(method, preset, settings)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     kinds = set(atlas["kinds"])
     chosen = [e for e in examples if e["kind"] in kinds]
-    if method == "sft":  # SFT learns whole completions: a prefill goes back into the completion it starts
+    if method == "gkd" and teacher is None:
+        raise AtlasError("GKD distils a teacher into the model: give the teacher checkpoint (--teacher DIR)")
+    if method in ("sft", "gkd"):  # whole completions are learned: a prefill goes back into the completion it starts
         chosen = [_without_prefill(e) for e in chosen]
     train, held = split_examples(chosen, float(atlas["held_out"]), seed=int(atlas["seed"]))
     if not train:
@@ -442,6 +462,16 @@ def _train(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path
         trainer = GRPOTrainer(model=lm, reward_funcs=list(rewards or []), args=GRPOConfig(**trl_kwargs),
                               train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                               callbacks=[_callback(metrics)], peft_config=_peft_config(atlas))
+    elif method == "gkd":
+        from trl.experimental.gkd import GKDTrainer
+
+        # On-policy distillation: the student samples, the teacher's token distributions are the target. Both
+        # read the same tokens, so the teacher must share the student's tokenizer.
+        rows = [{"messages": [*e["prompt"], *e["completion"]]} for e in train]
+        teacher_lm = _teacher_model(teacher, tokenizer)
+        trainer = GKDTrainer(model=lm, teacher_model=teacher_lm, args=_trl_config("gkd")(**trl_kwargs),
+                             train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                             callbacks=[_callback(metrics)], peft_config=_peft_config(atlas))
     else:
         from trl import SFTConfig, SFTTrainer
 
@@ -472,6 +502,25 @@ def _train(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path
                          "eval_temperature or other rewards give it a signal)" if method == "grpo" else "")
                          + f"; the checkpoint in {output} is the base model")
     return result
+
+
+def _teacher_model(teacher: str | Path, tokenizer: Any) -> Any:
+    """The GKD teacher, loaded like the base (smollm2 and .gguf files too), refused when its vocabulary is not
+    the student's (their token distributions could not be compared)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .base_model import trainable_checkpoint
+
+    reference = trainable_checkpoint(teacher)
+    try:
+        teacher_tokenizer = AutoTokenizer.from_pretrained(reference)
+        teacher_lm = AutoModelForCausalLM.from_pretrained(reference)
+    except (OSError, ValueError) as exc:
+        raise AtlasError(f"--teacher {teacher}: transformers could not load it ({str(exc).splitlines()[0]})") from None
+    if teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise AtlasError(f"--teacher {teacher}: its tokenizer is not the student's; GKD compares token distributions, "
+                         "so distil from a teacher of the same family (the same tokenizer)")
+    return teacher_lm
 
 
 def _checkpoint_to_resume(folder: Path) -> str | None:
@@ -526,6 +575,19 @@ def train_grpo(examples: Sequence[dict[str, Any]], *, output: str | Path, model:
         raise AtlasError("GRPO needs at least one reward function; see atlas_learning.train.make_rewards")
     return _run("grpo", examples, model=model, output=output, preset=preset, settings=settings, rewards=rewards,
                 progress=progress)
+
+
+def train_gkd(examples: Sequence[dict[str, Any]], *, output: str | Path, teacher: str | Path,
+              model: str | Path | None = None, preset: str = "cpu-tiny", settings: dict[str, Any] | None = None,
+              rewards: Sequence[Callable[..., Any]] | None = None, progress: bool = True) -> TrainResult:
+    """Distil ``teacher`` (a checkpoint folder, smollm2 or a .gguf, sharing the model's tokenizer) into ``model``
+    on the examples' chats with TRL's GKDTrainer (generalized knowledge distillation: on-policy samples of the
+    student, scored against the teacher's token distributions).
+
+    ``rewards``, when given, score the held-out examples before and after, served as a role would be.
+    """
+    return _run("gkd", examples, model=model, output=output, preset=preset, settings=settings, rewards=rewards,
+                progress=progress, teacher=teacher)
 
 
 def train_sft(examples: Sequence[dict[str, Any]], *, output: str | Path, model: str | Path | None = None,
