@@ -44,7 +44,7 @@ def train(*, method: str, config: Path | None, store: str | None = None, data: s
         import trl  # noqa: F401
     except ImportError:
         raise AtlasError("training needs TRL and friends: pip install 'atlas-plugins[train]'") from None
-    from ..train import load_sessions, make_rewards, teacher_examples
+    from ..train import grpo_export_examples, load_sessions, make_rewards, teacher_examples
     from ..train.trainer import resolve_settings, train_gkd, train_grpo, train_sft
 
     loaded = load_config(config, store)
@@ -56,12 +56,16 @@ def train(*, method: str, config: Path | None, store: str | None = None, data: s
     if data == "approved":
         with open_store(loaded):  # a reader: a store that is not there is named in one line, never made
             pass
-    records = load_sessions(data, store_url=loaded.storage.url, review_status=statuses, learning_key=key)
+    prompts = grpo_export_examples(data, learning_key=key)  # an `atlas export --format grpo` file
+    if prompts is not None:
+        records, examples = prompts, prompts
+    else:
+        records = load_sessions(data, store_url=loaded.storage.url, review_status=statuses, learning_key=key)
+        examples = teacher_examples(records, kinds=atlas["kinds"], prefill=bool(atlas["prefill"]),
+                                    context_budget_chars=loaded.judges.context_budget_chars)
     if not records:
         raise AtlasError(f"--data {data}: no {'/'.join(statuses)} sessions to train on; approve some with "
                          "`atlas review approve` (or pass --include pending)")
-    examples = teacher_examples(records, kinds=atlas["kinds"], prefill=bool(atlas["prefill"]),
-                                context_budget_chars=loaded.judges.context_budget_chars)
     student = None
     if "teaching" in atlas["rewards"]:
         from ..models import RoleModels

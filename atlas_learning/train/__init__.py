@@ -15,7 +15,7 @@ Importing this package is cheap; torch, transformers, TRL and datasets load when
 
 from __future__ import annotations
 
-from .data import EXAMPLE_KINDS, VERDICT_PREFILL, load_sessions, split_examples, teacher_examples
+from .data import EXAMPLE_KINDS, VERDICT_PREFILL, grpo_export_examples, load_sessions, split_examples, teacher_examples
 from .evaluation import evaluate_served
 from .launch import LAUNCH_CONFIGS, is_main_process, launch_config
 from .rewards import (
@@ -43,6 +43,7 @@ __all__ = [
     "build_tiny_model",
     "completion_text",
     "evaluate_served",
+    "grpo_export_examples",
     "is_main_process",
     "launch_config",
     "load_sessions",

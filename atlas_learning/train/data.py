@@ -41,6 +41,7 @@ from ..rewards import answer_matches, expected_answer_of, mean_or_none
 __all__ = [
     "EXAMPLE_KINDS",
     "VERDICT_PREFILL",
+    "grpo_export_examples",
     "load_sessions",
     "split_examples",
     "teacher_examples",
@@ -95,6 +96,46 @@ def load_sessions(
             if len(records) >= limit:
                 break
     return records
+
+
+def grpo_export_examples(source: str | Path, *, learning_key: str | None = None) -> list[dict[str, Any]] | None:
+    """The prompt rows of an ``atlas export --format grpo`` file as training examples, or None when ``source`` is
+    not such a file (a trace export, or ``approved``).
+
+    Each row is the teacher doing the session's task itself (kind ``escalation``): the execution prompt the export
+    wrote, the session's final answer as the completion (for SFT and GKD), and the columns the reward functions
+    read (``expected`` from the export's ``ground_truth``, ``attempt_correct`` from the verifiable outcome when
+    the checks decided). The review gate was applied when the file was exported (approved only by default)."""
+    path = Path(source)
+    if str(source) == "approved" or not path.is_file():
+        return None
+    examples: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                return None  # load_sessions names the bad line
+            if not isinstance(row, dict) or "prompt" not in row or "steps" in row:
+                return None if number == 1 else _not_grpo(path, number)
+            if learning_key is not None and row.get("learning_key") != learning_key:
+                continue
+            outcome = row.get("verifiable_outcome")
+            answer = str(row.get("final_answer") or "")
+            examples.append({
+                "prompt": row["prompt"], "completion": [{"role": "assistant", "content": answer}], "kind": "escalation",
+                "task": str(row.get("task") or ""), "attempt": answer,
+                "attempt_correct": None if outcome is None else outcome >= 1.0, "expected": row.get("ground_truth"),
+                "session_reward": row.get("session_reward"), "session_id": str(row.get("session_id") or ""),
+                "learning_key": str(row.get("learning_key") or ""),
+            })
+    return examples
+
+
+def _not_grpo(path: Path, number: int) -> Any:
+    raise AtlasError(f"{path}:{number} is not a grpo export row; the file mixes formats: export again with `atlas export --format grpo`")
 
 
 def teacher_examples(

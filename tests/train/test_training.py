@@ -201,3 +201,37 @@ def test_gkd_distils_a_teacher_checkpoint_into_a_fresh_model(escalations, tmp_pa
 def test_atlas_train_gkd_needs_a_teacher(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", "gkd", "--output", str(tmp_path / "out")])
     assert result.exit_code == 2 and "--teacher" in result.output
+
+
+def test_a_grpo_export_file_is_training_data(tmp_path: Path) -> None:
+    """`atlas export --format grpo` has a consumer: its rows become escalation examples the project's reward
+    functions score, GRPOTrainer trains on, and `atlas train sft --data FILE` learns from."""
+    from atlas_learning.train import grpo_export_examples, train_grpo
+
+    url = f"sqlite:///{tmp_path / 'atlas.db'}"
+    with _supervisor(url, "escalate", {"text": "4"}) as supervisor:
+        for a in [0, 1, 2, 3, 4] * 2:
+            run = supervisor.begin(f"What is {a} + {4 - a}? Answer with the number only.", agent_name="adder",
+                                   metadata={"ground_truth": "4"})
+            run.finish(run.escalate())
+    exported = tmp_path / "grpo.jsonl"
+    with Store(url) as store:
+        assert export_sessions(store, exported, format="grpo") == 10
+    examples = grpo_export_examples(exported)
+    assert examples is not None and len(examples) == 10 and {e["kind"] for e in examples} == {"escalation"}
+    scores = make_rewards(["expected_answer"])[0](
+        prompts=[e["prompt"] for e in examples], completions=[e["completion"] for e in examples],
+        **{k: [e[k] for e in examples] for k in ("kind", "expected", "attempt_correct")})
+    assert scores == [1.0] * 10  # the recorded answers are right: the reward reads the rows
+
+    def length(prompts, completions, **_):  # a reward that differs between samples: GRPO has a signal
+        return [float(len(c[0]["content"])) for c in completions]
+
+    result = train_grpo(examples, output=tmp_path / "grpo", rewards=[length],
+                        settings={"max_steps": 2, "max_completion_length": 6, "held_out": 0.2, "max_eval": 2}, progress=False)
+    assert result.steps == 2 and result.train_examples == 8
+    cli = CliRunner().invoke(app, ["train", "sft", "--data", str(exported), "--output", str(tmp_path / "sft"),
+                                   "--set", "max_steps=2", "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.stdout.strip().splitlines()[-1])["train_examples"] > 0
+    assert grpo_export_examples(tmp_path / "traces-or-nothing.jsonl") is None and grpo_export_examples("approved") is None
