@@ -78,6 +78,7 @@ those lines. Key order inside stored JSON values is the backend's (PostgreSQL's 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -139,6 +140,8 @@ DEFAULT_REVIEW_STATUSES: tuple[str, ...] = ("approved",)
 SCHEMA_PATH = Path(__file__).with_name("session_trace.schema.json")
 #: Sessions per page: children are fetched for a page at a time.
 PAGE_SIZE = 500
+#: Threads that read pages ahead on PostgreSQL, each on a connection of its own (in the export's snapshot).
+READERS = 2
 
 _S = SessionRecord.__table__  # type: ignore[attr-defined]
 _STEPS = StepRecord.__table__  # type: ignore[attr-defined]
@@ -307,26 +310,88 @@ def _write(store: Store, handle: Any, format: str, where: SessionFilter | None, 
 def _iter_pages(store: Store, format: str, where: SessionFilter | None, page_size: int) -> Iterator[list[Any]]:
     """Pages of records: JSON lines for ``trace``, dicts for the other formats.
 
-    On PostgreSQL a thread reads the next page while this one is built: at most three pages in memory."""
+    On PostgreSQL, :data:`READERS` threads read the next pages (each on a connection of its own, all in the
+    export's one snapshot) while this one is built: at most ``READERS + 2`` pages in memory."""
     _check_format(format)
     where = (where or SessionFilter()).gated(DEFAULT_REVIEW_STATUSES)
 
     def fetched() -> Iterator[_Page]:
         with store.engine.connect() as connection:
-            if store.backend == "postgresql":  # one snapshot for every page
-                connection = connection.execution_options(isolation_level="REPEATABLE READ")
             reader = _Reader(connection)
             for rows in reader.session_pages(where, page_size):
                 yield reader.page(rows, format)
 
-    # PostgreSQL works in its own process, so reading ahead overlaps its work with ours; SQLite works in this
+    # PostgreSQL works in its own processes, so reading ahead overlaps its work with ours; SQLite works in this
     # process (and an in-memory SQLite database is a different one in another thread): read in turn.
-    pages = _read_ahead(fetched()) if store.backend == "postgresql" else fetched()
+    pages = _postgres_pages(store, format, where, page_size) if store.backend == "postgresql" else fetched()
     try:
         for page in pages:
             yield page.records(format)
     except SQLAlchemyError as exc:
         raise store.as_store_error(exc) from None
+
+
+def _snapshot_reader(connection: Connection) -> None:
+    """Start ``connection``'s REPEATABLE READ transaction as an export reads: a page's children are a few rows
+    of each child table found by session id through its index, which the planner prices, for 500 ids, above a
+    full scan of the table per page (measured: 14 against 9 ms per page of steps at 5,000 sessions, and the scan
+    grows with the table). For this transaction only."""
+    connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+
+
+def _postgres_pages(store: Store, format: str, where: SessionFilter, page_size: int) -> Iterator[_Page]:
+    """Pages read by :data:`READERS` threads, in order: session pages on this thread's connection, each page's
+    children on a reader's. Every connection reads the snapshot this one exports (``pg_export_snapshot``), so the
+    export is one consistent view; where a server cannot export one (a standby), one thread reads ahead on this
+    connection instead."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    with store.engine.connect() as connection:
+        connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        try:
+            snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar()
+        except SQLAlchemyError:  # a hot standby exports no snapshot
+            connection.rollback()
+            snapshot = None
+        _snapshot_reader(connection)
+        keys = _Reader(connection)
+        if snapshot is None or READERS < 1:
+            def in_turn() -> Iterator[_Page]:
+                for rows in keys.session_pages(where, page_size):
+                    yield keys.page(rows, format)
+
+            yield from _read_ahead(in_turn())
+            return
+        local = threading.local()
+        opened: list[Connection] = []
+        opened_lock = threading.Lock()
+
+        def read(rows: list[Any]) -> _Page:
+            reader = getattr(local, "reader", None)
+            if reader is None:
+                own = store.engine.connect().execution_options(isolation_level="REPEATABLE READ")
+                with opened_lock:
+                    opened.append(own)
+                own.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                _snapshot_reader(own)
+                reader = local.reader = _Reader(own)
+            return reader.page(rows, format)
+
+        pool = ThreadPoolExecutor(READERS, thread_name_prefix="atlas-export-reader")
+        pending: collections.deque[Future[_Page]] = collections.deque()
+        try:
+            for rows in keys.session_pages(where, page_size):
+                pending.append(pool.submit(read, rows))
+                if len(pending) > READERS:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=True)
+            for own in opened:
+                own.close()
 
 
 def _read_ahead(pages: Iterator[_Page], depth: int = 1) -> Iterator[_Page]:

@@ -13,7 +13,14 @@ import pytest
 from sqlalchemy import insert
 
 import atlas_learning.export as export_module
-from atlas_learning.export import EXPORT_FORMATS, export_sessions, get_training_sessions, session_trace, trace_schema
+from atlas_learning.export import (
+    EXPORT_FORMATS,
+    export_sessions,
+    get_training_sessions,
+    iter_records,
+    session_trace,
+    trace_schema,
+)
 from atlas_learning.judges import CheckResult
 from atlas_learning.store import SessionFilter, SessionRecord, StepRecord, Store
 from tests import support
@@ -304,3 +311,51 @@ def test_an_in_memory_sqlite_store_exports_too() -> None:
         memory.add(SessionRecord(learning_key="k", task="t", review_status="approved", started_at=T0))
         assert [r["task"] for r in export_lines(memory)] == ["t"]
         assert [r["task"] for r in get_training_sessions(memory)] == ["t"]
+
+
+@pytest.mark.postgres
+def test_postgres_readers_see_one_snapshot_and_stop_cleanly(postgres_url: str, monkeypatch) -> None:
+    """Pages are read by several connections at once: all in the snapshot the export began with, so sessions
+    stored while it runs are not in it; a consumer that stops early leaves no reader running."""
+    import threading
+
+    monkeypatch.setattr(export_module, "PAGE_SIZE", 4)  # many pages, read ahead by export_module.READERS threads
+    rows = [{"id": f"{n:032x}", "learning_key": "bulk", "task": f"task {n}", "review_status": "approved", "status": "completed",
+             "started_at": T0 + timedelta(seconds=n), "lessons_used": [], "usage_by_role": {}, "session_metadata": {}}
+            for n in range(30)]
+    steps = [{"id": f"{n:030x}{i:02x}", "session_id": f"{n:032x}", "step_index": i, "tool_name": "echo", "tool_args": {"n": n},
+              "output": str(n), "started_at": T0, "step_metadata": {}} for n in range(30) for i in range(2)]
+    with Store(postgres_url) as store:
+        with store.engine.begin() as connection:
+            connection.execute(insert(SessionRecord.__table__), rows)
+            connection.execute(insert(StepRecord.__table__), steps)
+        late: list[str] = []
+
+        def store_more(count: int) -> None:  # a session, and a step of the last session, stored by another writer
+            number = 100 + count
+            with store.engine.begin() as connection:
+                connection.execute(insert(SessionRecord.__table__), [{**rows[0], "id": f"{number:032x}",
+                                                                      "started_at": T0 + timedelta(hours=1, seconds=count)}])
+                connection.execute(insert(StepRecord.__table__), [{**steps[-1], "id": f"{number:032x}", "step_index": 9 + count}])
+            late.append(f"{number:032x}")
+
+        began = export_module._snapshot_reader
+
+        def snapshot_then_write(connection) -> None:  # once the export took its snapshot, before any reader began
+            began(connection)
+            if not late:
+                store_more(0)
+
+        monkeypatch.setattr(export_module, "_snapshot_reader", snapshot_then_write)
+        buffer = io.StringIO()
+        assert export_sessions(store, buffer, progress=store_more) == 30
+        monkeypatch.setattr(export_module, "_snapshot_reader", began)
+        lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+        assert ids(lines) == [r["id"] for r in rows] and len(late) > 1 and not set(late) & set(ids(lines))
+        assert all(len(line["steps"]) == 2 for line in lines)  # the steps stored meanwhile are not there either
+        assert len(export_lines(store)) == 30 + len(late)  # a new export sees them
+        before = {t.name for t in threading.enumerate()}
+        records = iter_records(store)
+        assert next(records)["session_id"] == rows[0]["id"]
+        records.close()  # stop early: the readers finish their pages and their connections close
+        assert not {t.name for t in threading.enumerate() if t.name.startswith("atlas-export-reader")} - before
