@@ -79,7 +79,9 @@ those lines. Key order inside stored JSON values is the backend's (PostgreSQL's 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import gc
 import json
 import os
 import queue
@@ -325,10 +327,31 @@ def _iter_pages(store: Store, format: str, where: SessionFilter | None, page_siz
     # process (and an in-memory SQLite database is a different one in another thread): read in turn.
     pages = _postgres_pages(store, format, where, page_size) if store.backend == "postgresql" else fetched()
     try:
-        for page in pages:
-            yield page.records(format)
+        while True:
+            with _collector_paused():  # reading and building a page, never while the caller holds one
+                page = next(pages, None)
+                if page is None:
+                    return
+                records = page.records(format)
+            yield records
     except SQLAlchemyError as exc:
         raise store.as_store_error(exc) from None
+    finally:
+        pages.close()
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while a page is read and built: tens of thousands of short-lived rows,
+    strings and dicts, none in a cycle, set off a collection every 700 allocations (a tenth of an export's time at
+    10,000 sessions). Restored as it was; a page takes tens of milliseconds."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _snapshot_reader(connection: Connection) -> None:
