@@ -68,12 +68,15 @@ verifiable checks, null without checks), ``checks`` (``{name: score}`` or null) 
 (``session_metadata["ground_truth"]`` or ``["expected_answer"]``, else null).
 
 **Scale.** Sessions are read a page at a time with keyset pagination on ``(started_at, id)``, oldest first,
-and each page's children with one query per child table, so memory stays flat whatever the count (on PostgreSQL
-a thread reads the next page while one is built, at most three pages in memory, every page from one REPEATABLE
-READ snapshot). JSON and time
-columns are read as text (no ORM objects, no decoding into Python and encoding again where a value passes through
-unchanged), and a trace line is assembled as text; :func:`session_trace` and :func:`get_training_sessions` parse
-those lines. Key order inside stored JSON values is the backend's (PostgreSQL's JSONB orders keys its own way).
+and each page's children with one query per child table (the page's ids as one parameter, each query compiled
+once per export), so memory stays flat whatever the count. On PostgreSQL two reader threads fetch the next pages'
+children while one is built, each on a connection of its own, all in the one REPEATABLE READ snapshot the export
+exports (at most four pages in memory). Child rows come from the driver's cursor as plain tuples; JSON and time
+columns are read as text (no ORM objects, no decoding into Python and encoding again where a value passes
+through unchanged); in the trace format the database assembles each step's JSON, and a trace line is assembled
+as text; :func:`session_trace` and :func:`get_training_sessions` parse those lines. Key order inside stored JSON
+values is the backend's (PostgreSQL's JSONB orders keys its own way), and inside a step ``reward``,
+``validation`` and ``guidance`` come last.
 """
 
 from __future__ import annotations
@@ -964,11 +967,12 @@ def _messages(s: Any, entries: list[Any], steps: list[Any], rewards: list[Any], 
                 elif text:
                     messages.append({"role": "assistant", "content": text})
             elif tool_name or kind == "tool_call":
-                called = tool_name or name
-                call = next((c for c in pending if c["function"]["name"] == called), None)
+                called, arguments = tool_name or name, _arguments(_load(tool_args))
+                # the call it answers: the unanswered one of that name with these arguments, else the first of that name
+                named = [c for c in pending if c["function"]["name"] == called]
+                call = next((c for c in named if c["function"]["arguments"] == arguments), named[0] if named else None)
                 if call is None:  # no recorded model turn asked for it (an agent that reports its tools only)
-                    call = {"id": f"call_{index}", "type": "function",
-                            "function": {"name": called, "arguments": _arguments(_load(tool_args))}}
+                    call = {"id": f"call_{index}", "type": "function", "function": {"name": called, "arguments": arguments}}
                     messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
                 else:
                     pending.remove(call)

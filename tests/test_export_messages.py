@@ -341,3 +341,21 @@ def test_a_tool_schema_the_core_cannot_read_is_a_clear_error(make_supervisor) ->
     assert step["step_metadata"]["tools"] == [{"type": "function", "function": {
         "name": "add", "description": "", "parameters": {"type": "object", "properties": {}}}}]
     run.finish("5")
+
+
+def test_parallel_calls_of_one_tool_are_answered_by_their_own_results(make_supervisor) -> None:
+    """Two calls of one tool in one turn, finished in the other order: each result goes with its own call (by
+    arguments), under the call id the framework gave it."""
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    run = supervisor.begin("double 1 and 2")
+    run.record_model_call(model="tiny", system="You double numbers.", output={"content": "", "tool_calls": [
+        {"name": "double", "arguments": {"n": 1}}, {"name": "double", "arguments": {"n": 2}}]})
+    run.record_step(tool_name="double", tool_args={"n": 2}, output="4", metadata={"tool_call_id": "second"})
+    run.record_step(tool_name="double", tool_args={"n": 1}, output="2", metadata={"tool_call_id": "first"})
+    run.record_model_call(model="tiny", system="You double numbers.", output="2 and 4")
+    session_id = run.finish("2 and 4").session_id
+    messages = exported(supervisor, session_id)["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "tool", "assistant"]
+    assert [(c["id"], c["function"]["arguments"]) for c in messages[2]["tool_calls"]] == [("first", {"n": 1}), ("second", {"n": 2})]
+    assert [(m["tool_call_id"], m["content"]) for m in messages[3:5]] == [("second", "4"), ("first", "2")]
+    assert messages[-1] == {"role": "assistant", "content": "2 and 4"}
