@@ -366,11 +366,15 @@ def env_init_command(
 
 train_app = typer.Typer(
     help="Train a checkpoint from approved sessions with TRL: GRPO, SFT (a warm start) or GKD (distil a teacher checkpoint). Needs the train extra.",
-    epilog=_examples("atlas train grpo --output teacher --set max_steps=50", "atlas train sft --data traces.jsonl --output warm"),
+    epilog=_examples("atlas train grpo --output teacher --set max_steps=50", "atlas train sft --data traces.jsonl --output warm",
+                     "atlas train sft --target student --model smollm2 --output student"),
     no_args_is_help=True,
     rich_markup_mode=None,
 )
 app.add_typer(train_app, name="train")
+
+
+TargetOption = Annotated[str, typer.Option("--target", help="teacher (its verdicts, plans and answers) or student (the chats its own model had: the messages export; sft only).")]
 
 
 def _train_command(method: str, summary: str) -> None:
@@ -382,12 +386,14 @@ def _train_command(method: str, summary: str) -> None:
         settings: Annotated[list[str] | None, typer.Option("--set", help="key=value: an Atlas training setting or a TRL config field; repeat for several.")] = None,
         include: Annotated[list[str] | None, typer.Option("--include", help="Review statuses to train on (default: approved); repeat for several.")] = None,
         key: KeyOption = None,
+        target: TargetOption = "teacher",
         as_json: Annotated[bool, typer.Option("--json", help="Print the run's summary as one JSON object.")] = False,
         store: StoreOption = None,
         config: ConfigOption = None,
     ) -> None:
         _invoke("training", "train", method=method, config=config, store=store, data=data, model=model, output=output,
-                preset=preset, settings=list(settings or []), include=list(include or []), key=key, as_json=as_json)
+                preset=preset, settings=list(settings or []), include=list(include or []), key=key, as_json=as_json,
+                target=target)
 
     command.__doc__ = summary
     train_app.command(method, epilog=_examples(f"atlas train {method} --output teacher --set max_steps=50",
@@ -409,6 +415,7 @@ def train_gkd_command(
     settings: Annotated[list[str] | None, typer.Option("--set", help="key=value: an Atlas training setting or a GKDConfig field; repeat for several.")] = None,
     include: Annotated[list[str] | None, typer.Option("--include", help="Review statuses to train on (default: approved); repeat for several.")] = None,
     key: KeyOption = None,
+    target: TargetOption = "teacher",
     as_json: Annotated[bool, typer.Option("--json", help="Print the run's summary as one JSON object.")] = False,
     store: StoreOption = None,
     config: ConfigOption = None,
@@ -416,7 +423,7 @@ def train_gkd_command(
     """On-policy distillation on TRL's GKDTrainer: the model samples the recorded prompts, a teacher checkpoint's token distributions are its target."""
     _invoke("training", "train", method="gkd", config=config, store=store, data=data, model=model, output=output,
             preset=preset, settings=list(settings or []), include=list(include or []), key=key, as_json=as_json,
-            teacher=teacher)
+            teacher=teacher, target=target)
 
 
 @app.command("run", epilog=_examples('atlas run --task "How many files are in ./data?"', 'atlas run -c atlas.yaml -t "6 * 7" --json'))

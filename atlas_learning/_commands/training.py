@@ -38,13 +38,23 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
 
 def train(*, method: str, config: Path | None, store: str | None = None, data: str, model: str | None, output: Path, preset: str,
           settings: list[str], include: list[str] | None, key: str | None, as_json: bool = False,
-          teacher: str | None = None) -> None:
+          teacher: str | None = None, target: str = "teacher") -> None:
     overrides = parse_settings(settings)  # a malformed --set is a usage error, whatever is installed
+    if target not in ("teacher", "student"):
+        raise UsageError(f"--target {target!r}: use teacher or student")
+    overrides.setdefault("target", target)
     try:
         import trl  # noqa: F401
     except ImportError:
         raise AtlasError("training needs TRL and friends: pip install 'atlas-plugins[train]'") from None
-    from ..train import grpo_export_examples, load_sessions, make_rewards, teacher_examples
+    from ..train import (
+        grpo_export_examples,
+        load_sessions,
+        load_student_records,
+        make_rewards,
+        student_examples,
+        teacher_examples,
+    )
     from ..train.trainer import resolve_settings, train_gkd, train_grpo, train_sft
 
     loaded = load_config(config, store)
@@ -56,8 +66,11 @@ def train(*, method: str, config: Path | None, store: str | None = None, data: s
     if data == "approved":
         with open_store(loaded):  # a reader: a store that is not there is named in one line, never made
             pass
-    prompts = grpo_export_examples(data, learning_key=key)  # an `atlas export --format grpo` file
-    if prompts is not None:
+    prompts = grpo_export_examples(data, learning_key=key) if atlas["target"] == "teacher" else None  # a grpo export
+    if atlas["target"] == "student":  # the chats the student's model had: the messages export
+        records = load_student_records(data, store_url=loaded.storage.url, review_status=statuses, learning_key=key)
+        examples = student_examples(records, rejected=str(atlas["rejected"]))
+    elif prompts is not None:
         records, examples = prompts, prompts
     else:
         records = load_sessions(data, store_url=loaded.storage.url, review_status=statuses, learning_key=key)
@@ -71,8 +84,10 @@ def train(*, method: str, config: Path | None, store: str | None = None, data: s
         from ..models import RoleModels
 
         student = RoleModels(loaded).get("student")
-    rewards = make_rewards(atlas["rewards"], config=loaded, student=student)
-    typer.echo(f"atlas train {method}: {len(records)} sessions -> {len(examples)} teacher examples "
+    # The teacher's rewards score teacher decisions; the student's turns are not scored (its held-out figure is
+    # not measured: the summary says so).
+    rewards = make_rewards(atlas["rewards"], config=loaded, student=student) if atlas["target"] == "teacher" else []
+    typer.echo(f"atlas train {method}: {len(records)} sessions -> {len(examples)} {atlas['target']} examples "
                f"({', '.join(atlas['kinds'])}); preset {preset}; rewards {', '.join(atlas['rewards'])}", err=True)
     common = {"output": output, "model": model, "preset": preset, "settings": overrides, "rewards": rewards}
     if method == "gkd":

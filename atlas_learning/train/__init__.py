@@ -27,12 +27,14 @@ from .rewards import (
     completion_text,
     make_rewards,
 )
+from .student import REJECTED_MODES, load_student_records, student_examples
 from .trainer import PRESETS, TrainResult, build_tiny_model, resolve_settings, train_gkd, train_grpo, train_sft
 
 __all__ = [
     "EXAMPLE_KINDS",
     "LAUNCH_CONFIGS",
     "PRESETS",
+    "REJECTED_MODES",
     "REWARD_NAMES",
     "VERDICT_PREFILL",
     "ExpectedAnswerReward",
@@ -47,9 +49,11 @@ __all__ = [
     "is_main_process",
     "launch_config",
     "load_sessions",
+    "load_student_records",
     "make_rewards",
     "resolve_settings",
     "split_examples",
+    "student_examples",
     "teacher_examples",
     "train_gkd",
     "train_grpo",

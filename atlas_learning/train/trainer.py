@@ -59,6 +59,7 @@ _ATLAS_DEFAULTS: dict[str, Any] = {
     "held_out": 0.2, "seed": 0, "kinds": list(EXAMPLE_KINDS), "prefill": False, "rewards": ["verdict", "expected_answer"],
     "lora": False, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "lora_target_modules": "all-linear",
     "max_eval": 64, "eval_max_new_tokens": None, "eval_temperature": 0.0, "resume": False,
+    "target": "teacher", "rejected": "drop",
 }
 
 #: Preset -> method -> settings (Atlas's and TRL's). ``model: None`` in cpu-tiny means "build the tiny model".
@@ -159,7 +160,12 @@ def _config_fields(method: str) -> set[str]:
 
 
 # --------------------------------------------------------------------------------------------- tiny model
-_CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+#: ChatML, with tools: their schemas in a leading system turn, an assistant's calls as <tool_call> JSON (as
+#: Qwen2.5's template writes them), so the student's tool-calling chats render too.
+_CHATML = ("{% if tools %}<|im_start|>system\n# Tools\n{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}"
+           "<|im_end|>\n{% endif %}{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+           "{{ message['content'] or '' }}{% for call in message['tool_calls'] or [] %}<tool_call>"
+           "{{ call['function'] | tojson }}</tool_call>{% endfor %}<|im_end|>\n"
            "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
@@ -417,11 +423,16 @@ def _train(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path
     atlas, trl_kwargs = resolve_settings(method, preset, settings)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    kinds = set(atlas["kinds"])
+    if atlas["target"] not in ("teacher", "student"):
+        raise AtlasError(f"target={atlas['target']!r}: use teacher or student")
+    if atlas["target"] == "student" and method != "sft":
+        raise AtlasError(f"--target student trains with sft only for now: {method} on the student's own rollouts "
+                         "needs an environment that runs its tools, which is not built yet")
+    kinds = {"student"} if atlas["target"] == "student" else set(atlas["kinds"])
     chosen = [e for e in examples if e["kind"] in kinds]
     if method == "gkd" and teacher is None:
         raise AtlasError("GKD distils a teacher into the model: give the teacher checkpoint (--teacher DIR)")
-    if method in ("sft", "gkd"):  # whole completions are learned: a prefill goes back into the completion it starts
+    if method in ("sft", "gkd") and atlas["target"] == "teacher":  # whole completions are learned: a prefill goes back into the completion it starts
         chosen = [_without_prefill(e) for e in chosen]
     train, held = split_examples(chosen, float(atlas["held_out"]), seed=int(atlas["seed"]))
     if not train:
@@ -475,7 +486,8 @@ def _train(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path
     else:
         from trl import SFTConfig, SFTTrainer
 
-        rows = [{"prompt": e["prompt"], "completion": e["completion"]} for e in train]
+        rows = [{"prompt": e["prompt"], "completion": e["completion"], **({"tools": e["tools"]} if "tools" in e else {})}
+                for e in train]
         trainer = SFTTrainer(model=lm, args=SFTConfig(**trl_kwargs), train_dataset=Dataset.from_list(rows),
                              processing_class=tokenizer, callbacks=[_callback(metrics)], peft_config=_peft_config(atlas))
     _quiet(trainer, progress and main, method)

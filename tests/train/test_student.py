@@ -1,0 +1,101 @@
+"""Training the student's own model: its recorded chats (the messages export) as prompt/completion examples, one
+per model turn, rejected answers dropped or masked, trained with TRL's SFTTrainer through `atlas train sft
+--target student`, on both stores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from atlas_learning.cli import app  # noqa: E402
+from atlas_learning.errors import AtlasError  # noqa: E402
+from atlas_learning.store import Store  # noqa: E402
+from atlas_learning.train import load_student_records, student_examples, train_grpo  # noqa: E402
+from tests import support  # noqa: E402
+
+make_supervisor = support.make_supervisor  # the shared fixture, once per store
+
+DOUBLE = {"type": "function", "function": {"name": "double", "description": "Double a number.",
+                                           "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}}}}
+
+
+def _doubling_sessions(supervisor, count: int) -> list[str]:
+    """Sessions where the student's model calls `double`, gets the result and answers; every other one first
+    answers wrong, is rejected with guidance, and answers again."""
+    ids = []
+    for n in range(1, count + 1):
+        run = supervisor.begin(f"double {n}", metadata={"expected_answer": str(2 * n)})
+        system = "You double numbers with the double tool."
+        run.record_model_call(model="tiny", system=system, tools=[DOUBLE],
+                              output={"content": "", "tool_calls": [{"name": "double", "arguments": {"n": n}}]})
+        run.record_step(tool_name="double", tool_args={"n": n}, output=str(2 * n))
+        if n % 2:
+            run.record_model_call(model="tiny", system=system, tools=[DOUBLE], output="I do not know")
+            verdict = run.validate_answer("I do not know")
+            assert verdict.accepted is False and run.can_retry
+        run.record_model_call(model="tiny", system=system, tools=[DOUBLE], output=str(2 * n))
+        run.validate_answer(str(2 * n))
+        ids.append(run.finish(str(2 * n)).session_id)
+    return ids
+
+
+@pytest.fixture
+def approved_store(make_supervisor, store_url: str) -> str:  # noqa: F811 - the fixture above
+    supervisor = make_supervisor({"teacher": {"Verdict": lambda m: {"accepted": "I do not know" not in m[-1]["content"],
+                                                                   "guidance": "Use the tool's result.", "reason": "r"}}},
+                                 supervision={"lane": "paired", "max_retries": 1}, drift={"enabled": False})
+    ids = _doubling_sessions(supervisor, 6)
+    assert supervisor.drain(30)
+    with Store(store_url) as store:
+        for session_id in ids:
+            store.update_session(session_id, review_status="approved")
+    return store_url
+
+
+def test_each_model_turn_is_an_example_and_rejected_answers_are_dropped_or_masked(approved_store: str) -> None:
+    records = load_student_records("approved", store_url=approved_store)
+    assert len(records) == 6
+    dropped = student_examples(records)
+    masked = student_examples(records, rejected="mask")
+    # per session: the tool call and the accepted answer (the three rejected answers are never completions)
+    assert len(dropped) == len(masked) == 12
+    completions = [e["completion"][0] for e in dropped]
+    assert sum(1 for c in completions if c.get("tool_calls")) == 6
+    assert "I do not know" not in json.dumps([e["completion"] for e in masked])
+    assert "I do not know" not in json.dumps([e["prompt"] for e in dropped])  # dropped from the conversation too
+    assert any("I do not know" in json.dumps(e["prompt"]) for e in masked)  # masked: still in the later prompts
+    first = dropped[0]
+    assert [m["role"] for m in first["prompt"]] == ["system", "user"] and json.loads(first["tools"]) == [DOUBLE]
+    with pytest.raises(AtlasError, match="rejected='keep'"):
+        student_examples(records, rejected="keep")
+
+
+def test_atlas_train_sft_target_student_learns_the_student_s_turns(approved_store: str, tmp_path: Path) -> None:
+    out = tmp_path / "student"
+    result = CliRunner().invoke(app, ["train", "sft", "--target", "student", "--store", approved_store, "--output", str(out),
+                                      "--set", "max_steps=8", "--set", "held_out=0.34", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 8 and summary["train_examples"] >= 6 and (out / "config.json").is_file()
+    assert summary["held_out_before"] is None and "no reward functions" in summary["warnings"][0]
+    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert len(losses) == 8 and losses[-1] < losses[0]
+
+
+def test_the_student_target_refuses_what_is_not_built(approved_store: str, tmp_path: Path) -> None:
+    examples = student_examples(load_student_records("approved", store_url=approved_store))
+    with pytest.raises(AtlasError, match="sft only for now"):
+        train_grpo(examples, output=tmp_path / "g", rewards=[lambda prompts, completions, **_: [0.0] * len(prompts)],
+                   settings={"target": "student"}, progress=False)
+    bad = CliRunner().invoke(app, ["train", "sft", "--target", "coach", "--output", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "--target 'coach'" in bad.output
+    not_messages = tmp_path / "trace.jsonl"
+    not_messages.write_text(json.dumps({"task": "t", "steps": []}) + "\n")
+    with pytest.raises(AtlasError, match="not a messages record"):
+        load_student_records(not_messages)
