@@ -377,7 +377,7 @@ app.add_typer(train_app, name="train")
 TargetOption = Annotated[str, typer.Option("--target", help="teacher (its verdicts, plans and answers) or student (the chats its own model had: the messages export; sft only).")]
 
 
-def _train_command(method: str, summary: str) -> None:
+def _train_command(method: str, summary: str, *examples: str) -> None:
     def command(
         output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the checkpoint, metrics.jsonl, metrics.png, atlas_train.json.")],
         data: Annotated[str, typer.Option("--data", "-d", help="'approved' (read the store) or a trace JSONL from `atlas export`.")] = "approved",
@@ -387,43 +387,26 @@ def _train_command(method: str, summary: str) -> None:
         include: Annotated[list[str] | None, typer.Option("--include", help="Review statuses to train on (default: approved); repeat for several.")] = None,
         key: KeyOption = None,
         target: TargetOption = "teacher",
+        teacher: Annotated[str | None, typer.Option("--teacher", help="gkd: the checkpoint to distil (a directory, smollm2 or a .gguf), sharing the model's tokenizer.")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the run's summary as one JSON object.")] = False,
         store: StoreOption = None,
         config: ConfigOption = None,
     ) -> None:
         _invoke("training", "train", method=method, config=config, store=store, data=data, model=model, output=output,
                 preset=preset, settings=list(settings or []), include=list(include or []), key=key, as_json=as_json,
-                target=target)
+                target=target, teacher=teacher)
 
     command.__doc__ = summary
-    train_app.command(method, epilog=_examples(f"atlas train {method} --output teacher --set max_steps=50",
-                                               f"atlas train {method} --data traces.jsonl --output teacher --json"))(command)
+    train_app.command(method, epilog=_examples(*(examples or (f"atlas train {method} --output teacher --set max_steps=50",
+                                                             f"atlas train {method} --data traces.jsonl --output teacher --json"))))(command)
 
 
 _train_command("grpo", "GRPO on TRL's GRPOTrainer: the teacher's verdicts scored by the run-time reward rules.")
 _train_command("sft", "Supervised fine-tuning on TRL's SFTTrainer: the teacher's recorded verdicts as targets (a warm start).")
-
-
-@train_app.command("gkd", epilog=_examples("atlas train gkd --teacher teacher-sft --output distilled",
-                                           "atlas train gkd --teacher big-teacher --model smollm2 --output smol --json"))
-def train_gkd_command(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the checkpoint, metrics.jsonl, metrics.png, atlas_train.json.")],
-    teacher: Annotated[str, typer.Option("--teacher", help="The checkpoint to distil (a directory, smollm2 or a .gguf); it must share the model's tokenizer.")],
-    data: Annotated[str, typer.Option("--data", "-d", help="'approved' (read the store) or a trace JSONL from `atlas export`.")] = "approved",
-    model: Annotated[str | None, typer.Option("--model", "-m", help="The model to train: checkpoint directory, hub id, smollm2 or a .gguf file (cpu-tiny without it: a tiny model built from a config).")] = None,
-    preset: Annotated[str, typer.Option("--preset", help="cpu-tiny (a smoke run on the CPU) or gpu (bf16, LoRA).")] = "cpu-tiny",
-    settings: Annotated[list[str] | None, typer.Option("--set", help="key=value: an Atlas training setting or a GKDConfig field; repeat for several.")] = None,
-    include: Annotated[list[str] | None, typer.Option("--include", help="Review statuses to train on (default: approved); repeat for several.")] = None,
-    key: KeyOption = None,
-    target: TargetOption = "teacher",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the run's summary as one JSON object.")] = False,
-    store: StoreOption = None,
-    config: ConfigOption = None,
-) -> None:
-    """On-policy distillation on TRL's GKDTrainer: the model samples the recorded prompts, a teacher checkpoint's token distributions are its target."""
-    _invoke("training", "train", method="gkd", config=config, store=store, data=data, model=model, output=output,
-            preset=preset, settings=list(settings or []), include=list(include or []), key=key, as_json=as_json,
-            teacher=teacher, target=target)
+_train_command("gkd", "On-policy distillation on TRL's GKDTrainer: the model samples the recorded prompts, a teacher "
+               "checkpoint's token distributions (--teacher) are its target.",
+               "atlas train gkd --teacher teacher-sft --output distilled",
+               "atlas train gkd --teacher big-teacher --model smollm2 --output smol --json")
 
 
 @app.command("run", epilog=_examples('atlas run --task "How many files are in ./data?"', 'atlas run -c atlas.yaml -t "6 * 7" --json'))

@@ -42,6 +42,9 @@ def train(*, method: str, config: Path | None, store: str | None = None, data: s
     overrides = parse_settings(settings)  # a malformed --set is a usage error, whatever is installed
     if target not in ("teacher", "student"):
         raise UsageError(f"--target {target!r}: use teacher or student")
+    if (method == "gkd") != (teacher is not None):
+        raise UsageError("--teacher DIR: gkd distils that checkpoint and needs it" if method == "gkd"
+                         else f"--teacher is for gkd; {method} trains on the recorded data alone")
     overrides.setdefault("target", target)
     try:
         import trl  # noqa: F401

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,24 +78,30 @@ def load_sessions(
     if not path.is_file():
         raise AtlasError(f"--data {source}: no such file; give a trace JSONL from `atlas export` or 'approved'")
     records: list[dict[str, Any]] = []
+    for number, record in jsonl_rows(path, "atlas export"):
+        if not isinstance(record, dict) or "task" not in record or "steps" not in record:
+            raise AtlasError(f"{path}:{number} is not a trace record; export with `atlas export --format trace`")
+        if review_status is not None and record.get("review_status") not in review_status:
+            continue
+        if learning_key is not None and record.get("learning_key") != learning_key:
+            continue
+        records.append(record)
+        if len(records) >= limit:
+            break
+    return records
+
+
+def jsonl_rows(path: Path, exporter: str) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line of an export file; a line that is not JSON is a one-line
+    AtlasError naming it and ``exporter``, the command that writes such files."""
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield number, json.loads(line)
             except json.JSONDecodeError as exc:
-                raise AtlasError(f"{path}:{number} is not JSON ({exc.msg}); export again with `atlas export`") from None
-            if not isinstance(record, dict) or "task" not in record or "steps" not in record:
-                raise AtlasError(f"{path}:{number} is not a trace record; export with `atlas export --format trace`")
-            if review_status is not None and record.get("review_status") not in review_status:
-                continue
-            if learning_key is not None and record.get("learning_key") != learning_key:
-                continue
-            records.append(record)
-            if len(records) >= limit:
-                break
-    return records
+                raise AtlasError(f"{path}:{number} is not JSON ({exc.msg}); export again with `{exporter}`") from None
 
 
 def grpo_export_examples(source: str | Path, *, learning_key: str | None = None) -> list[dict[str, Any]] | None:
@@ -110,27 +116,20 @@ def grpo_export_examples(source: str | Path, *, learning_key: str | None = None)
     if str(source) == "approved" or not path.is_file():
         return None
     examples: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                return None  # load_sessions names the bad line
-            if not isinstance(row, dict) or "prompt" not in row or "steps" in row:
-                return None if number == 1 else _not_grpo(path, number)
-            if learning_key is not None and row.get("learning_key") != learning_key:
-                continue
-            outcome = row.get("verifiable_outcome")
-            answer = str(row.get("final_answer") or "")
-            examples.append({
-                "prompt": row["prompt"], "completion": [{"role": "assistant", "content": answer}], "kind": "escalation",
-                "task": str(row.get("task") or ""), "attempt": answer,
-                "attempt_correct": None if outcome is None else outcome >= 1.0, "expected": row.get("ground_truth"),
-                "session_reward": row.get("session_reward"), "session_id": str(row.get("session_id") or ""),
-                "learning_key": str(row.get("learning_key") or ""),
-            })
+    for number, row in jsonl_rows(path, "atlas export"):
+        if not isinstance(row, dict) or "prompt" not in row or "steps" in row:
+            return None if number == 1 else _not_grpo(path, number)
+        if learning_key is not None and row.get("learning_key") != learning_key:
+            continue
+        outcome = row.get("verifiable_outcome")
+        answer = str(row.get("final_answer") or "")
+        examples.append({
+            "prompt": row["prompt"], "completion": [{"role": "assistant", "content": answer}], "kind": "escalation",
+            "task": str(row.get("task") or ""), "attempt": answer,
+            "attempt_correct": None if outcome is None else outcome >= 1.0, "expected": row.get("ground_truth"),
+            "session_reward": row.get("session_reward"), "session_id": str(row.get("session_id") or ""),
+            "learning_key": str(row.get("learning_key") or ""),
+        })
     return examples
 
 

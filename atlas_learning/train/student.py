@@ -42,20 +42,15 @@ def load_student_records(source: str | Path, *, store_url: str | None = None, re
     path = Path(source)
     if not path.is_file():
         raise AtlasError(f"--data {source}: no such file; give a messages JSONL from `atlas export --format messages` or 'approved'")
+    from .data import jsonl_rows
+
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AtlasError(f"{path}:{number} is not JSON ({exc.msg}); export again with `atlas export --format messages`") from None
-            if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
-                raise AtlasError(f"{path}:{number} is not a messages record; the student trains on "
-                                 "`atlas export --format messages`")
-            if learning_key is None or record.get("learning_key") == learning_key:
-                records.append(record)
+    for number, record in jsonl_rows(path, "atlas export --format messages"):
+        if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
+            raise AtlasError(f"{path}:{number} is not a messages record; the student trains on "
+                             "`atlas export --format messages`")
+        if learning_key is None or record.get("learning_key") == learning_key:
+            records.append(record)
     return records
 
 

@@ -31,15 +31,20 @@ def _supervisor(url: str, lane: str, teacher: dict) -> Supervisor:
     return Supervisor(config, models=ScriptedRoles(config, answers))
 
 
+def _record_escalations(url: str, rounds: int) -> None:
+    """``rounds`` x 5 approved sessions where the teacher answered "What is a + b?" itself (all sums are 4)."""
+    with _supervisor(url, "escalate", {"text": "4"}) as supervisor:
+        for a in [0, 1, 2, 3, 4] * rounds:
+            run = supervisor.begin(f"What is {a} + {4 - a}? Answer with the number only.", agent_name="adder",
+                                   metadata={"ground_truth": "4"})
+            run.finish(run.escalate())
+
+
 @pytest.fixture(scope="module")
 def escalations(tmp_path_factory) -> list[dict]:
     """30 approved sessions where the teacher answered "What is a + b?" itself (all sums are 4)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('esc') / 'atlas.db'}"
-    with _supervisor(url, "escalate", {"text": "4"}) as supervisor:
-        for a in [0, 1, 2, 3, 4] * 6:
-            run = supervisor.begin(f"What is {a} + {4 - a}? Answer with the number only.", agent_name="adder",
-                                   metadata={"ground_truth": "4"})
-            run.finish(run.escalate())
+    _record_escalations(url, 6)
     return teacher_examples(load_sessions("approved", store_url=url), kinds=["escalation"])
 
 
@@ -209,11 +214,7 @@ def test_a_grpo_export_file_is_training_data(tmp_path: Path) -> None:
     from atlas_learning.train import grpo_export_examples, train_grpo
 
     url = f"sqlite:///{tmp_path / 'atlas.db'}"
-    with _supervisor(url, "escalate", {"text": "4"}) as supervisor:
-        for a in [0, 1, 2, 3, 4] * 2:
-            run = supervisor.begin(f"What is {a} + {4 - a}? Answer with the number only.", agent_name="adder",
-                                   metadata={"ground_truth": "4"})
-            run.finish(run.escalate())
+    _record_escalations(url, 2)
     exported = tmp_path / "grpo.jsonl"
     with Store(url) as store:
         assert export_sessions(store, exported, format="grpo") == 10
