@@ -70,10 +70,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "grpo": {"learning_rate": 5e-3, "num_generations": 8, "per_device_train_batch_size": 8, "max_steps": 40,
                  "max_completion_length": 12, "temperature": 1.0, "beta": 0.0},
         "sft": {"learning_rate": 5e-3, "per_device_train_batch_size": 8, "max_steps": 40, "max_length": 4096,
-                "eval_max_new_tokens": 64},
+                "eval_max_new_tokens": 256},
         # GKD: half the batches on the student's own samples (lmbda), a symmetric divergence to the teacher (beta)
         "gkd": {"learning_rate": 5e-3, "per_device_train_batch_size": 8, "max_steps": 40, "max_length": 4096,
-                "lmbda": 0.5, "beta": 0.5, "max_new_tokens": 12, "temperature": 0.9, "eval_max_new_tokens": 64},
+                "lmbda": 0.5, "beta": 0.5, "max_new_tokens": 12, "temperature": 0.9, "eval_max_new_tokens": 256},
     },
     "gpu": {
         # LoRA trains a few adapter weights, so its learning rates are 10-100x a full fine-tune's (TRL's and
