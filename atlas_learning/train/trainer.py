@@ -68,7 +68,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "common": {"use_cpu": True, "bf16": False, "fp16": False, "report_to": "none", "save_strategy": "no",
                    "logging_steps": 1, "prefill": True, "dataloader_num_workers": 0},
         "grpo": {"learning_rate": 5e-3, "num_generations": 8, "per_device_train_batch_size": 8, "max_steps": 40,
-                 "max_completion_length": 12, "temperature": 1.0, "beta": 0.0},
+                 "max_completion_length": 12, "temperature": 1.0, "beta": 0.0, "eval_max_new_tokens": 256},
         "sft": {"learning_rate": 5e-3, "per_device_train_batch_size": 8, "max_steps": 40, "max_length": 4096,
                 "eval_max_new_tokens": 256},
         # GKD: half the batches on the student's own samples (lmbda), a symmetric divergence to the teacher (beta)
