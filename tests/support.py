@@ -7,6 +7,8 @@ turn, the last one repeating), a callable ``(messages) -> answer``, or an except
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +22,35 @@ from atlas_learning.supervisor import SupervisedRun, Supervisor
 GOOD_JUDGEMENT = {"outcome": 0.9, "process": 0.9, "efficiency": 0.9, "confidence": 0.9, "rationale": "done"}
 POOR_JUDGEMENT = {"outcome": 0.1, "process": 0.2, "efficiency": 0.3, "confidence": 0.9, "rationale": "wrong"}
 ACCEPT = {"accepted": True, "guidance": "", "reason": "correct"}
+
+
+def run_with_terminal_stderr(args: list[str], **options: Any) -> tuple[subprocess.CompletedProcess[bytes], str]:
+    """Run ``args`` with stdout piped and stderr a pseudo-terminal (what a user at a terminal sees of progress
+    output); returns the result and everything the terminal got. ``options`` go to :func:`subprocess.run`."""
+    import pty
+
+    master, slave = pty.openpty()
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        result = subprocess.run(args, stdout=subprocess.PIPE, stderr=slave, **options)
+    finally:
+        os.close(slave)
+    reader.join(10)
+    os.close(master)
+    return result, b"".join(chunks).decode("utf-8", "replace")
 
 
 class HeldJudge:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import os
-import pty
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from rich.console import Console
 from atlas_learning import progress
 from atlas_learning.config import AtlasConfig
 from atlas_learning.supervisor import Supervisor
-from tests.support import ScriptedRoles, default_answers
+from tests.support import ScriptedRoles, default_answers, run_with_terminal_stderr
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,28 +130,7 @@ def _atlas(tmp_path: Path, stderr_tty: bool, *command: str) -> tuple[subprocess.
     args = [sys.executable, "-c", "from atlas_learning.cli import main; main()", *command]
     if not stderr_tty:
         return subprocess.run(args, capture_output=True, cwd=tmp_path, env=env, timeout=120), ""
-    master, slave = pty.openpty()
-    chunks: list[bytes] = []
-
-    def read() -> None:
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # the child closed the terminal
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        result = subprocess.run(args, stdout=subprocess.PIPE, stderr=slave, cwd=tmp_path, env=env, timeout=120)
-    finally:
-        os.close(slave)
-    reader.join(10)
-    os.close(master)
-    return result, b"".join(chunks).decode("utf-8", "replace")
+    return run_with_terminal_stderr(args, cwd=tmp_path, env=env, timeout=120)
 
 
 def test_quickstart_draws_the_line_on_a_terminal_and_keeps_stdout_clean(tmp_path: Path) -> None:

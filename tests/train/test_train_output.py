@@ -16,7 +16,7 @@ from atlas_learning.config import AtlasConfig  # noqa: E402
 from atlas_learning.export import export_sessions  # noqa: E402
 from atlas_learning.store import Store  # noqa: E402
 from atlas_learning.supervisor import Supervisor  # noqa: E402
-from tests.support import ScriptedRoles, default_answers  # noqa: E402
+from tests.support import ScriptedRoles, default_answers, run_with_terminal_stderr  # noqa: E402
 
 ENTRY = "import sys; sys.argv[0] = 'atlas'; from atlas_learning.cli import main; main()"
 
@@ -62,34 +62,11 @@ def test_train_prints_only_the_summary_and_logs_each_step_to_metrics_jsonl(store
 
 
 def test_on_a_terminal_train_draws_one_bar(sqlite_url: str, tmp_path: Path) -> None:
-    import pty
-    import threading
-
     traces = _traces(sqlite_url, tmp_path)
-    master, slave = pty.openpty()
-    chunks: list[bytes] = []
-
-    def read() -> None:
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS_")} | {"COLUMNS": "160", "TERM": "xterm"}
-    try:
-        result = subprocess.run([sys.executable, "-c", ENTRY, *TRAIN, "--data", str(traces), "--output", str(tmp_path / "teacher")],
-                                stdout=subprocess.PIPE, stderr=slave, cwd=tmp_path, env=env, timeout=600)
-    finally:
-        os.close(slave)
-    reader.join(10)
-    os.close(master)
-    terminal = b"".join(chunks).decode("utf-8", "replace")
+    result, terminal = run_with_terminal_stderr(
+        [sys.executable, "-c", ENTRY, *TRAIN, "--data", str(traces), "--output", str(tmp_path / "teacher")],
+        cwd=tmp_path, env=env, timeout=600)
     assert result.returncode == 0, terminal
     assert "atlas train grpo" in terminal and "3/3" in terminal  # Atlas's bar, to the last step
     assert "it/s]" not in terminal and "s/it]" not in terminal and "{'loss'" not in terminal  # and nothing else's
