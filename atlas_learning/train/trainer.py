@@ -508,6 +508,7 @@ def _train(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path
     )
     if main:
         (output / "atlas_train.json").write_text(json.dumps(result.summary(), indent=2, default=str), encoding="utf-8")
+    _leave_process_group()
     if learned is False:
         raise AtlasError(f"atlas train {method}: every logged gradient norm was 0 over {steps} steps, so the model did "
                          "not change" + (" (GRPO: each group's completions got the same reward; more num_generations, "
@@ -533,6 +534,17 @@ def _teacher_model(teacher: str | Path, tokenizer: Any) -> Any:
         raise AtlasError(f"--teacher {teacher}: its tokenizer is not the student's; GKD compares token distributions, "
                          "so distil from a teacher of the same family (the same tokenizer)")
     return teacher_lm
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, wait for every rank, then take the process group down before the interpreter exits: left
+    to interpreter exit, gloo's threads were destroyed while still joinable and a rank aborted (SIGABRT) after its
+    work was done."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _checkpoint_to_resume(folder: Path) -> str | None:
