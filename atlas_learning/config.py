@@ -333,9 +333,10 @@ class JudgesConfig(_Section):
     checks_weight: float = Field(0.5, ge=0.0, le=1.0)
     #: Score each step (tool call, node) too, in one batched judge call per session.
     judge_steps: bool = True
-    #: When verifiable checks decided the outcome: ``one_sample`` of the small judge and no step judge, ``skip``
-    #: the judges, or ``full`` judging as without checks.
-    when_checks_decide: Literal["one_sample", "skip", "full"] = "one_sample"
+    #: When verifiable checks decided the outcome: ``adaptive`` skips the judges when the checks passed the
+    #: student's first answer with nothing rejected and no help given, else takes ``one_sample``; ``one_sample``
+    #: of the small judge and no step judge; ``skip`` the judges; or ``full`` judging as without checks.
+    when_checks_decide: Literal["adaptive", "one_sample", "skip", "full"] = "adaptive"
     #: Characters of trace (tool arguments, results, answer) a judge sees at most.
     context_budget_chars: int = Field(6000, ge=500)
 

@@ -1144,6 +1144,8 @@ class SupervisedRun:
         checks_passed = all(score >= 0.5 for score in scored) if scored else None
         # Checks decide the outcome when every one of them decided; the judges are then cut back.
         judging = config.judges.when_checks_decide if scored and len(scored) == len(checks) else "full"
+        if judging == "adaptive":
+            judging = "skip" if checks_passed and self._passed_unaided() else "one_sample"
         verdict_text = "; ".join(f"attempt {v.attempt}: {'accepted' if v.accepted else 'rejected' if v.accepted is False else 'unverified'}"
                                  for v in self.verdicts if v.attempt is not None)
         reward: SessionReward = yield from judge_session_flow(self.task, self.steps, answer_text, verdict_text, checks, config.judges,
@@ -1241,6 +1243,12 @@ class SupervisedRun:
             return False
         current = self.supervisor.playbook.cached(self.learning_key, withheld) or [e for e in self.withheld if e.kind == "lesson"]
         return any(probability_helps(e) > 0.5 for e in current)
+
+    def _passed_unaided(self) -> bool:
+        """Whether the student's first answer stood: nothing rejected, no check failed on any attempt, no retry and
+        no teacher intervention. With checks that decide, a judge has nothing to add to such a session."""
+        return (self.retries == 0 and self.interventions == 0 and not any(v.accepted is False for v in self.verdicts)
+                and not any(c.score is not None and c.score < 0.5 for cs in self.attempt_checks.values() for c in cs))
 
     def _unaided_score(self, final_score: float | None) -> float | None:
         """How the student's own first answer fared, before any teacher guidance: its checks, else the teacher's

@@ -373,6 +373,17 @@ def test_judging_is_reduced_when_checks_decide(make_supervisor, mode, session_sa
     assert result.reward == expected
 
 
+def test_adaptive_judging_skips_a_clean_pass_and_samples_once_after_a_rejection(make_supervisor) -> None:
+    supervisor = make_supervisor(supervision={"lane": "auto"}, checks=[says_three])  # when_checks_decide: adaptive
+    _, clean = verified_session(supervisor)
+    assert titles(supervisor, "judge_small").count("SessionJudgement") == 0 and calls(clean, "judge_small") == 0
+    assert clean.reward == 1.0 and "skipped" in clean.reward_reason
+    answers = iter(["2 items", "3 items"])
+    retried = supervisor.supervise(TASK, lambda _: next(answers), agent_name="files", task_family="count")
+    assert retried.attempts == 2 and retried.checks_passed is True
+    assert titles(supervisor, "judge_small").count("SessionJudgement") == 1 and calls(retried, "judge_small") == 1
+
+
 def test_an_undecided_check_keeps_full_judging(make_supervisor) -> None:
     supervisor = make_supervisor(supervision={"lane": "auto"}, checks=[says_three, lambda c: None], judges={"when_checks_decide": "skip"})
     verified_session(supervisor)

@@ -26,7 +26,8 @@ def test_the_scripted_suite_solves_all_25_and_stores_every_session(store_url: st
 
     assert [r.task_id for r in report.runs] == list(range(1, 26))
     assert all(r.passed and r.error is None for r in report.runs), [(r.task_id, r.check_reason, r.error) for r in report.runs if not r.passed]
-    assert report.summary["success_rate"] == 1.0 and report.summary["mean_reward"] == pytest.approx(0.9)
+    # every first answer passes its check, so adaptive judging asks no judge: the reward is the check's
+    assert report.summary["success_rate"] == 1.0 and report.summary["mean_reward"] == 1.0
     assert len(lines) == 26 and lines[1].startswith("[  1/25] task  1 todo-count") and "PASS" in lines[1]
     # lanes are per task family (inferred from the task text): each family is coached first, then earns trust
     assert report.runs[0].lane == "coach" and any(r.lane == "auto" for r in report.runs)
