@@ -76,6 +76,9 @@ class TableSpec:
         for name, info in model.model_fields.items():
             factory = info.default_factory
             self._defaults.append((name, None if factory else info.default, factory))  # type: ignore[arg-type]
+        # Read once: rows are built on the caller's thread (write-ahead), several per model call.
+        self._columns = frozenset(model.model_fields)
+        self._database_assigns_key = self.primary_key == "id" and self.table.primary_key.columns[self.primary_key].type.python_type is int
 
     @classmethod
     def of(cls, model: type[SQLModel]) -> TableSpec:
@@ -86,13 +89,13 @@ class TableSpec:
 
     def row(self, fields: dict[str, Any]) -> dict[str, Any]:
         """A complete row: the table's defaults, overridden by ``fields``; unknown names are an error."""
-        unknown = fields.keys() - self.model.model_fields.keys()
+        unknown = fields.keys() - self._columns
         if unknown:
             raise ValueError(f"{self.name} has no column {sorted(unknown)[0]!r}")
         row = {name: (factory() if factory else default) for name, default, factory in self._defaults if name not in fields}
         for name, value in fields.items():
             row[name] = self.storable(name, value)
-        if row.get(self.primary_key) is None and self.primary_key == "id" and self._integer_key():
+        if self._database_assigns_key and row.get(self.primary_key) is None:
             row.pop(self.primary_key, None)  # let the database assign it
         return row
 
@@ -107,9 +110,6 @@ class TableSpec:
         if isinstance(value, datetime) and value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value
-
-    def _integer_key(self) -> bool:
-        return self.table.primary_key.columns[self.primary_key].type.python_type is int
 
     def decode(self, row: dict[str, Any]) -> dict[str, Any]:
         """A spooled row as it was: ISO timestamps back to datetimes."""
