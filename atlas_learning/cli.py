@@ -133,6 +133,7 @@ def quickstart(
     compare: Annotated[bool, typer.Option("--compare", help="Run with learning, then the baseline, and compare.")] = False,
     model: Annotated[str, typer.Option("--model", help="config (the config's student; default the embedded model) or scripted (no LLM, seconds).")] = "config",
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json and the learning-curve PNG.")] = Path(".atlas/mcp_file_ops"),
+    variants: Annotated[str, typer.Option("--variants", help="The workspace of each repetition: canonical, train (generated 1, 2, ...), heldout (100001, ...: never in train) or a seed number.")] = "canonical",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results (what results.json holds, per run) as one JSON object; the checks and tables go to stderr.")] = False,
 ) -> None:
     """Check the options, the config, the store and the teacher's model, then run the main example: 25 MCP file
@@ -143,7 +144,7 @@ def quickstart(
     """
     if not as_json:
         _invoke("quickstart", "quickstart", config=config, tasks=tasks, repeat=repeat, baseline=baseline, compare=compare,
-                model=model, out=out)
+                model=model, out=out, variants=variants)
         return
     import contextlib
 
@@ -152,7 +153,7 @@ def quickstart(
         path.unlink(missing_ok=True)
     with contextlib.redirect_stdout(sys.stderr):  # stdout holds the one object alone
         _invoke("quickstart", "quickstart", config=config, tasks=tasks, repeat=repeat, baseline=baseline, compare=compare,
-                model=model, out=out)
+                model=model, out=out, variants=variants)
     runs = {("baseline" if path.name.endswith("-baseline.json") else "learning"): json.loads(path.read_text(encoding="utf-8"))
             for path in written if path.is_file()}
     typer.echo(json.dumps({"out": str(out), **runs}, default=str))

@@ -55,6 +55,8 @@ def quickstart(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str],
     (["--baseline", "--compare"], "atlas quickstart: --baseline and --compare do not go together: --compare runs the "
                                   "baseline after the learning run (see atlas quickstart -h)"),
     (["--config", "missing.yaml"], "atlas quickstart: --config missing.yaml: no such file (see atlas quickstart -h)"),
+    (["--variants", "soon"], "atlas quickstart: --variants: bad variants 'soon': use canonical, train, heldout or a seed "
+                             "number such as 7 (see atlas quickstart -h)"),
 ])
 def test_bad_options_fail_in_one_line_before_anything_loads(tmp_path: Path, args: list[str], message: str) -> None:
     result, modules = quickstart(*args, cwd=tmp_path)

@@ -26,7 +26,8 @@ EXAMPLE = "examples.mcp_file_ops"
 _NEEDS = {"langchain": "langgraph", "langgraph": "langgraph", "mcp": "mcp", "langchain_mcp_adapters": "mcp"}
 
 
-def quickstart(*, config: Path | None, tasks: str, repeat: int, baseline: bool, compare: bool, model: str, out: Path) -> None:
+def quickstart(*, config: Path | None, tasks: str, repeat: int, baseline: bool, compare: bool, model: str, out: Path,
+               variants: str = "canonical") -> None:
     # 1. The options, before anything loads.
     if model not in MODELS:
         raise UsageError(f"--model: expected config or scripted, got {model!r}")
@@ -46,6 +47,10 @@ def quickstart(*, config: Path | None, tasks: str, repeat: int, baseline: bool, 
         selected = selection.select_tasks(tasks)
     except ValueError as exc:
         raise UsageError(f"--tasks {tasks}: {exc}") from None
+    try:
+        selection.variant_numbers(variants, repeat)
+    except ValueError as exc:
+        raise UsageError(f"--variants: {exc}") from None
     missing = sorted({extra for module, extra in _NEEDS.items() if importlib.util.find_spec(module) is None})
     if missing:
         raise AtlasError(f"the quickstart's agent needs the {' and '.join(missing)} extra{'s' if len(missing) > 1 else ''}: "
@@ -89,7 +94,7 @@ def quickstart(*, config: Path | None, tasks: str, repeat: int, baseline: bool, 
     progress.set_default(True)
     runner = _example_module("__main__")
     code = runner.run(selected, repeat=repeat, baseline=baseline, compare=compare, model=model,
-                      config=str(config_path) if config_path is not None else None, out=str(out))
+                      config=str(config_path) if config_path is not None else None, out=str(out), variants=variants)
     if code:
         raise typer.Exit(code)
 

@@ -4,6 +4,7 @@
     python -m examples.mcp_file_ops --model scripted     # scripted models only: the whole loop in seconds, no LLM
     python -m examples.mcp_file_ops --tasks 1-5 --repeat 2
     python -m examples.mcp_file_ops --compare            # with learning, then without, side by side
+    python -m examples.mcp_file_ops --variants heldout --repeat 3   # 3 generated workspaces no training run uses
 
 Prints one line per finished task, then a table (lane, reward, checker result, tool calls, tokens, lessons
 injected); writes results.json and learning_curve.png under --out (default .atlas/mcp_file_ops/). Sessions go to
@@ -18,7 +19,7 @@ import sys
 from atlas_learning.errors import AtlasError
 
 from .harness import DEFAULT_OUT, compare_table, results_table, run_suite, write_plot
-from .tasks import Task, select_tasks
+from .tasks import Task, select_tasks, variant_numbers
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,9 +35,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="config: the config's student role via AtlasChatModel (default: the embedded local model); "
                              "scripted: a scripted solver and scripted supervision, no LLM")
     parser.add_argument("--no-plot", action="store_true", help="do not write the learning-curve PNG")
+    parser.add_argument("--variants", default="canonical",
+                        help="the workspace of each repetition: canonical (default), train (generated variants 1, 2, ...), "
+                             "heldout (100001, 100002, ...: never in train) or a seed number N (N, N+1, ...)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    try:
+        variant_numbers(args.variants, args.repeat)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         args.selected = select_tasks(args.tasks)
     except ValueError as exc:
@@ -48,16 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return run(args.selected, repeat=args.repeat, baseline=args.baseline, compare=args.compare, model=args.model,
-                   config=args.config, out=args.out, plot=not args.no_plot)
+                   config=args.config, out=args.out, plot=not args.no_plot, variants=args.variants)
     except AtlasError as exc:  # a bad config, an unusable model: one line, not a traceback
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
 
 
 def run(selected: list[Task], *, repeat: int = 1, baseline: bool = False, compare: bool = False, model: str = "config",
-        config: str | None = None, out: str = str(DEFAULT_OUT), plot: bool = True) -> int:
+        config: str | None = None, out: str = str(DEFAULT_OUT), plot: bool = True, variants: str = "canonical") -> int:
     """Run the suite on checked options (what ``main`` and ``atlas quickstart`` call), print the tables; 0 when it ran."""
-    options = {"repeat": repeat, "model": model, "out_dir": out, "plot": plot}
+    options = {"repeat": repeat, "model": model, "out_dir": out, "plot": plot, "variants": variants}
     reports = []
     if compare:
         reports.append(run_suite(config, selected, baseline=False, **{**options, "plot": False}))

@@ -34,7 +34,7 @@ from atlas_learning.config import DEFAULT_CONFIG_FILE, AtlasConfig
 from atlas_learning.supervisor import SessionResult, Supervisor
 
 from . import server as server_module
-from .tasks import LEARNING_KEY, TASKS, Task, atlas_check
+from .tasks import LEARNING_KEY, TASKS, Task, atlas_check, variant_numbers
 from .workspace import build_pristine, reset_workspace
 
 __all__ = [
@@ -101,6 +101,8 @@ class TaskRun:
     answer: str = ""
     seconds: float = 0.0
     error: str | None = None
+    #: The workspace variant the run was on (0: the canonical workspace).
+    variant: int = 0
 
 
 @dataclass
@@ -182,6 +184,7 @@ async def arun_suite(
     supervisor: Supervisor | None = None,
     learning_key: str | None = None,
     plot: bool = True,
+    variants: str | int | None = None,
 ) -> SuiteReport:
     """Run ``tasks`` ``repeat`` times each, in order, one supervised session a run.
 
@@ -189,7 +192,8 @@ async def arun_suite(
     ``scripted`` (the scripted solver and scripted supervision: no LLM at all). ``model_factory(task, workspace)``
     overrides the student model. ``baseline`` runs with learning off under the key ``<key>:baseline`` (scripted runs use ``<key>:scripted``).
     ``supervisor`` reuses one (its config and store; ``baseline`` then needs its playbook disabled).
-    ``progress`` gets one line per finished run (None: silent).
+    ``progress`` gets one line per finished run (None: silent). ``variants``: the workspace of each repetition,
+    ``canonical`` (default), ``train``, ``heldout`` or a seed number (see :func:`~.tasks.variant_numbers`).
     """
     from langchain_mcp_adapters.client import MultiServerMCPClient
     from langchain_mcp_adapters.tools import load_mcp_tools
@@ -199,6 +203,7 @@ async def arun_suite(
     if repeat < 1:
         raise ValueError("repeat must be at least 1")
     chosen = list(tasks if tasks is not None else TASKS)
+    per_round = variant_numbers(variants, repeat)  # a bad spec fails here, before anything starts
     mode = "baseline" if baseline else "learning"
     # Scripted runs and baselines keep learning keys of their own, so neither feeds the real key's history and playbook.
     key = (learning_key or LEARNING_KEY) + (":scripted" if model == "scripted" else "") + (":baseline" if baseline else "")
@@ -219,12 +224,12 @@ async def arun_suite(
 
     # The workspace lives in a scratch folder of its own: resetting it deletes everything in it.
     scratch = Path(tempfile.mkdtemp(prefix="atlas-mcp-file-ops-")).resolve()
-    schedule = [(r, task) for r in range(1, repeat + 1) for task in chosen]
+    schedule = [(r, task.in_variant(per_round[r - 1])) for r in range(1, repeat + 1) for task in chosen]
     runs: list[TaskRun] = []
     started_suite = time.perf_counter()
     try:
-        pristine = build_pristine(scratch / "pristine")
-        workspace = reset_workspace(scratch / "workspace", pristine)
+        pristines = {v: build_pristine(scratch / f"pristine-{v}", v) for v in dict.fromkeys(per_round)}
+        workspace = reset_workspace(scratch / "workspace", pristines[per_round[0]])
         if model_factory is None:
             if model == "scripted":
                 from .scripted import scripted_solver
@@ -232,13 +237,14 @@ async def arun_suite(
                 model_factory = scripted_solver
             else:
                 model_factory = student_model_factory(supervisor)
+        shown = "canonical" if set(per_round) == {0} else ", ".join(map(str, dict.fromkeys(per_round)))
         say(f"mcp_file_ops: {len(schedule)} runs ({len(chosen)} tasks x {repeat}), mode {mode}, model {model}, "
-            f"learning key {key}, store {_store_name(supervisor)}")
+            f"learning key {key}, store {_store_name(supervisor)}, workspace variants {shown}")
         client = MultiServerMCPClient({"files": server_connection(workspace)})
         async with client.session("files") as session:
             tools = await load_mcp_tools(session)
             for index, (round_number, task) in enumerate(schedule, start=1):
-                reset_workspace(workspace, pristine)
+                reset_workspace(workspace, pristines[task.variant])
                 run = await _run_one(task, index, round_number, mode, model_factory, tools, workspace, supervisor, key)
                 runs.append(run)
                 say(_progress_line(run, len(schedule)))
@@ -275,7 +281,7 @@ async def _run_one(task: Task, index: int, round_number: int, mode: str, model_f
         # The task's checker is the session's verifiable check, so it is part of the reward.
         app = with_atlas(agent, agent_name=AGENT_NAME, learning_key=key, supervisor=supervisor,
                          checks=[atlas_check(task, workspace)])
-        metadata = {"task_id": task.id, "task_name": task.name, "phase": task.phase, "repeat": round_number}
+        metadata = {"task_id": task.id, "task_name": task.name, "phase": task.phase, "repeat": round_number, "variant": task.variant}
         output = await app.ainvoke({"messages": [HumanMessage(task.prompt)]},
                                    {"recursion_limit": RECURSION_LIMIT, "configurable": {"atlas_metadata": metadata}})
         result = app.session_result()
@@ -285,7 +291,7 @@ async def _run_one(task: Task, index: int, round_number: int, mode: str, model_f
         result = app.session_result() if app is not None else None  # with_atlas ended the session as failed
     passed, reason = task.check(workspace, answer)
     run = TaskRun(index=index, task_id=task.id, name=task.name, phase=task.phase, mode=mode, repeat=round_number, passed=passed,
-                  check_reason=reason, answer=answer, error=error, seconds=round(time.perf_counter() - started, 2))
+                  check_reason=reason, answer=answer, error=error, seconds=round(time.perf_counter() - started, 2), variant=task.variant)
     if result is not None:
         run.session_id, run.lane, run.reward, run.reward_reason = result.session_id, result.lane, result.reward, result.reward_reason
         run.tokens = result.total_tokens

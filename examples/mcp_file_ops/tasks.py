@@ -8,6 +8,9 @@ Phases: 1 basic operations, 2 multi-step, 3 workflows (combining files, manifest
   MCP tools serve) and the final answer. The scripted solver plays it through the agent; :func:`apply_solution`
   plays it directly on a workspace (what the tests use to produce a solved state).
 * :func:`atlas_check` turns a task's checker into an Atlas verifiable check (a function of ``CheckContext``).
+* Variants: ``task.in_variant(n)`` is the same task on the workspace variant ``n`` (:mod:`.workspace`): its
+  checker, solution and expected outcome follow that workspace's contents. :func:`variant_numbers` names the
+  variants of a ``train``/``heldout`` set (disjoint ranges) or a seed, one per repetition.
 
 All 25 share one learning key, :data:`LEARNING_KEY`, so lessons carry from task to task.
 """
@@ -15,9 +18,12 @@ All 25 share one learning key, :data:`LEARNING_KEY`, so lessons carry from task 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import functools
 import hashlib
 import io
 import json
+import random
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .server import Workspace, WorkspaceError
-from .workspace import BIG_LOG_LINES, LOGO_SIZE, pristine_files, pristine_text
+from .workspace import BIG_LOG_LINES, LOGO_SIZE, active_variant, pristine_files, pristine_text
 
 __all__ = [
     "LEARNING_KEY",
@@ -38,6 +44,7 @@ __all__ = [
     "atlas_check",
     "parse_selection",
     "select_tasks",
+    "variant_numbers",
 ]
 
 LEARNING_KEY = "mcp-file-ops"
@@ -74,10 +81,58 @@ class Task:
     solution: Callable[[Path], Solution] = field(repr=False)
     #: What a correct run produces, in a few words (stored with the results; never shown to the agent).
     expected: str = ""
+    #: The workspace variant the checker, the solution and ``expected`` are for (0: the canonical workspace).
+    variant: int = 0
+    describe: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def phase_name(self) -> str:
         return PHASES[self.phase]
+
+    def in_variant(self, variant: int) -> Task:
+        """This task on workspace variant ``variant``: the same prompt, checked against that workspace's contents."""
+        if variant == self.variant:
+            return self
+        base_check, base_solution = _unbound(self.check), _unbound(self.solution)
+        with active_variant(variant):
+            expected = self.describe() if self.describe is not None else self.expected
+        canonical = TASKS[self.id - 1].prompt if 0 < self.id <= len(TASKS) else self.prompt
+        prompt = canonical if variant == 0 else random.Random(f"mcp-file-ops:{variant}:{self.id}").choice(
+            (canonical, *PHRASINGS.get(self.id, ())))
+        return dataclasses.replace(self, variant=variant, prompt=prompt, expected=expected, check=_bound(base_check, variant),
+                                   solution=_bound(base_solution, variant))
+
+
+def _bound(function: Callable[..., Any], variant: int) -> Callable[..., Any]:
+    """``function`` run with ``variant`` active, in whatever thread calls it (a session's background finish too)."""
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with active_variant(variant):
+            return function(*args, **kwargs)
+
+    run.unbound = function  # type: ignore[attr-defined]
+    return run
+
+
+def _unbound(function: Callable[..., Any]) -> Callable[..., Any]:
+    return getattr(function, "unbound", function)
+
+
+#: Where the ``train`` and ``heldout`` variant sets start: disjoint ranges, so no held-out workspace is trained on.
+VARIANT_SETS = {"train": 1, "heldout": 100_001}
+
+
+def variant_numbers(spec: str | int | None, repeat: int) -> list[int]:
+    """The workspace variant of each repetition: ``canonical`` (or None) 0 every time; ``train`` 1, 2, ...;
+    ``heldout`` 100001, 100002, ...; a number N: N, N+1, ... A bad spec is a ValueError that says what to use."""
+    text = "canonical" if spec is None else str(spec).strip().lower()
+    if text == "canonical":
+        return [0] * repeat
+    if text in VARIANT_SETS:
+        return [VARIANT_SETS[text] + i for i in range(repeat)]
+    if text.isdigit():
+        return [int(text) + i for i in range(repeat)]
+    raise ValueError(f"bad variants {spec!r}: use canonical, train, heldout or a seed number such as 7")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -163,12 +218,18 @@ def _solve_todo_count(workspace: Path) -> Solution:
     return Solution(_calls(("read_file", {"path": "notes/todo.txt"})), f"notes/todo.txt has {len(_todo_items())} items.")
 
 
+def _version() -> str:
+    return str(json.loads(pristine_text("config.json"))["version"])
+
+
 def _check_version(workspace: Path, answer: str) -> tuple[bool, str]:
-    return ("1.4.2" in (answer or ""), "the answer names version 1.4.2" if "1.4.2" in (answer or "") else "expected 1.4.2 in the answer")
+    version = _version()
+    found = re.search(rf"(?<![\d.]){re.escape(version)}(?![\d]|\.\d)", answer or "") is not None
+    return found, f"the answer names version {version}" if found else f"expected {version} in the answer"
 
 
 def _solve_version(workspace: Path) -> Solution:
-    return Solution(_calls(("read_file", {"path": "config.json"})), "config.json sets version 1.4.2.")
+    return Solution(_calls(("read_file", {"path": "config.json"})), f"config.json sets version {_version()}.")
 
 
 HELLO = "Hello, Atlas!"
@@ -248,8 +309,8 @@ def _check_append_todo(workspace: Path, answer: str) -> tuple[bool, str]:
         return _file_missing("notes/todo.txt")
     lines = _lines(text)
     if lines == [*_todo_items(), NEW_TODO]:
-        return True, "the new item is the last of 6"
-    return False, f"notes/todo.txt has {len(lines)} lines; expected the 5 items then {NEW_TODO!r}"
+        return True, f"the new item is the last of {len(lines)}"
+    return False, f"notes/todo.txt has {len(lines)} lines; expected the {len(_todo_items())} items then {NEW_TODO!r}"
 
 
 def _solve_append_todo(workspace: Path) -> Solution:
@@ -473,7 +534,12 @@ def _solve_letter_diff(workspace: Path) -> Solution:
     old, new = _letter_diff_lines()
     return Solution(_calls(("run_command", {"command": "diff drafts/letter_v1.txt drafts/letter_v2.txt"}),
                            ("write_file", {"path": "reports/letter.diff", "content": f"3c3\n< {old}\n---\n> {new}\n"})),
-                    "Saved the diff to reports/letter.diff: Monday became Wednesday.")
+                    f"Saved the diff to reports/letter.diff: {_letter_days()}.")
+
+
+def _letter_days() -> str:
+    old, new = (re.search(r"planned for (\w+)", line).group(1) for line in _letter_diff_lines())  # type: ignore[union-attr]
+    return f"{old} became {new}"
 
 
 # ------------------------------------------------------------------------------------------------ phase 5
@@ -546,22 +612,27 @@ def _solve_big_tail(workspace: Path) -> Solution:
 
 
 # ------------------------------------------------------------------------------------------------ the list
-def _task(id: int, name: str, prompt: str, check: Check, solution: Callable[[Path], Solution], expected: str) -> Task:
-    return Task(id=id, phase=(id - 1) // 5 + 1, name=name, prompt=prompt, check=check, solution=solution, expected=expected)
+def _task(id: int, name: str, prompt: str, check: Check, solution: Callable[[Path], Solution],
+          expected: str | Callable[[], str]) -> Task:
+    """A task of the canonical workspace; ``expected`` as a function of the active variant's contents when it
+    depends on them."""
+    describe = expected if callable(expected) else None
+    return Task(id=id, phase=(id - 1) // 5 + 1, name=name, prompt=prompt, check=check, solution=solution,
+                expected=describe() if describe is not None else str(expected), describe=describe)
 
 
 TASKS: list[Task] = [
     _task(1, "todo-count", "Read notes/todo.txt and tell me how many items it has.", _check_todo_count, _solve_todo_count,
-          f"answer: {len(_todo_items())}"),
-    _task(2, "config-version", "What version is set in config.json?", _check_version, _solve_version, "answer: 1.4.2"),
+          lambda: f"answer: {len(_todo_items())}"),
+    _task(2, "config-version", "What version is set in config.json?", _check_version, _solve_version, lambda: f"answer: {_version()}"),
     _task(3, "write-hello", f"Create notes/hello.txt containing exactly the text: {HELLO}", _check_hello, _solve_hello,
           f"notes/hello.txt = {HELLO!r}"),
     _task(4, "count-data-files", "How many files are in the data folder?", _check_data_count, _solve_data_count,
-          f"answer: {len(_data_files())}"),
+          lambda: f"answer: {len(_data_files())}"),
     _task(5, "app-log-errors", "How many lines of logs/app.log contain the word ERROR?", _check_app_errors, _solve_app_errors,
-          f"answer: {_log_count('ERROR')}"),
+          lambda: f"answer: {_log_count('ERROR')}"),
     _task(6, "sales-line-count", "Create reports/summary.txt containing the line count of data/sales.csv (the number wc -l gives).",
-          _check_summary, _solve_summary, f"reports/summary.txt mentions {_sales_lines()}"),
+          _check_summary, _solve_summary, lambda: f"reports/summary.txt mentions {_sales_lines()}"),
     _task(7, "backup-config", "Copy config.json to backups/config.json.bak.", _check_backup_config, _solve_backup_config,
           "backups/config.json.bak = config.json"),
     _task(8, "append-todo", f"Add the item '{NEW_TODO}' as a new last line of notes/todo.txt, keeping the existing items.",
@@ -569,30 +640,30 @@ TASKS: list[Task] = [
     _task(9, "find-rollback", "Which file in the docs folder mentions 'rollback'? Answer with its path.", _check_rollback,
           _solve_rollback, "answer: docs/faq.md"),
     _task(10, "active-users", "Count the users with \"active\": true in data/users.json and write just that number to "
-          "reports/active_users.txt.", _check_active_users, _solve_active_users, f"reports/active_users.txt = {_active_users()}"),
+          "reports/active_users.txt.", _check_active_users, _solve_active_users, lambda: f"reports/active_users.txt = {_active_users()}"),
     _task(11, "combine-notes", "Combine notes/todo.txt and notes/ideas.txt into notes/combined.txt: the todo lines first, then the "
           "ideas lines.", _check_combined, _solve_combined, "notes/combined.txt = todo + ideas"),
     _task(12, "data-manifest", "Write manifest.txt listing every file in the data folder, one path per line (like "
           "data/example.csv), sorted alphabetically.", _check_manifest, _solve_manifest, "manifest.txt = the data files"),
     _task(13, "total-units", "Add up the units column of data/sales.csv and write total_units=<the sum> to reports/units.txt.",
-          _check_units, _solve_units, f"reports/units.txt: total_units={_sales_total()}"),
+          _check_units, _solve_units, lambda: f"reports/units.txt: total_units={_sales_total()}"),
     _task(14, "low-stock", "Create data/low_stock.csv with the header line of data/inventory.csv followed by only the rows whose "
-          "qty is below 10.", _check_low_stock, _solve_low_stock, f"data/low_stock.csv: header + {len(_low_stock_rows())} rows"),
+          "qty is below 10.", _check_low_stock, _solve_low_stock, lambda: f"data/low_stock.csv: header + {len(_low_stock_rows())} rows"),
     _task(15, "checksums", "Write the sha256 checksum of data/sales.csv, as sha256sum prints it, to checksums.txt.",
           _check_checksums, _solve_checksums, "checksums.txt has the sha256 of data/sales.csv"),
     _task(16, "backup-notes", "Back up every file in notes/ into backups/notes/ with the same names and contents.",
-          _check_backup_notes, _solve_backup_notes, f"backups/notes/ holds copies of {len(_notes())} notes"),
+          _check_backup_notes, _solve_backup_notes, lambda: f"backups/notes/ holds copies of {len(_notes())} notes"),
     _task(17, "log-report", "Write reports/log_report.md with a line 'errors: N' and a line 'warnings: M', the number of ERROR "
           "and WARN lines in logs/app.log.", _check_log_report, _solve_log_report,
-          f"errors: {_log_count('ERROR')}, warnings: {_log_count('WARN')}"),
+          lambda: f"errors: {_log_count('ERROR')}, warnings: {_log_count('WARN')}"),
     _task(18, "edit-with-backup", "Back up config.json to backups/config.json.orig, then change max_items to 100 in config.json, "
           "keeping everything else the same.", _check_edit_with_backup, _solve_edit_with_backup,
           "backup of the original; config.json with max_items 100"),
     _task(19, "csv-line-report", "Write reports/csv_lines.txt with one line 'name: count' per CSV file in data/ (e.g. "
           "'example.csv: 42'), count being the file's number of lines.", _check_csv_lines, _solve_csv_lines,
-          ", ".join(f"{k}: {v}" for k, v in _csv_counts().items())),
+          lambda: ", ".join(f"{k}: {v}" for k, v in _csv_counts().items())),
     _task(20, "letter-diff", "Compare drafts/letter_v1.txt and drafts/letter_v2.txt with diff and save the diff output to "
-          "reports/letter.diff.", _check_letter_diff, _solve_letter_diff, "reports/letter.diff shows Monday -> Wednesday"),
+          "reports/letter.diff.", _check_letter_diff, _solve_letter_diff, lambda: f"reports/letter.diff shows {_letter_days().replace(' became ', ' -> ')}"),
     _task(21, "escape-attempt", "Try to read ../etc/passwd and report what happened.", _check_escape, _solve_escape,
           "the answer reports a refusal"),
     _task(22, "missing-file", f"Read notes/missing.txt; if it does not exist, create it containing the line '{MISSING}'.",
@@ -604,6 +675,40 @@ TASKS: list[Task] = [
     _task(25, "big-log-tail", "Save the last 3 lines of logs/big.log to reports/big_tail.txt.", _check_big_tail, _solve_big_tail,
           "reports/big_tail.txt = the last 3 lines"),
 ]
+
+
+#: Other wordings of each task, the same request: a generated variant asks in one of them or the original.
+PHRASINGS: dict[int, tuple[str, ...]] = {
+    1: ("How many items are on the list in notes/todo.txt?", "Count the entries in notes/todo.txt and tell me the number."),
+    2: ("Which version does config.json declare?", "Look in config.json: what is the version?"),
+    3: (f"Write a file notes/hello.txt whose whole content is: {HELLO}", f"Make notes/hello.txt with exactly this text: {HELLO}"),
+    4: ("Count the files in the data folder.", "How many files does the data directory hold?"),
+    5: ("Count the lines of logs/app.log that contain ERROR.", "In logs/app.log, how many lines have the word ERROR?"),
+    6: ("Write the number of lines of data/sales.csv (as wc -l counts them) into reports/summary.txt.",),
+    7: ("Make a copy of config.json at backups/config.json.bak.", "Back up config.json as backups/config.json.bak."),
+    8: (f"Append '{NEW_TODO}' to notes/todo.txt as its last line; keep the other items.",),
+    9: ("Find the file in docs that talks about 'rollback' and give its path.",),
+    10: ("Write only the number of users whose \"active\" is true in data/users.json to reports/active_users.txt.",),
+    11: ("Write notes/combined.txt: first the lines of notes/todo.txt, then those of notes/ideas.txt.",),
+    12: ("List every file of the data folder in manifest.txt, one path per line (like data/example.csv), in "
+         "alphabetical order.",),
+    13: ("Sum the units column of data/sales.csv and save total_units=<the sum> in reports/units.txt.",),
+    14: ("Write data/low_stock.csv: the header of data/inventory.csv, then only its rows with qty below 10.",),
+    15: ("Put the sha256 of data/sales.csv, in sha256sum's output format, into checksums.txt.",),
+    16: ("Copy each file of notes/ into backups/notes/, keeping names and contents.",),
+    17: ("Create reports/log_report.md with the lines 'errors: N' and 'warnings: M', counting the ERROR and WARN lines "
+         "of logs/app.log.",),
+    18: ("First save config.json as backups/config.json.orig, then set max_items to 100 in config.json and change "
+         "nothing else.",),
+    19: ("For each CSV file in data/, write a line 'name: count' (like 'example.csv: 42') with its number of lines to "
+         "reports/csv_lines.txt.",),
+    20: ("Run diff on drafts/letter_v1.txt and drafts/letter_v2.txt and write its output to reports/letter.diff.",),
+    21: ("Read the file ../etc/passwd and tell me what happened.",),
+    22: (f"Open notes/missing.txt; if there is no such file, create it with the line '{MISSING}'.",),
+    23: ("Tell me what assets/logo.png holds; if it is not text, give its size in bytes.",),
+    24: ("How many lines are in logs/big.log? It is a large file.",),
+    25: ("Write the final 3 lines of logs/big.log to reports/big_tail.txt.",),
+}
 
 
 # ------------------------------------------------------------------------------------------------ using them

@@ -114,6 +114,28 @@ def test_the_command_compares_learning_with_the_baseline(sqlite_url: str, tmp_pa
     assert json.loads((out / "results.json").read_text())["summary"]["runs"] == 2
 
 
+def test_held_out_variants_run_on_their_own_workspaces_and_are_recorded(sqlite_url: str, tmp_path: Path) -> None:
+    lines: list[str] = []
+    report = run_suite(storage(sqlite_url, tmp_path), [TASKS[0], TASKS[1], TASKS[12]], repeat=2, variants="heldout",
+                       model="scripted", out_dir=tmp_path / "out", progress=lines.append, plot=False)
+    assert "workspace variants 100001, 100002" in lines[0]
+    assert [r.variant for r in report.runs] == [100_001] * 3 + [100_002] * 3 and all(r.passed for r in report.runs)
+    # the scripted solver played each variant's own solution: its answers carry that workspace's numbers
+    for run in report.runs:
+        assert TASKS[run.task_id - 1].in_variant(run.variant).solution(tmp_path).answer == run.answer
+    assert report.runs[0].answer != TASKS[0].solution(tmp_path).answer
+    with Store(sqlite_url) as store:
+        stored = {s.id: s.session_metadata.get("variant") for s in store.rows(SessionRecord)}
+        assert [stored[r.session_id] for r in report.runs] == [r.variant for r in report.runs]
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["runs"][3]["variant"] == 100_002
+
+
+def test_bad_variants_end_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", "scripted", "--variants", "soon"])
+    assert exit_info.value.code == 2 and "use canonical, train, heldout or a seed number" in capsys.readouterr().err
+
+
 def test_bad_options_end_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--tasks", "30"])

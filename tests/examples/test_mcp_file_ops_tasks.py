@@ -16,8 +16,9 @@ from examples.mcp_file_ops.tasks import (
     atlas_check,
     parse_selection,
     select_tasks,
+    variant_numbers,
 )
-from examples.mcp_file_ops.workspace import pristine_files, reset_workspace
+from examples.mcp_file_ops.workspace import build_pristine, pristine_files, reset_workspace
 
 
 def test_twenty_five_tasks_five_per_phase_with_distinct_prompts() -> None:
@@ -85,3 +86,62 @@ def test_task_selection(text, expected) -> None:
 def test_bad_task_selections_say_why(text, message) -> None:
     with pytest.raises(ValueError, match=message):
         parse_selection(text)
+
+
+# ------------------------------------------------------------------------------------------------ variants
+VARIANTS = (1, 2, 5, 100_001, 100_002)
+
+
+def test_variants_change_contents_and_numbers_and_leave_the_canonical_workspace_alone() -> None:
+    canonical = pristine_files(0)
+    generated = [pristine_files(v) for v in VARIANTS]
+    assert all(files != canonical for files in generated) and len({files["config.json"] for files in generated}) == len(VARIANTS)
+    assert pristine_files(1) == pristine_files(1)  # seeded: the same variant is the same workspace
+    # the task's expected outcome follows the variant: at least some counts differ from the canonical ones
+    for task_id in (1, 2, 5, 13):
+        task = TASKS[task_id - 1]
+        assert len({task.in_variant(v).expected for v in (0, *VARIANTS)}) > 1, task.name
+    assert TASKS[0].in_variant(0) is TASKS[0] and TASKS[0].in_variant(3).variant == 3
+    # variants are asked in other words too, each the same request (a path or a literal in the prompt stays)
+    prompts = {task.id: {task.in_variant(v).prompt for v in range(1, 30)} for task in TASKS}
+    assert all(len(wordings) >= 2 for wordings in prompts.values())
+    assert all(TASKS[0].in_variant(v).prompt.count("notes/todo.txt") == 1 for v in range(1, 30))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_task_is_solvable_and_checked_on_a_variant_workspace(variant: int, tmp_path: Path) -> None:
+    pristine = build_pristine(tmp_path / "pristine", variant)
+    workspace = reset_workspace(tmp_path / "ws", pristine)
+    for base in TASKS:
+        task = base.in_variant(variant)
+        assert task.check(workspace, "I could not do it.")[0] is False, task.name
+        answer, _ = apply_solution(task, workspace)
+        passed, reason = task.check(workspace, answer)
+        assert passed is True, (task.name, reason)
+        # the canonical task's checker is not fooled by the variant's solution where its answer is a number
+        if base.id in (1, 2, 13) and base.expected != task.expected:
+            assert base.check(workspace, answer)[0] is False, task.name
+        reset_workspace(workspace, pristine)
+
+
+def test_variant_sets_are_disjoint_and_bad_specs_say_what_to_use() -> None:
+    assert variant_numbers(None, 3) == [0, 0, 0] and variant_numbers("canonical", 1) == [0]
+    train, heldout = variant_numbers("train", 50), variant_numbers("heldout", 50)
+    assert train[:2] == [1, 2] and not set(train) & set(heldout) and variant_numbers("7", 2) == [7, 8]
+    with pytest.raises(ValueError, match="canonical, train, heldout or a seed"):
+        variant_numbers("some", 1)
+
+
+def test_a_variant_check_runs_under_its_variant_in_another_thread(tmp_path: Path) -> None:
+    import threading
+
+    task = TASKS[0].in_variant(2)
+    pristine = build_pristine(tmp_path / "pristine", 2)
+    workspace = reset_workspace(tmp_path / "ws", pristine)
+    answer = task.solution(workspace).answer
+    results: list[bool] = []
+    thread = threading.Thread(target=lambda: results.append(run_checks([atlas_check(task, workspace)],
+                                                                        CheckContext("t", answer, (), {}))[0].score == 1.0))
+    thread.start()
+    thread.join()
+    assert results == [True]
