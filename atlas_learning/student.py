@@ -8,10 +8,19 @@ functions, so what a model is trained on is what the student saw.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["render_instructions", "render_guidance", "tool_schema", "model_turn"]
+__all__ = ["FINAL_ANSWER", "render_instructions", "render_guidance", "tool_schema", "model_turn", "tool_chat_messages",
+           "tool_step_json"]
+
+#: The action of a tool-calling step that answers instead of calling a tool.
+FINAL_ANSWER = "final_answer"
+#: How many characters of a tool call's arguments the transcript keeps (tool results: ``max_tool_result_chars``).
+_MAX_CALL_CHARS = 300
+#: How many characters of a tool's description the system message keeps (its first line only).
+_MAX_DESCRIPTION_CHARS = 120
 
 
 def render_guidance(notes: Sequence[str]) -> str:
@@ -76,3 +85,106 @@ def model_turn(output: Any) -> Any:
     if text is not None and not calls and set(output) <= {"role", "content", "tool_calls"} and output.get("role", "ai") in ("ai", "assistant"):
         return text
     return output
+
+
+# ---------------------------------------------------------------------------- tool calling by structured output
+def tool_chat_messages(messages: Sequence[Mapping[str, Any]], *, tools: Sequence[Mapping[str, Any]] = (),
+                       tool_choice: str = "auto", max_tool_result_chars: int = 2000) -> list[dict[str, str]]:
+    """A tool-calling conversation as plain ``{"role", "content"}`` messages, for a model that calls tools by
+    structured output (the embedded model and every model served by the ``local`` provider): what
+    ``AtlasChatModel`` sends at run time and what student training rebuilds from the messages export, so a trained
+    model is served exactly the prompt it learned on.
+
+    ``messages`` are in the OpenAI layout (``system``, ``user``, ``assistant`` with ``tool_calls`` as
+    ``{"function": {"name", "arguments"}}`` or ``{"name", "args"}``, ``tool`` with ``name``/``tool_call_id`` and an
+    optional ``status: error``). All system text, and the tool list when tools are offered, goes into one leading
+    system message; tool calls become ``called read_file({"path": "a.txt"})`` assistant lines and tool results
+    ``result of read_file: ...`` user lines, clipped (the model never sees call ids); consecutive messages of one
+    role are merged, so the transcript alternates as chat templates expect."""
+    system: list[str] = []
+    turns: list[dict[str, str]] = []
+    names_by_id: dict[str, str] = {}
+
+    def add(role: str, text: str) -> None:
+        if not text:
+            return
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] += "\n" + text
+        else:
+            turns.append({"role": role, "content": text})
+
+    for message in messages:
+        role, text = message.get("role"), str(message.get("content") or "").strip()
+        if role == "system":
+            if text:
+                system.append(text)
+        elif role == "assistant":
+            lines = [text] if text else []
+            for call in message.get("tool_calls") or ():
+                name, arguments = _call_parts(call)
+                if call.get("id"):
+                    names_by_id[str(call["id"])] = name
+                lines.append(f"called {name}({_clip(json.dumps(arguments, ensure_ascii=False), _MAX_CALL_CHARS)})")
+            add("assistant", "\n".join(lines))
+        elif role == "tool":
+            name = message.get("name") or names_by_id.get(str(message.get("tool_call_id") or ""), "a tool")
+            label = f"error from {name}" if message.get("status") == "error" else f"result of {name}"
+            add("user", f"{label}: {_clip(text, max_tool_result_chars) or '(empty)'}")
+        else:
+            add("user", text)
+    if tools:
+        system.append(_tools_prompt(tools, tool_choice))
+    result = [{"role": "system", "content": "\n\n".join(system)}] if system else []
+    result.extend(turns)
+    if not turns:  # a model needs a turn to answer; a bare system prompt becomes the request
+        result = [{"role": "user", "content": "\n\n".join(system) or "(no input)"}]
+    return result
+
+
+def tool_step_json(message: Mapping[str, Any]) -> str:
+    """An assistant turn as the structured step a model that calls tools by structured output writes:
+    ``{"step": {"action": <tool>, "arguments": {...}}}`` for its (first) tool call, else
+    ``{"step": {"action": "final_answer", "answer": <text>}}``; laid out as the constrained decoder lays out JSON
+    (``", "`` and ``": "`` separators, text as it is)."""
+    calls = list(message.get("tool_calls") or ())
+    if calls:
+        name, arguments = _call_parts(calls[0])
+        step: dict[str, Any] = {"action": name, "arguments": arguments}
+    else:
+        step = {"action": FINAL_ANSWER, "answer": str(message.get("content") or "")}
+    return json.dumps({"step": step}, ensure_ascii=False)
+
+
+def _call_parts(call: Mapping[str, Any]) -> tuple[str, Any]:
+    """(name, arguments as an object) of a tool call in the OpenAI layout or LangChain's ``{"name", "args"}``."""
+    function = call.get("function") if isinstance(call.get("function"), Mapping) else call
+    arguments = function.get("arguments", function.get("args"))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            pass
+    return str(function.get("name") or ""), arguments if arguments is not None else {}
+
+
+def _tools_prompt(tools: Sequence[Mapping[str, Any]], tool_choice: str) -> str:
+    lines = ["Tools:"]
+    for spec in tools:
+        function = spec["function"]
+        params = ", ".join((function.get("parameters") or {}).get("properties") or {})
+        description = (function.get("description") or "").strip().splitlines()
+        summary = _clip(description[0], _MAX_DESCRIPTION_CHARS) if description else ""
+        lines.append(f"- {function['name']}({params})" + (f": {summary}" if summary else ""))
+    if tool_choice == "auto":
+        lines.append("Call one tool at a time; give the final answer when you know it.")
+    elif tool_choice == "any":
+        lines.append("Call one of these tools.")
+    else:
+        lines.append(f"Call {tool_choice}.")
+    return "\n".join(lines)
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"

@@ -72,7 +72,7 @@ def train(*, method: str, config: Path | None, store: str | None = None, data: s
     prompts = grpo_export_examples(data, learning_key=key) if atlas["target"] == "teacher" else None  # a grpo export
     if atlas["target"] == "student":  # the chats the student's model had: the messages export
         records = load_student_records(data, store_url=loaded.storage.url, review_status=statuses, learning_key=key)
-        examples = student_examples(records, rejected=str(atlas["rejected"]))
+        examples = student_examples(records, rejected=str(atlas["rejected"]), layout=str(atlas["student_layout"]))
     elif prompts is not None:
         records, examples = prompts, prompts
     else:

@@ -59,7 +59,7 @@ _ATLAS_DEFAULTS: dict[str, Any] = {
     "held_out": 0.2, "seed": 0, "kinds": list(EXAMPLE_KINDS), "prefill": False, "rewards": ["verdict", "expected_answer"],
     "lora": False, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "lora_target_modules": "all-linear",
     "max_eval": 64, "eval_max_new_tokens": None, "eval_temperature": 0.0, "resume": False,
-    "target": "teacher", "rejected": "drop",
+    "target": "teacher", "rejected": "drop", "student_layout": "served",
 }
 
 #: Preset -> method -> settings (Atlas's and TRL's). ``model: None`` in cpu-tiny means "build the tiny model".

@@ -46,17 +46,13 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
 from atlas_learning.models import ChatModel, ModelResponse
+from atlas_learning.student import FINAL_ANSWER, tool_chat_messages
 
 from ._messages import message_text
 
 __all__ = ["AtlasChatModel", "FINAL_ANSWER", "atlas_messages", "step_model"]
 
 #: The ``action`` of the branch that ends the turn with an answer; no tool may take this name.
-FINAL_ANSWER = "final_answer"
-#: How many characters of a tool call's arguments the transcript keeps (tool results: ``max_tool_result_chars``).
-_MAX_CALL_CHARS = 300
-#: How many characters of a tool's description the system message keeps (its first line only).
-_MAX_DESCRIPTION_CHARS = 120
 
 
 class AtlasChatModel(BaseChatModel):
@@ -290,74 +286,27 @@ def atlas_messages(
     tool_choice: str = "auto",
     max_tool_result_chars: int = 2000,
 ) -> list[dict[str, str]]:
-    """LangChain messages as Atlas ``{"role", "content"}`` messages.
-
-    All system text, and the tool list when tools are offered, goes into one leading system message. Tool calls
-    and tool results become short text lines (the model never sees call ids), and consecutive messages of one role
-    are merged, so the transcript stays short and alternates as chat templates expect.
-    """
-    system: list[str] = []
-    turns: list[dict[str, str]] = []
-    names_by_id: dict[str, str] = {}
-
-    def add(role: str, text: str) -> None:
-        if not text:
-            return
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"] += "\n" + text
-        else:
-            turns.append({"role": role, "content": text})
-
-    for message in messages:
-        kind = message.type
-        text = message_text(message).strip()
-        if kind == "system":
-            if text:
-                system.append(text)
-        elif kind == "ai":
-            lines = [text] if text else []
-            for call in getattr(message, "tool_calls", None) or []:
-                if call.get("id"):
-                    names_by_id[call["id"]] = call["name"]
-                args = json.dumps(call.get("args") or {}, ensure_ascii=False)
-                lines.append(f"called {call['name']}({_clip(args, _MAX_CALL_CHARS)})")
-            add("assistant", "\n".join(lines))
-        elif kind == "tool":
-            tool_message: Any = message
-            name = getattr(tool_message, "name", None) or names_by_id.get(tool_message.tool_call_id, "a tool")
-            label = f"error from {name}" if getattr(tool_message, "status", "success") == "error" else f"result of {name}"
-            add("user", f"{label}: {_clip(text, max_tool_result_chars) or '(empty)'}")
-        elif kind == "chat" and getattr(message, "role", "") in ("system", "assistant"):
-            if message.role == "system":  # type: ignore[attr-defined]
-                system.append(text)
-            else:
-                add("assistant", text)
-        else:  # human, chat with another role, function messages
-            add("user", text)
-    if tools:
-        system.append(_tools_prompt(tools, tool_choice))
-    result = [{"role": "system", "content": "\n\n".join(system)}] if system else []
-    result.extend(turns)
-    if not turns:  # Atlas needs a turn to answer; a bare system prompt becomes the request
-        result = [{"role": "user", "content": "\n\n".join(system) or "(no input)"}]
-    return result
+    """LangChain messages as Atlas ``{"role", "content"}`` messages: translated to the OpenAI layout, then
+    rendered by the core's :func:`~atlas_learning.student.tool_chat_messages` (the renderer student training uses,
+    so a trained model is served the prompt it learned on)."""
+    return tool_chat_messages([_openai_message(m) for m in messages], tools=tools, tool_choice=tool_choice,
+                              max_tool_result_chars=max_tool_result_chars)
 
 
-def _tools_prompt(tools: Sequence[Mapping[str, Any]], tool_choice: str) -> str:
-    lines = ["Tools:"]
-    for spec in tools:
-        function = spec["function"]
-        params = ", ".join((function.get("parameters") or {}).get("properties") or {})
-        description = (function.get("description") or "").strip().splitlines()
-        summary = _clip(description[0], _MAX_DESCRIPTION_CHARS) if description else ""
-        lines.append(f"- {function['name']}({params})" + (f": {summary}" if summary else ""))
-    if tool_choice == "auto":
-        lines.append("Call one tool at a time; give the final answer when you know it.")
-    elif tool_choice == "any":
-        lines.append("Call one of these tools.")
-    else:
-        lines.append(f"Call {tool_choice}.")
-    return "\n".join(lines)
+def _openai_message(message: BaseMessage) -> dict[str, Any]:
+    kind, text = message.type, message_text(message)
+    if kind == "system":
+        return {"role": "system", "content": text}
+    if kind == "ai":
+        return {"role": "assistant", "content": text, "tool_calls": [
+            {"id": call.get("id"), "name": call["name"], "args": call.get("args") or {}} for call in getattr(message, "tool_calls", None) or []]}
+    if kind == "tool":
+        tool_message: Any = message
+        return {"role": "tool", "content": text, "name": getattr(tool_message, "name", None),
+                "tool_call_id": tool_message.tool_call_id, "status": getattr(tool_message, "status", "success")}
+    if kind == "chat" and getattr(message, "role", "") in ("system", "assistant"):
+        return {"role": message.role, "content": text}  # type: ignore[attr-defined]
+    return {"role": "user", "content": text}  # human, chat with another role, function messages
 
 
 def _clip(text: str, limit: int) -> str:

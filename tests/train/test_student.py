@@ -61,8 +61,8 @@ def approved_store(make_supervisor, store_url: str) -> str:  # noqa: F811 - the 
 def test_each_model_turn_is_an_example_and_rejected_answers_are_dropped_or_masked(approved_store: str) -> None:
     records = load_student_records("approved", store_url=approved_store)
     assert len(records) == 6
-    dropped = student_examples(records)
-    masked = student_examples(records, rejected="mask")
+    dropped = student_examples(records, layout="chat")
+    masked = student_examples(records, rejected="mask", layout="chat")
     # per session: the tool call and the accepted answer (the three rejected answers are never completions)
     assert len(dropped) == len(masked) == 12
     completions = [e["completion"][0] for e in dropped]
@@ -74,6 +74,46 @@ def test_each_model_turn_is_an_example_and_rejected_answers_are_dropped_or_maske
     assert [m["role"] for m in first["prompt"]] == ["system", "user"] and json.loads(first["tools"]) == [DOUBLE]
     with pytest.raises(AtlasError, match="rejected='keep'"):
         student_examples(records, rejected="keep")
+    with pytest.raises(AtlasError, match="student_layout='native'"):
+        student_examples(records, layout="native")
+    served = student_examples(records)  # the default: as a model that calls tools by structured output is served
+    assert len(served) == 12 and all(e["tools"] == "[]" for e in served)
+    assert json.loads(served[0]["completion"][0]["content"]) == {"step": {"action": "double", "arguments": {"n": 1}}}
+    assert served[0]["prompt"][0]["content"].endswith("Call one tool at a time; give the final answer when you know it.")
+    assert "called double({\"n\": 1})" in served[1]["prompt"][-2]["content"] and "result of double: 2" in served[1]["prompt"][-1]["content"]
+    assert json.loads(served[1]["completion"][0]["content"]) == {"step": {"action": "final_answer", "answer": "2"}}
+
+
+def test_the_served_layout_is_exactly_what_atlas_chat_model_sent_and_got(make_supervisor, store_url: str) -> None:  # noqa: F811
+    from langchain.agents import create_agent
+    from langchain_core.messages import HumanMessage
+    from langchain_core.tools import tool
+
+    from atlas_learning.config import ModelSettings
+    from atlas_learning.models import create_model
+    from atlas_plugins.langgraph import with_atlas
+    from atlas_plugins.langgraph.chat_model import AtlasChatModel
+
+    @tool
+    def read_file(path: str) -> str:
+        """Read a text file and return its content."""
+        return "buy milk\ncall mom\nfix bike"
+
+    outputs = [{"step": {"action": "read_file", "arguments": {"path": "notes.txt"}}},
+               {"step": {"action": "final_answer", "answer": "notes.txt has 3 lines."}}]
+    student = create_model(ModelSettings(provider="scripted", max_retries=0, options={"responses": list(outputs)}))
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    agent = create_agent(AtlasChatModel(student), tools=[read_file], system_prompt="You answer questions about files.")
+    app_ = with_atlas(agent, supervisor=supervisor, agent_name="files")
+    app_.invoke({"messages": [HumanMessage("How many lines does notes.txt have?")]})
+    session_id = app_.session_result().session_id
+    assert supervisor.drain(30)
+    with Store(store_url) as store:
+        store.update_session(session_id, review_status="approved")
+    examples = student_examples(load_student_records("approved", store_url=store_url))
+    sent = [prompt for prompt, _schema in student.requests]  # type: ignore[attr-defined]
+    assert [e["prompt"] for e in examples] == sent  # the training prompt is the served prompt, token for token
+    assert [json.loads(e["completion"][0]["content"]) for e in examples] == outputs
 
 
 def test_atlas_train_sft_target_student_learns_the_student_s_turns(approved_store: str, tmp_path: Path) -> None:
