@@ -5,6 +5,7 @@
     python -m examples.mcp_file_ops --tasks 1-5 --repeat 2
     python -m examples.mcp_file_ops --compare            # with learning, then without, side by side
     python -m examples.mcp_file_ops --variants heldout --repeat 3   # 3 generated workspaces no training run uses
+    python -m examples.mcp_file_ops loop --quick         # the local loop: demonstrations, SFT, held-out before/after
 
 Prints one line per finished task, then a table (lane, reward, checker result, tool calls, tokens, lessons
 injected); writes results.json and learning_curve.png under --out (default .atlas/mcp_file_ops/). Sessions go to
@@ -53,6 +54,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["loop"]:  # the local loop: demonstrations -> SFT of the embedded student -> held-out evaluation
+        from .loop import main as loop_main
+
+        return loop_main(argv[1:])
     args = parse_args(argv)
     try:
         return run(args.selected, repeat=args.repeat, baseline=args.baseline, compare=args.compare, model=args.model,

@@ -27,10 +27,14 @@ __all__ = ["LESSONS", "ScriptedSolver", "ScriptedSupervision", "scripted_solver"
 
 
 class ScriptedSolver(GenericFakeChatModel):
-    """A fake chat model that accepts tools (``bind_tools`` returns itself) and answers from a script."""
+    """A fake chat model that accepts tools and answers from a script. Bound tools go into the call's parameters,
+    as with a real chat model, so a recorded session names the tools its model was offered (the student's
+    training prompt lists them, as the served model's does)."""
 
-    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedSolver:
-        return self
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
 
 
 def scripted_solver(task: Task, workspace: Path) -> ScriptedSolver:
