@@ -54,7 +54,7 @@ browser:
 	fi
 
 demo: install
-	$(BIN)/atlas quickstart
+	$(BIN)/atlas quickstart --loop
 
 test: install
 	$(BIN)/python -m pytest

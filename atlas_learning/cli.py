@@ -123,7 +123,7 @@ def show_config(config: ConfigOption = None, as_json: Annotated[bool, typer.Opti
         typer.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
 
 
-@app.command(epilog=_examples("atlas quickstart --model scripted", "atlas quickstart --tasks 1-5 --compare",
+@app.command(epilog=_examples("atlas quickstart --model scripted", "atlas quickstart --tasks 1-5 --compare", "atlas quickstart --loop",
                               "atlas quickstart --model scripted --tasks 1-3 --json | jq .learning.summary"))
 def quickstart(
     config: ConfigOption = None,
@@ -133,6 +133,7 @@ def quickstart(
     compare: Annotated[bool, typer.Option("--compare", help="Run with learning, then the baseline, and compare.")] = False,
     model: Annotated[str, typer.Option("--model", help="config (the config's student; default the embedded model) or scripted (no LLM, seconds).")] = "config",
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json and the learning-curve PNG.")] = Path(".atlas/mcp_file_ops"),
+    loop: Annotated[bool, typer.Option("--loop", help="After the checks, run the local loop's quick size instead of the tasks: demonstrations, SFT of the embedded student, held-out before/after (needs the train extra).")] = False,
     variants: Annotated[str, typer.Option("--variants", help="The workspace of each repetition: canonical, train (generated 1, 2, ...), heldout (100001, ...: never in train) or a seed number.")] = "canonical",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results (what results.json holds, per run) as one JSON object; the checks and tables go to stderr.")] = False,
 ) -> None:
@@ -144,7 +145,7 @@ def quickstart(
     """
     if not as_json:
         _invoke("quickstart", "quickstart", config=config, tasks=tasks, repeat=repeat, baseline=baseline, compare=compare,
-                model=model, out=out, variants=variants)
+                model=model, out=out, variants=variants, loop=loop)
         return
     import contextlib
 
@@ -153,7 +154,7 @@ def quickstart(
         path.unlink(missing_ok=True)
     with contextlib.redirect_stdout(sys.stderr):  # stdout holds the one object alone
         _invoke("quickstart", "quickstart", config=config, tasks=tasks, repeat=repeat, baseline=baseline, compare=compare,
-                model=model, out=out, variants=variants)
+                model=model, out=out, variants=variants, loop=loop)
     runs = {("baseline" if path.name.endswith("-baseline.json") else "learning"): json.loads(path.read_text(encoding="utf-8"))
             for path in written if path.is_file()}
     typer.echo(json.dumps({"out": str(out), **runs}, default=str))

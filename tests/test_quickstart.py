@@ -55,6 +55,9 @@ def quickstart(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str],
     (["--baseline", "--compare"], "atlas quickstart: --baseline and --compare do not go together: --compare runs the "
                                   "baseline after the learning run (see atlas quickstart -h)"),
     (["--config", "missing.yaml"], "atlas quickstart: --config missing.yaml: no such file (see atlas quickstart -h)"),
+    (["--loop", "--tasks", "1-3"], "atlas quickstart: --loop runs the local loop's own tasks, workspaces and model: "
+                                   "leave out --tasks, --repeat, --baseline, --compare, --model and --variants "
+                                   "(see atlas quickstart -h)"),
     (["--variants", "soon"], "atlas quickstart: --variants: bad variants 'soon': use canonical, train, heldout or a seed "
                              "number such as 7 (see atlas quickstart -h)"),
 ])

@@ -27,12 +27,15 @@ _NEEDS = {"langchain": "langgraph", "langgraph": "langgraph", "mcp": "mcp", "lan
 
 
 def quickstart(*, config: Path | None, tasks: str, repeat: int, baseline: bool, compare: bool, model: str, out: Path,
-               variants: str = "canonical") -> None:
+               variants: str = "canonical", loop: bool = False) -> None:
     # 1. The options, before anything loads.
     if model not in MODELS:
         raise UsageError(f"--model: expected config or scripted, got {model!r}")
     if repeat < 1:
         raise UsageError(f"--repeat: expected at least 1, got {repeat}")
+    if loop and (tasks != "all" or repeat != 1 or baseline or compare or model != "config" or variants != "canonical"):
+        raise UsageError("--loop runs the local loop's own tasks, workspaces and model: leave out --tasks, --repeat, "
+                         "--baseline, --compare, --model and --variants")
     if baseline and compare:
         raise UsageError("--baseline and --compare do not go together: --compare runs the baseline after the learning run")
     if out.exists() and not out.is_dir():
@@ -92,6 +95,14 @@ def quickstart(*, config: Path | None, tasks: str, repeat: int, baseline: bool, 
     from .. import progress
 
     progress.set_default(True)
+    if loop:
+        if importlib.util.find_spec("trl") is None:
+            raise AtlasError("the loop trains the student: pip install 'atlas-plugins[train]'")
+        steps = _example_module("loop")
+        report = steps.run_loop("quick", out=out / "loop")
+        typer.echo("\n" + steps.table(report))
+        typer.echo(f"results: {out / 'loop' / 'loop.json'}")
+        return
     runner = _example_module("__main__")
     code = runner.run(selected, repeat=repeat, baseline=baseline, compare=compare, model=model,
                       config=str(config_path) if config_path is not None else None, out=str(out), variants=variants)
