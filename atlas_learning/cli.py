@@ -135,7 +135,7 @@ def quickstart(
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json and the learning-curve PNG.")] = Path(".atlas/mcp_file_ops"),
     loop: Annotated[bool, typer.Option("--loop", help="After the checks, run the local loop's quick size instead of the tasks: demonstrations, SFT of the embedded student, held-out before/after (needs the train extra).")] = False,
     variants: Annotated[str, typer.Option("--variants", help="The workspace of each repetition: canonical, train (generated 1, 2, ...), heldout (100001, ...: never in train) or a seed number.")] = "canonical",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results (what results.json holds, per run) as one JSON object; the checks and tables go to stderr.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results (what results.json holds, per run; with --loop, loop.json) as one JSON object; the checks and tables go to stderr.")] = False,
 ) -> None:
     """Check the options, the config, the store and the teacher's model, then run the main example: 25 MCP file
     tasks under supervision (the example ships in the package: any folder will do).
@@ -150,13 +150,15 @@ def quickstart(
     import contextlib
 
     written = [out / name for name in (["results.json"] if not baseline else []) + (["results-baseline.json"] if baseline or compare else [])]
+    if loop:
+        written = [out / "loop" / "loop.json"]
     for path in written:  # a file from an earlier run must not pass for this one's
         path.unlink(missing_ok=True)
     with contextlib.redirect_stdout(sys.stderr):  # stdout holds the one object alone
         _invoke("quickstart", "quickstart", config=config, tasks=tasks, repeat=repeat, baseline=baseline, compare=compare,
                 model=model, out=out, variants=variants, loop=loop)
-    runs = {("baseline" if path.name.endswith("-baseline.json") else "learning"): json.loads(path.read_text(encoding="utf-8"))
-            for path in written if path.is_file()}
+    runs = {("loop" if path.name == "loop.json" else "baseline" if path.name.endswith("-baseline.json") else "learning"):
+            json.loads(path.read_text(encoding="utf-8")) for path in written if path.is_file()}
     typer.echo(json.dumps({"out": str(out), **runs}, default=str))
 
 
