@@ -12,8 +12,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["FINAL_ANSWER", "render_instructions", "render_guidance", "tool_schema", "model_turn", "tool_chat_messages",
-           "tool_step_json"]
+__all__ = ["FINAL_ANSWER", "clip_text", "render_instructions", "render_guidance", "tool_schema", "model_turn",
+           "tool_chat_messages", "tool_step_json"]
 
 #: The action of a tool-calling step that answers instead of calling a tool.
 FINAL_ANSWER = "final_answer"
@@ -124,12 +124,12 @@ def tool_chat_messages(messages: Sequence[Mapping[str, Any]], *, tools: Sequence
                 name, arguments = _call_parts(call)
                 if call.get("id"):
                     names_by_id[str(call["id"])] = name
-                lines.append(f"called {name}({_clip(json.dumps(arguments, ensure_ascii=False), _MAX_CALL_CHARS)})")
+                lines.append(f"called {name}({clip_text(json.dumps(arguments, ensure_ascii=False), _MAX_CALL_CHARS)})")
             add("assistant", "\n".join(lines))
         elif role == "tool":
             name = message.get("name") or names_by_id.get(str(message.get("tool_call_id") or ""), "a tool")
             label = f"error from {name}" if message.get("status") == "error" else f"result of {name}"
-            add("user", f"{label}: {_clip(text, max_tool_result_chars) or '(empty)'}")
+            add("user", f"{label}: {clip_text(text, max_tool_result_chars) or '(empty)'}")
         else:
             add("user", text)
     if tools:
@@ -173,7 +173,7 @@ def _tools_prompt(tools: Sequence[Mapping[str, Any]], tool_choice: str) -> str:
         function = spec["function"]
         params = ", ".join((function.get("parameters") or {}).get("properties") or {})
         description = (function.get("description") or "").strip().splitlines()
-        summary = _clip(description[0], _MAX_DESCRIPTION_CHARS) if description else ""
+        summary = clip_text(description[0], _MAX_DESCRIPTION_CHARS) if description else ""
         lines.append(f"- {function['name']}({params})" + (f": {summary}" if summary else ""))
     if tool_choice == "auto":
         lines.append("Call one tool at a time; give the final answer when you know it.")
@@ -184,7 +184,8 @@ def _tools_prompt(tools: Sequence[Mapping[str, Any]], tool_choice: str) -> str:
     return "\n".join(lines)
 
 
-def _clip(text: str, limit: int) -> str:
+def clip_text(text: str, limit: int) -> str:
+    """``text`` cut at ``limit`` characters, saying how many were cut: how the student's transcript clips."""
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... [{len(text) - limit} more characters]"

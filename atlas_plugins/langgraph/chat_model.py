@@ -46,13 +46,11 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
 from atlas_learning.models import ChatModel, ModelResponse
-from atlas_learning.student import FINAL_ANSWER, tool_chat_messages
+from atlas_learning.student import FINAL_ANSWER, clip_text, tool_chat_messages
 
 from ._messages import message_text
 
 __all__ = ["AtlasChatModel", "FINAL_ANSWER", "atlas_messages", "step_model"]
-
-#: The ``action`` of the branch that ends the turn with an answer; no tool may take this name.
 
 
 class AtlasChatModel(BaseChatModel):
@@ -219,7 +217,7 @@ class AtlasChatModel(BaseChatModel):
         calls = getattr(previous, "tool_calls", None) or []
         if not any(call["name"] == step.action and (call.get("args") or {}) == args for call in calls):
             return None
-        question = _clip(next((message_text(m).strip() for m in reversed(messages) if m.type == "human"), ""), 500)
+        question = clip_text(next((message_text(m).strip() for m in reversed(messages) if m.type == "human"), ""), 500)
         note = f"You already have the result of {step.action}. " + (f"Now answer: {question}" if question
                                                                      else "Give the final answer now.")
         prompt = [dict(m) for m in request.prompt]
@@ -307,12 +305,6 @@ def _openai_message(message: BaseMessage) -> dict[str, Any]:
     if kind == "chat" and getattr(message, "role", "") in ("system", "assistant"):
         return {"role": message.role, "content": text}  # type: ignore[attr-defined]
     return {"role": "user", "content": text}  # human, chat with another role, function messages
-
-
-def _clip(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... [{len(text) - limit} more characters]"
 
 
 def _cut_at_stop(text: str, stop: Sequence[str] | None) -> str:

@@ -83,7 +83,10 @@ class Task:
     expected: str = ""
     #: The workspace variant the checker, the solution and ``expected`` are for (0: the canonical workspace).
     variant: int = 0
+    #: ``expected`` as a function of the active variant's contents, when it depends on them.
     describe: Callable[[], str] | None = field(default=None, repr=False, compare=False)
+    #: The canonical task a variant was made from (None: this is it).
+    base: Task | None = field(default=None, repr=False, compare=False)
 
     @property
     def phase_name(self) -> str:
@@ -93,14 +96,14 @@ class Task:
         """This task on workspace variant ``variant``: the same prompt, checked against that workspace's contents."""
         if variant == self.variant:
             return self
-        base_check, base_solution = _unbound(self.check), _unbound(self.solution)
+        base = self.base or self
+        if variant == 0:
+            return base
         with active_variant(variant):
-            expected = self.describe() if self.describe is not None else self.expected
-        canonical = TASKS[self.id - 1].prompt if 0 < self.id <= len(TASKS) else self.prompt
-        prompt = canonical if variant == 0 else random.Random(f"mcp-file-ops:{variant}:{self.id}").choice(
-            (canonical, *PHRASINGS.get(self.id, ())))
-        return dataclasses.replace(self, variant=variant, prompt=prompt, expected=expected, check=_bound(base_check, variant),
-                                   solution=_bound(base_solution, variant))
+            expected = base.describe() if base.describe is not None else base.expected
+        prompt = random.Random(f"mcp-file-ops:{variant}:{base.id}").choice((base.prompt, *PHRASINGS.get(base.id, ())))
+        return dataclasses.replace(base, variant=variant, prompt=prompt, expected=expected, base=base,
+                                   check=_bound(base.check, variant), solution=_bound(base.solution, variant))
 
 
 def _bound(function: Callable[..., Any], variant: int) -> Callable[..., Any]:
@@ -110,12 +113,7 @@ def _bound(function: Callable[..., Any], variant: int) -> Callable[..., Any]:
         with active_variant(variant):
             return function(*args, **kwargs)
 
-    run.unbound = function  # type: ignore[attr-defined]
     return run
-
-
-def _unbound(function: Callable[..., Any]) -> Callable[..., Any]:
-    return getattr(function, "unbound", function)
 
 
 #: Where the ``train`` and ``heldout`` variant sets start: disjoint ranges, so no held-out workspace is trained on.
