@@ -26,7 +26,8 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, update
@@ -44,6 +45,7 @@ from .store import PlaybookEntryRecord, PlaybookRegistryRecord, PlaybookVersionR
 
 __all__ = [
     "AppliedChange",
+    "PlaybookEntry",
     "PlaybookRegistry",
     "PlaybookView",
     "Selection",
@@ -85,15 +87,57 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4)) if text else 0
 
 
+@dataclass(slots=True)
+class PlaybookEntry:
+    """A live playbook entry as sessions read it: a plain copy of its
+    :class:`~atlas_learning.store.PlaybookEntryRecord` row, kept in the key's cached :class:`PlaybookView`.
+
+    Sessions read a few hundred attributes of these per begin and finish; an ORM-mapped record makes each read go
+    through SQLAlchemy's instrumentation, which at 1,000 live entries cost more than the selection itself. The
+    registry adds a session's counts to the cached copy in place (the row gets them through the recorder); any
+    other change makes a new copy (:func:`dataclasses.replace`). The row stays the record of truth."""
+
+    id: str
+    learning_key: str
+    audience: str
+    kind: str
+    task_family: str | None
+    lesson: str
+    applies_when: str | None
+    status: str
+    version: int
+    provenance: tuple[str, ...]
+    uses: int
+    reward_sum_with: float
+    reward_count_with: int
+    reward_sum_without: float
+    reward_count_without: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, source: Any) -> PlaybookEntry:
+        """A copy of a row (a result row or a :class:`PlaybookEntryRecord`)."""
+        if hasattr(source, "_mapping"):
+            values = source._mapping
+            return cls(**{name: values[name] for name in _ENTRY_FIELDS}, provenance=tuple(values["provenance"] or ()))
+        return cls(**{name: getattr(source, name) for name in _ENTRY_FIELDS}, provenance=tuple(source.provenance or ()))
+
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(PlaybookEntry) if f.name != "provenance")
+#: What selection and rendering accept: the cached plain copies, or records read by hand.
+Entry = PlaybookEntry | PlaybookEntryRecord
+
+
 def _entry(row: Any) -> PlaybookEntryRecord:
-    """An entry from one of its own rows: trusted, so built without validation (it is read on every session).
+    """An entry from one of its own rows: trusted, so built without validation.
 
     Building a table model without the ORM needs the mappers configured, which an ORM query would have done."""
     configure_mappers()  # a no-op once configured
     return PlaybookEntryRecord.model_construct(**row._mapping)
 
 
-def _entry_text(entry: PlaybookEntryRecord) -> str:
+def _entry_text(entry: Entry) -> str:
     return f"{entry.lesson} {entry.applies_when or ''}"
 
 
@@ -101,7 +145,7 @@ def _mean(total: float, count: int) -> float | None:
     return total / count if count else None
 
 
-def _impact(entry: PlaybookEntryRecord) -> float | None:
+def _impact(entry: Entry) -> float | None:
     with_mean, without_mean = _mean(entry.reward_sum_with, entry.reward_count_with), _mean(entry.reward_sum_without, entry.reward_count_without)
     return None if with_mean is None or without_mean is None else with_mean - without_mean
 
@@ -117,7 +161,7 @@ def _normal_cdf(z: float) -> float:
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
 
 
-def probability_helps(entry: PlaybookEntryRecord) -> float:
+def probability_helps(entry: Entry) -> float:
     """P(the entry's true mean outcome with it > without it), from Beta posteriors of the two arms.
 
     An arm with outcome sum s over n sessions has posterior Beta(1 + s, 1 + n - s) (a uniform prior). The
@@ -127,13 +171,13 @@ def probability_helps(entry: PlaybookEntryRecord) -> float:
     return _normal_cdf((mean_with - mean_without) / math.sqrt(var_with + var_without))
 
 
-def probability_effective(entry: PlaybookEntryRecord, floor: float) -> float:
+def probability_effective(entry: Entry, floor: float) -> float:
     """P(the entry's true mean outcome with it >= ``floor``), from the with-arm's Beta posterior (normal approx.)."""
     mean, variance = _posterior(entry.reward_sum_with, entry.reward_count_with)
     return _normal_cdf((mean - floor) / math.sqrt(variance))
 
 
-def impact_verdict(entry: PlaybookEntryRecord, config: PlaybookConfig) -> tuple[str, str] | None:
+def impact_verdict(entry: Entry, config: PlaybookConfig) -> tuple[str, str] | None:
     """The status the entry's impact calls for, with the figures as the reason; None while undecided.
 
     With ``min_with`` sessions given it and ``min_without`` withheld: retired when it probably hurts, activated
@@ -168,7 +212,7 @@ class PlaybookView:
 
     learning_key: str
     version: int
-    entries: list[PlaybookEntryRecord]
+    entries: list[PlaybookEntry]
     _index: RelevanceIndex | None = field(default=None, repr=False)
     _families: dict[str | None, list[int]] | None = field(default=None, repr=False)
     _positions: dict[str, int] | None = field(default=None, repr=False)
@@ -182,7 +226,7 @@ class PlaybookView:
         """The relevance to ``task`` (0..1) of the entries it matches at all, by entry id."""
         return {self.entries[i].id: score for i, score in self._matches(task).items()}
 
-    def candidates(self, task: str, family: str | None, *, threshold: float = 0.0) -> tuple[list[PlaybookEntryRecord], dict[str, float]]:
+    def candidates(self, task: str, family: str | None, *, threshold: float = 0.0) -> tuple[list[PlaybookEntry], dict[str, float]]:
         """The live entries that may apply to ``task``: those it matches at ``threshold`` or more, and those scoped
         to its family (whatever their match); with their relevance. What a session looks at, so its cost follows
         what matches, not the playbook's size."""
@@ -195,7 +239,7 @@ class PlaybookView:
         chosen += [e for e in (self.entries[i] for i in positions) if e.id not in seen and e.status in LIVE]
         return chosen, relevance
 
-    def get(self, ids: Sequence[str]) -> list[PlaybookEntryRecord]:
+    def get(self, ids: Sequence[str]) -> list[PlaybookEntry]:
         """The cached entries with these ids (those the view holds)."""
         positions = self._index_positions()
         return [self.entries[positions[i]] for i in ids if i in positions]
@@ -205,7 +249,7 @@ class PlaybookView:
             self._positions = {e.id: i for i, e in enumerate(self.entries)}
         return self._positions
 
-    def replace(self, fresh: Sequence[PlaybookEntryRecord]) -> None:
+    def replace(self, fresh: Sequence[PlaybookEntry]) -> None:
         """Put newer copies of some entries in place (same text: the index stays valid)."""
         self._positions = self._index_positions()
         for entry in fresh:
@@ -227,12 +271,12 @@ class Selection:
     """What one session gets of one audience and kind: the entries injected, and those that applied but were
     withheld for the impact comparison. ``scores`` holds the relevance (with the family boost) of both."""
 
-    chosen: list[PlaybookEntryRecord]
-    withheld: list[PlaybookEntryRecord]
+    chosen: list[Entry]
+    withheld: list[Entry]
     scores: dict[str, float]
 
 
-def _withhold(entry: PlaybookEntryRecord, config: PlaybookConfig, draw: Callable[[], float]) -> bool:
+def _withhold(entry: Entry, config: PlaybookConfig, draw: Callable[[], float]) -> bool:
     """Whether this session is one of the entry's "without" sessions. Under trial, ``balanced``: a coin at
     ``trial_explore_rate`` that sends the session to the smaller arm once the arms differ by ``max_imbalance``
     (a big-stick design: random, yet balanced enough to decide soon); ``adaptive``: a coin at the probability that
@@ -255,7 +299,7 @@ def _withhold(entry: PlaybookEntryRecord, config: PlaybookConfig, draw: Callable
     return draw() < config.trial_explore_rate
 
 
-def select_entries(entries: Iterable[PlaybookEntryRecord], relevance: Mapping[str, float], *, family: str | None,
+def select_entries(entries: Iterable[Entry], relevance: Mapping[str, float], *, family: str | None,
                    audience: str, kind: str, token_budget: int, config: PlaybookConfig,
                    draw: Callable[[], float] | None = None, max_count: int | None = None) -> Selection:
     """The entries of one audience and kind that apply to a task (``relevance`` from :meth:`PlaybookView.relevance`),
@@ -264,7 +308,7 @@ def select_entries(entries: Iterable[PlaybookEntryRecord], relevance: Mapping[st
     ``draw`` gives uniform numbers in [0, 1) for withholding (None: nothing is withheld)."""
     header, separator, piece = _BLOCKS[kind == "example"]
     scores: dict[str, float] = {}
-    applying: list[PlaybookEntryRecord] = []
+    applying: list[Entry] = []
     boost, threshold = config.family_boost, config.relevance_threshold
     for entry in entries:
         if entry.audience != audience or entry.kind != kind or entry.status not in LIVE:
@@ -279,8 +323,8 @@ def select_entries(entries: Iterable[PlaybookEntryRecord], relevance: Mapping[st
             applying.append(entry)
     ranked = sorted(applying, key=lambda e: (scores[e.id] + 0.5 * (_impact(e) or 0.0), e.status == "active", e.created_at),
                     reverse=True)
-    chosen: list[PlaybookEntryRecord] = []
-    withheld: list[PlaybookEntryRecord] = []
+    chosen: list[Entry] = []
+    withheld: list[Entry] = []
     length = len(header) - len(separator)  # of the rendered block so far: the header, then the pieces joined
     for entry in ranked:
         if max_count is not None and len(chosen) >= max_count:
@@ -296,8 +340,8 @@ def select_entries(entries: Iterable[PlaybookEntryRecord], relevance: Mapping[st
     return Selection(chosen, withheld, {e.id: scores[e.id] for e in [*chosen, *withheld]})
 
 
-def select_lessons(entries: Sequence[PlaybookEntryRecord], task: str, *, audience: str, token_budget: int,
-                   family: str | None = None, config: PlaybookConfig | None = None) -> list[PlaybookEntryRecord]:
+def select_lessons(entries: Sequence[Entry], task: str, *, audience: str, token_budget: int,
+                   family: str | None = None, config: PlaybookConfig | None = None) -> list[Entry]:
     """The lessons to inject for ``task`` (nothing withheld): :func:`select_entries` over a fresh index."""
     view = PlaybookView("", 0, list(entries))
     return select_entries(view.entries, view.relevance(task), family=family, audience=audience, kind="lesson",
@@ -307,33 +351,33 @@ def select_lessons(entries: Sequence[PlaybookEntryRecord], task: str, *, audienc
 _LESSONS_HEADER = "Lessons from earlier runs; follow them:\n"
 
 
-def _lesson_line(entry: PlaybookEntryRecord) -> str:
+def _lesson_line(entry: Entry) -> str:
     return f"- {entry.lesson}" + (f" (when {entry.applies_when})" if entry.applies_when else "")
 
 
-def _example_piece(entry: PlaybookEntryRecord) -> str:
+def _example_piece(entry: Entry) -> str:
     return f"Worked example from an earlier run that passed its checks:\n{entry.lesson}"
 
 
 #: Each block as (header, separator, piece of one entry): lessons, then worked examples. The renderers below and
 #: the budget count in :func:`select_entries` are built from these, so the count is the rendered length.
-_BLOCKS: tuple[tuple[str, str, Callable[[PlaybookEntryRecord], str]], ...] = (
+_BLOCKS: tuple[tuple[str, str, Callable[[Entry], str]], ...] = (
     (_LESSONS_HEADER, "\n", _lesson_line), ("", "\n\n", _example_piece))
 
 
-def render_lessons(entries: Sequence[PlaybookEntryRecord]) -> str:
+def render_lessons(entries: Sequence[Entry]) -> str:
     """Lessons as an instruction block; empty when there are none."""
     if not entries:
         return ""
     return _LESSONS_HEADER + "\n".join(_lesson_line(e) for e in entries)
 
 
-def render_examples(entries: Sequence[PlaybookEntryRecord]) -> str:
+def render_examples(entries: Sequence[Entry]) -> str:
     """Worked examples as an instruction block; empty when there are none."""
     return "\n\n".join(_example_piece(e) for e in entries)
 
 
-def render_playbook(entries: Sequence[PlaybookEntryRecord]) -> str:
+def render_playbook(entries: Sequence[Entry]) -> str:
     """Entries as one audience is shown them: the lessons block, then the worked examples; '' without any.
 
     The one rendering of playbook text, used at run time and by export and training."""
@@ -357,7 +401,7 @@ def example_text(task: str, steps: Sequence[Mapping[str, Any]], answer: str, *, 
     return "\n".join(lines)
 
 
-def coverage(entries: Sequence[PlaybookEntryRecord], task: str) -> float:
+def coverage(entries: Sequence[Entry], task: str) -> float:
     """Share of the task's content words that the given entries speak to, 0..1."""
     wanted = terms(task)
     if not wanted:
@@ -413,9 +457,12 @@ class PlaybookRegistry:
         return [row[0] for row in self.store.read(statement)]
 
     def _entries(self, learning_key: str, statuses: Sequence[str]) -> list[PlaybookEntryRecord]:
+        return [_entry(row) for row in self._rows(learning_key, statuses)]
+
+    def _rows(self, learning_key: str, statuses: Sequence[str]) -> list[Any]:
         entries = PlaybookEntryRecord.__table__  # type: ignore[attr-defined]
         statement = entries.select().where(entries.c.learning_key == learning_key, entries.c.status.in_(statuses)).order_by(entries.c.created_at)
-        return [_entry(row) for row in self.store.read(statement)]
+        return self.store.read(statement)
 
     def view(self, learning_key: str) -> PlaybookView:
         """The key's live entries with their relevance index, re-read only when the registry version moved.
@@ -433,13 +480,13 @@ class PlaybookRegistry:
         rows = self.store.read(registry.select().with_only_columns(registry.c.version).where(registry.c.learning_key == learning_key))
         version = rows[0][0] if rows else 0
         if cached is None or cached.version != version:
-            cached = PlaybookView(learning_key, version, self.live_entries(learning_key) if version else [])
+            cached = PlaybookView(learning_key, version, [PlaybookEntry.of(row) for row in self._rows(learning_key, LIVE)] if version else [])
         with self._views_lock:
             self._views[learning_key] = cached
             self._checked[learning_key] = now
         return cached
 
-    def cached(self, learning_key: str, ids: Sequence[str]) -> list[PlaybookEntryRecord]:
+    def cached(self, learning_key: str, ids: Sequence[str]) -> list[PlaybookEntry]:
         """The cached copies (with this process's latest counts) of some entries of a key; [] when not cached."""
         with self._views_lock:
             view = self._views.get(learning_key)
@@ -531,7 +578,7 @@ class PlaybookRegistry:
         self._cache_status_changes(learning_key, applied)
         return applied
 
-    def _count_now(self, given: list[str], held: list[str], outcome: float) -> list[PlaybookEntryRecord]:
+    def _count_now(self, given: list[str], held: list[str], outcome: float) -> list[PlaybookEntry]:
         entries = PlaybookEntryRecord.__table__  # type: ignore[attr-defined]
         counts_with = case((entries.c.id.in_(given), 1), else_=0) if given else 0
         statement = (
@@ -548,31 +595,35 @@ class PlaybookRegistry:
         )
         try:  # one statement, no ORM session
             with self.store.engine.begin() as connection:
-                return [_entry(row) for row in connection.execute(statement)]
+                return [PlaybookEntry.of(row) for row in connection.execute(statement)]
         except SQLAlchemyError as exc:
             raise self.store.as_store_error(exc) from None
 
-    def _count_cached(self, learning_key: str, given: list[str], held: list[str], outcome: float) -> list[PlaybookEntryRecord]:
-        """Add the session's counts to the cached copies of the entries; the copies, for the verdicts."""
+    def _count_cached(self, learning_key: str, given: list[str], held: list[str], outcome: float) -> list[PlaybookEntry]:
+        """Add the session's counts to the cached copies of the entries; those copies, for the verdicts."""
         with self._views_lock:
             view = self._views.get(learning_key)
             if view is None:
                 return []
             current = view.get([*given, *held])
-            fresh = [e.model_copy(update={"uses": e.uses + 1, "reward_sum_with": e.reward_sum_with + outcome,
-                                          "reward_count_with": e.reward_count_with + 1}) if e.id in given else
-                     e.model_copy(update={"reward_sum_without": e.reward_sum_without + outcome,
-                                          "reward_count_without": e.reward_count_without + 1})
-                     for e in current if e.status in LIVE]
-            view.replace(fresh)
-        return fresh
+            given_ids = set(given)
+            counted = [e for e in current if e.status in LIVE]
+            for entry in counted:  # in place, under the lock: a copy per entry per session cost more than the rest
+                if entry.id in given_ids:
+                    entry.uses += 1
+                    entry.reward_sum_with += outcome
+                    entry.reward_count_with += 1
+                else:
+                    entry.reward_sum_without += outcome
+                    entry.reward_count_without += 1
+        return counted
 
     def retire(self, learning_key: str, entry_id: str, *, reason: str = "retired by hand") -> list[AppliedChange]:
         """Retire one entry by hand (for ``atlas playbook retire``); the history row says ``manual: <reason>``."""
         return self.apply(learning_key, [LessonChange(op="retire", entry_id=entry_id, reason=f"manual: {self.redactor.cut(reason, 192)}")])
 
     # ---------------------------------------------------------------------------------------- internals
-    def _refresh_cached(self, learning_key: str, touched: Sequence[PlaybookEntryRecord]) -> None:
+    def _refresh_cached(self, learning_key: str, touched: Sequence[PlaybookEntry]) -> None:
         """Fresh impact figures into the cached view (they change without a version bump)."""
         with self._views_lock:
             view = self._views.get(learning_key)
@@ -590,7 +641,7 @@ class PlaybookRegistry:
             if view is None or view.version != version - 1:
                 return
             statuses = {c.entry_id: "retired" if c.op == "retire" else "active" for c in applied}
-            view.replace([e.model_copy(update={"status": statuses[e.id], "version": e.version + 1}) for e in view.get(list(statuses))])
+            view.replace([replace(e, status=statuses[e.id], version=e.version + 1) for e in view.get(list(statuses))])
             view.version = version
 
     def _with_compare_and_set(self, learning_key: str, plan: Any, *, only: Sequence[str] | None = None) -> list[AppliedChange]:

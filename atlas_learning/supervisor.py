@@ -47,6 +47,7 @@ from .judges import Check, CheckContext, SessionReward, StepReward, judge_sessio
 from .models import RoleModels, Usage, UsageLedger
 from .playbook import (
     AppliedChange,
+    PlaybookEntry,
     PlaybookRegistry,
     PlaybookView,
     Selection,
@@ -77,7 +78,6 @@ from .store import (
     GuidanceRecord,
     ModelCallRecord,
     PlanRecord,
-    PlaybookEntryRecord,
     ReviewLogRecord,
     RewardRecord,
     SessionRecord,
@@ -978,7 +978,7 @@ class SupervisedRun:
         config = self.config
         candidates, relevance = view.candidates(self.task, self.task_family, threshold=config.playbook.relevance_threshold)
         self._entries = candidates
-        groups: dict[tuple[str, str], list[PlaybookEntryRecord]] = {}
+        groups: dict[tuple[str, str], list[PlaybookEntry]] = {}
         for entry in candidates:  # each selection below looks only at its own audience and kind
             groups.setdefault((entry.audience, entry.kind), []).append(entry)
         common: dict[str, Any] = {"family": self.task_family, "config": config.playbook,
