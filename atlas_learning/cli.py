@@ -378,7 +378,7 @@ train_app = typer.Typer(
 app.add_typer(train_app, name="train")
 
 
-TargetOption = Annotated[str, typer.Option("--target", help="teacher (its verdicts, plans and answers) or student (the chats its own model had: the messages export; sft only).")]
+TargetOption = Annotated[str, typer.Option("--target", help="teacher (its verdicts, plans and answers) or student (the chats its own model had: the messages export; sft or gkd).")]
 
 
 def _train_command(method: str, summary: str, *examples: str) -> None:

@@ -425,9 +425,12 @@ def _train(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path
     output.mkdir(parents=True, exist_ok=True)
     if atlas["target"] not in ("teacher", "student"):
         raise AtlasError(f"target={atlas['target']!r}: use teacher or student")
-    if atlas["target"] == "student" and method != "sft":
-        raise AtlasError(f"--target student trains with sft only for now: {method} on the student's own rollouts "
-                         "needs an environment that runs its tools, which is not built yet")
+    if atlas["target"] == "student" and method == "grpo":
+        raise AtlasError("--target student trains with sft or gkd: grpo on the student's own rollouts needs an "
+                         "environment that runs its tools, which is not built yet")
+    if atlas["target"] == "student" and method == "gkd" and atlas["student_layout"] != "served":
+        raise AtlasError("gkd --target student distils the served layout (student_layout=served): GKD's chat collator "
+                         "renders plain-text turns, not tool_calls messages")
     kinds = {"student"} if atlas["target"] == "student" else set(atlas["kinds"])
     chosen = [e for e in examples if e["kind"] in kinds]
     if method == "gkd" and teacher is None:
@@ -477,7 +480,8 @@ def _train(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path
         from trl.experimental.gkd import GKDTrainer
 
         # On-policy distillation: the student samples, the teacher's token distributions are the target. Both
-        # read the same tokens, so the teacher must share the student's tokenizer.
+        # read the same tokens, so the teacher must share the student's tokenizer. TRL's ChatML collator learns
+        # the last message: for the student, one model turn after the conversation it was served (served layout).
         rows = [{"messages": [*e["prompt"], *e["completion"]]} for e in train]
         teacher_lm = _teacher_model(teacher, tokenizer)
         trainer = GKDTrainer(model=lm, teacher_model=teacher_lm, args=_trl_config("gkd")(**trl_kwargs),
