@@ -49,7 +49,7 @@ once. ``messages``: the system prompt of the first model call (the integration's
 it, as the adapter recorded it; absent when it had none), the task as the user, then per model call its output (an
 assistant message with ``tool_calls`` ``[{"id", "type": "function", "function": {"name", "arguments"}}]``,
 arguments as an object, or its text), each tool result as ``{"role": "tool", "tool_call_id", "name", "content"}``
-(a handoff answers the transfer call with what the framework returned for it), and the final answer last. When the
+(with ``"status": "error"`` when the tool raised or its result was marked an error; a handoff answers the transfer call with what the framework returned for it), and the final answer last. When the
 system prompt changed between two calls (a rejected step's or answer's guidance, another agent after a handoff),
 the new one is a system message before the call that got it: guidance appears where and as the student saw it,
 never as a user turn. Rejected answers stay, once, as the model gave them. Calls of a nested agent (an agent used
@@ -979,8 +979,9 @@ def _messages(s: Any, entries: list[Any], steps: list[Any], rewards: list[Any], 
                     known = (metadata.get("tool_call_id") or metadata.get("call_id")) if isinstance(metadata, dict) else None
                     if isinstance(known, str) and known:
                         call["id"] = known
+                failed = bool(error) or (isinstance(metadata, dict) and metadata.get("tool_status") == "error")
                 messages.append({"role": "tool", "tool_call_id": call["id"], "name": called,
-                                 "content": f"ERROR: {error}" if error else (output or "")})
+                                 "content": f"ERROR: {error}" if error else (output or ""), **({"status": "error"} if failed else {})})
             elif kind == "handoff" and pending:  # a handoff answers the transfer call that asked for it
                 call = pending.pop(0)
                 messages.append({"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"],

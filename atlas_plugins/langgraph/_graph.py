@@ -892,9 +892,12 @@ class _Steps:
         if isinstance(text, list) and text and all(isinstance(b, str) or (isinstance(b, Mapping) and b.get("type") == "text")
                                                    for b in text):
             text = message_text(text)  # MCP and other tools return text blocks: store the text, not block ids
+        metadata = _call_id(opened)
+        if getattr(output, "status", None) == "error":  # a ToolMessage the tool (or ToolNode) marked as an error
+            metadata = {**(metadata or {}), "tool_status": "error"}
         return _safe(lambda: self.run.record_step(kind="tool_call", name=opened.get("name", "tool"), tool_name=opened.get("name", "tool"),
                                                   tool_args=to_jsonable(opened.get("args")), output=to_jsonable(text),
-                                                  metadata=_call_id(opened)))
+                                                  metadata=metadata))
 
     def _tool_failed(self, error: BaseException, run_id: Any) -> str | None:
         """Record the failed tool step; its id, to report. A tool that interrupts the run (LangGraph's

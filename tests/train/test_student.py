@@ -84,10 +84,14 @@ def test_each_model_turn_is_an_example_and_rejected_answers_are_dropped_or_maske
     assert json.loads(served[1]["completion"][0]["content"]) == {"step": {"action": "final_answer", "answer": "2"}}
 
 
-def test_the_served_layout_is_exactly_what_atlas_chat_model_sent_and_got(make_supervisor, store_url: str) -> None:  # noqa: F811
+@pytest.mark.parametrize("tool_fails", [False, True], ids=["result", "error-result"])
+def test_the_served_layout_is_exactly_what_atlas_chat_model_sent_and_got(make_supervisor, store_url: str,  # noqa: F811
+                                                                          tool_fails: bool) -> None:
+    """A tool's result, and one the tool marked an error (LangChain's ToolException: a ToolMessage with status
+    error, which AtlasChatModel shows as ``error from ...``), are in the training prompt as the model was sent them."""
     from langchain.agents import create_agent
     from langchain_core.messages import HumanMessage
-    from langchain_core.tools import tool
+    from langchain_core.tools import ToolException, tool
 
     from atlas_learning.config import ModelSettings
     from atlas_learning.models import create_model
@@ -97,7 +101,11 @@ def test_the_served_layout_is_exactly_what_atlas_chat_model_sent_and_got(make_su
     @tool
     def read_file(path: str) -> str:
         """Read a text file and return its content."""
+        if tool_fails:
+            raise ToolException(f"{path} is locked")
         return "buy milk\ncall mom\nfix bike"
+
+    read_file.handle_tool_error = True  # the tool answers with an error result instead of raising
 
     outputs = [{"step": {"action": "read_file", "arguments": {"path": "notes.txt"}}},
                {"step": {"action": "final_answer", "answer": "notes.txt has 3 lines."}}]
@@ -114,6 +122,8 @@ def test_the_served_layout_is_exactly_what_atlas_chat_model_sent_and_got(make_su
     sent = [prompt for prompt, _schema in student.requests]  # type: ignore[attr-defined]
     assert [e["prompt"] for e in examples] == sent  # the training prompt is the served prompt, token for token
     assert [json.loads(e["completion"][0]["content"]) for e in examples] == outputs
+    shown = examples[1]["prompt"][-1]["content"]
+    assert shown.startswith("error from read_file: notes.txt is locked" if tool_fails else "result of read_file: buy milk")
 
 
 def test_atlas_train_sft_target_student_learns_the_student_s_turns(approved_store: str, tmp_path: Path) -> None:
