@@ -156,6 +156,16 @@ class _Insert:
     def as_json(self) -> dict[str, Any]:
         return {"op": "insert", "table": self.spec.name, "row": self.row}
 
+    def journal(self) -> dict[str, Any]:
+        """The journal line's data, on the caller's thread (write-ahead): the fields redacted, not yet completed.
+        Completing a row (defaults, JSON-safe values, column lengths) is a pure function of its redacted fields,
+        so the writer, or a replay, does it from the same fields; the caller pays for the redaction only."""
+        if self._row is not None:
+            return self.as_json()
+        if self._redactor is not None:
+            self._fields, self._redactor = self._redactor.value(self._fields or {}), None
+        return {"op": "insert", "table": self.spec.name, "fields": self._fields or {}}
+
 
 class _Update:
     """New values for columns of one row. Given with a ``redactor`` (:meth:`Recorder.update`), its values are
@@ -219,9 +229,15 @@ class _Increment:
 _Write = _Insert | _Update | _Increment
 
 
+def _journal_data(write: _Write) -> dict[str, Any]:
+    return write.journal() if isinstance(write, _Insert) else write.as_json()
+
+
 def _decode_op(line: dict[str, Any]) -> _Write:
     spec = TableSpec.of(_table_named(line["table"]))
     if line["op"] == "insert":
+        if "fields" in line:  # journaled before completion (write-ahead): completed as the writer would have
+            return _Insert(spec, fields=spec.decode(line["fields"]))
         return _Insert(spec, spec.decode(line["row"]))
     if line["op"] == "increment":
         return _Increment(spec, tuple(line["keys"]), dict(line["deltas"]))
@@ -357,7 +373,7 @@ class Recorder:
             self._submit(_Increment(spec, keys, {name: float(delta) for name, delta in deltas.items()}))
 
     def _submit(self, write: _Write) -> None:
-        data = _encode(write.as_json()) if self.write_ahead else None
+        data = _encode(_journal_data(write)) if self.write_ahead else None
         with self._queue_lock:  # the closed check, the append and the wake-up are one step: none is lost
             if not self._closed:
                 line = self._journal_append(data) if data is not None else None
@@ -483,7 +499,7 @@ class Recorder:
         for write, line in entries:
             if line is None:
                 with self._queue_lock:
-                    line = self._journal_append(_encode(write.as_json()))
+                    line = self._journal_append(_encode(_journal_data(write)))
                 if line is None:
                     self._held.append(write)
                     continue
@@ -726,11 +742,22 @@ def _lines_of(text: str) -> list[str]:
 
 
 def _encode(data: dict[str, Any]) -> bytes:
-    """One journal line."""
+    """One journal line. Values JSON has no type for are written as :func:`_json_safe` would store them."""
     try:
-        return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
-    except (TypeError, orjson.JSONEncodeError):  # a value orjson refuses (an int past 64 bits): the slow way
-        return (json.dumps(data, default=str) + "\n").encode("utf-8", "replace")
+        return orjson.dumps(data, default=_journal_value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
+    except (TypeError, orjson.JSONEncodeError):  # a value orjson refuses (an int past 64 bits, a lone surrogate): the slow way
+        return (json.dumps(data, default=_journal_value) + "\n").encode("utf-8", "replace")
+
+
+def _journal_value(value: Any) -> Any:
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json") if callable(dump) else str(value)
 
 
 def _fallback_dirs(store: Store) -> list[Path]:

@@ -74,10 +74,43 @@ def test_a_journal_longer_than_its_mapped_part_keeps_every_line(store: Store, tm
     text = journal.read_text()
     assert "\x00" in text  # the mapped part's unwritten rest: skipped by replays
     lines = text.replace("\x00", "").splitlines()
-    assert [json.loads(line)["row"]["id"] for line in lines] == ids  # in order, every one, on disk before close
+    # in order, every one, on disk before close; as redacted fields, which the writer or a replay completes
+    assert [json.loads(line)["fields"]["id"] for line in lines] == ids
     recorder.close()
     assert {row.id for row in store.rows(SessionRecord)} == set(ids)
     assert not journal.exists()  # fully stored: deleted at close
+
+
+def test_a_journaled_row_replays_to_the_row_the_writer_would_have_stored(store: Store, tmp_path: Path) -> None:
+    """Write-ahead journals a new row's redacted fields, not the completed row (completing it stays off the caller's
+    thread); a replay completes them to the same row: defaults, JSON-safe values, lengths, times. No secret is on disk."""
+    from datetime import datetime, timezone
+
+    from atlas_learning.recorder import Recorder, _decode_op
+    from atlas_learning.store import TrajectoryEventRecord
+
+    secret = "AKIA" + "Q3EXAMPLE7KEY4ID2XZ"
+    recorder = Recorder(store, spool_dir=tmp_path / "spool")
+    recorder.insert_later(SessionRecord, id="c" * 32, learning_key="k" * 300, task=f"use {secret}\x00 now",
+                          started_at=datetime(2026, 12, 3, 12, 30, 1, 123456))  # naive: stored as UTC
+    recorder.insert_later(TrajectoryEventRecord, session_id="c" * 32, seq=0, event_type="span",
+                          payload={"ratio": float("nan"), "tags": {"b"}, 3: b"raw", "at": datetime(2026, 1, 2, tzinfo=timezone.utc),
+                                   "key": secret})
+    journal = recorder.journal_path
+    assert journal is not None
+    text = journal.read_text().replace("\x00", "")
+    assert secret not in text
+    replayed = [_decode_op(json.loads(line)).row for line in text.splitlines()]
+    recorder.close()
+    session = store.get(SessionRecord, "c" * 32)
+    assert session is not None and replayed[0]["task"] == session.task and secret not in session.task and "\x00" not in session.task
+    assert len(replayed[0]["learning_key"]) == len(session.learning_key) == 256
+    assert replayed[0]["started_at"] == session.started_at == datetime(2026, 12, 3, 12, 30, 1, 123456, tzinfo=timezone.utc)
+    assert replayed[0]["review_status"] == session.review_status  # a default, filled in by both
+    event = store.rows(TrajectoryEventRecord)[0]
+    assert replayed[1]["payload"] == event.payload == {"ratio": None, "tags": ["b"], "3": "raw", "at": "2026-01-02T00:00:00+00:00",
+                                                       "key": event.payload["key"]}
+    assert secret not in json.dumps(event.payload)
 
 
 def test_a_spool_dir_that_cannot_be_written_falls_back_and_a_later_process_replays_from_there(
@@ -93,7 +126,7 @@ def test_a_spool_dir_that_cannot_be_written_falls_back_and_a_later_process_repla
     fallback = tmp_path / "state" / "atlas-plugins" / "spool"
     assert journal is not None and journal.is_relative_to(fallback)
     line = journal.read_text().replace("\x00", "").splitlines()[0]
-    assert json.loads(line)["row"]["id"] == "f" * 32  # on disk at once, in the fallback folder
+    assert json.loads(line)["fields"]["id"] == "f" * 32  # on disk at once, in the fallback folder
     recorder.close()
     # what a process killed before its writer ran leaves there: the next one, configured the same, replays it
     (journal.parent / "spool-1-1-abcdef.jsonl").write_text(line.replace("f" * 32, "e" * 32) + "\n")
