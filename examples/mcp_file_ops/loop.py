@@ -6,7 +6,10 @@ serve it back -> evaluate on workspaces and tasks it never saw.
 
 1. **Demonstrations.** The reference solver (the tasks' known solutions, played through the real agent, MCP server
    and ``with_atlas``) works the training tasks on generated *training* workspaces. It stands in for a strong
-   teacher (a configured capable model would take its place); the sessions are labelled so in their metadata.
+   teacher; with ``--teacher`` the teacher model atlas.yaml configures (``models.teacher``) does the work instead,
+   as the agent's own model through ``AtlasChatModel``. The sessions say who made them in their metadata
+   (``demonstrator``). With ``--own``, the base student also works the training workspaces, and its own verified
+   successes join the demonstrations.
 2. **Review.** The sessions whose checks passed are approved (``review_status: approved``), as a reviewer would.
 3. **SFT.** ``atlas train sft --target student`` on them: the embedded SmolLM2-135M, dequantized once into a
    trainable checkpoint, learns the student's own turns in the ``served`` layout (the prompt ``AtlasChatModel``
@@ -38,6 +41,8 @@ __all__ = ["HELDOUT_TASKS", "LoopReport", "LoopSize", "SIZES", "run_loop"]
 
 #: Who made the demonstrations, as their sessions' metadata says.
 DEMONSTRATOR = "reference solver (the tasks' known solutions), standing in for a strong teacher"
+#: The label of the student's own verified successes (``--own``).
+OWN_SUCCESS = "the embedded student itself: a run of its own that passed its check"
 #: One task per phase that is never trained on: the held-out tasks.
 HELDOUT_TASKS = (4, 9, 14, 19, 24)
 
@@ -73,6 +78,11 @@ class LoopReport:
     seconds: dict[str, float] = field(default_factory=dict)
     demonstrations: int = 0
     approved: int = 0
+    #: Who made the demonstrations.
+    demonstrator: str = DEMONSTRATOR
+    #: With ``--own``: the base student's runs on training workspaces, and how many passed (and were added).
+    own_runs: int = 0
+    own_approved: int = 0
     examples: int = 0
     before: dict[str, list[bool]] = field(default_factory=dict)
     after: dict[str, list[bool]] = field(default_factory=dict)
@@ -101,9 +111,25 @@ def _split(runs: list[TaskRun], heldout: tuple[int, ...]) -> dict[str, list[bool
             "held-out tasks": [r.passed for r in runs if r.task_id in heldout]}
 
 
-def run_loop(size: str = "quick", *, out: Path = DEFAULT_OUT / "loop", say: Any = print) -> LoopReport:
-    """Run the loop (see the module docs) at ``size`` (``quick`` or ``full``); returns its report."""
+def _approve(url: str, session_ids: set[str], demonstrator: str) -> int:
+    """Approve the sessions whose checks passed, as a reviewer would, saying who made them; how many."""
     from atlas_learning.store import SessionRecord, Store
+
+    with Store(url) as store:
+        sessions = store.rows(SessionRecord, SessionRecord.id.in_(session_ids))
+        for session in sessions:
+            store.update_session(session.id, review_status="approved", review_note=f"loop: passed its check ({demonstrator})",
+                                 session_metadata={**(session.session_metadata or {}), "demonstrator": demonstrator})
+    return len(sessions)
+
+
+def run_loop(size: str = "quick", *, out: Path = DEFAULT_OUT / "loop", say: Any = print, teacher: Any = None,
+             own: bool = False) -> LoopReport:
+    """Run the loop (see the module docs) at ``size`` (``quick`` or ``full``); returns its report.
+
+    ``teacher``: the :class:`~atlas_learning.config.ModelSettings` of a model that makes the demonstrations instead
+    of the reference solver (served as the agent's model through AtlasChatModel). ``own``: the base student works
+    the training workspaces too, and its verified successes are trained on with the demonstrations."""
     from atlas_learning.train import load_student_records, student_examples, train_sft
     from atlas_learning.train.base_model import trainable_checkpoint
 
@@ -118,31 +144,40 @@ def run_loop(size: str = "quick", *, out: Path = DEFAULT_OUT / "loop", say: Any 
     eval_tasks: list[Task] = [by_id[i] for i in (*plan.train_tasks, *plan.heldout_tasks)]
     config = _config(workdir, None)
 
+    url = config["storage"]["url"]
+
     started = time.perf_counter()
-    say(f"1/4 demonstrations: the reference solver (standing in for a strong teacher) on {len(train_tasks)} tasks x "
-        f"{plan.demo_variants} training workspaces")
-    demos = run_suite(config, train_tasks, repeat=plan.demo_variants, variants="train", model="scripted", learning_key="loop-demo",
+    if teacher is not None:
+        report.demonstrator = f"the configured teacher model ({teacher.provider} {teacher.model or 'default'})"
+        demo_config, demo_model, demo_key = _config(workdir, teacher.model_dump(exclude_none=True)), "config", "loop-demo"
+    else:
+        demo_config, demo_model, demo_key = config, "scripted", "loop-demo:scripted"
+    say(f"1/4 demonstrations: {report.demonstrator} on {len(train_tasks)} tasks x {plan.demo_variants} training workspaces")
+    demos = run_suite(demo_config, train_tasks, repeat=plan.demo_variants, variants="train", model=demo_model, learning_key="loop-demo",
                       out_dir=workdir / "demonstrations", progress=None, plot=False)
-    passed = {r.session_id for r in demos.runs if r.passed and r.session_id}
-    with Store(config["storage"]["url"]) as store:
-        for session in store.rows(SessionRecord, SessionRecord.id.in_(passed)):
-            store.update_session(session.id, review_status="approved",
-                                 review_note="loop: the reference solver's demonstration passed its check",
-                                 session_metadata={**(session.session_metadata or {}), "demonstrator": DEMONSTRATOR})
-            report.approved += 1
+    report.approved = _approve(url, {r.session_id for r in demos.runs if r.passed and r.session_id}, report.demonstrator)
     report.demonstrations = len(demos.runs)
     report.seconds["demonstrations"] = round(time.perf_counter() - started, 1)
 
     started = time.perf_counter()
     say("2/4 the base student: SmolLM2-135M, dequantized once into a trainable checkpoint, served as the student role")
     base = trainable_checkpoint("smollm2")
+    keys = [demo_key]
+    if own:  # the student's own verified successes, on the same training workspaces
+        mine = run_suite(_config(workdir, {"model": base}), train_tasks, repeat=plan.demo_variants, variants="train",
+                         learning_key="loop-own", out_dir=workdir / "own", progress=say, plot=False)
+        report.own_runs = len(mine.runs)
+        report.own_approved = _approve(url, {r.session_id for r in mine.runs if r.passed and r.session_id}, OWN_SUCCESS)
+        keys.append("loop-own")
+        report.seconds["own runs"] = round(time.perf_counter() - started, 1)
+        started = time.perf_counter()
     before = run_suite(_config(workdir, {"model": base}), eval_tasks, repeat=plan.eval_variants, variants="heldout",
                        learning_key="loop-before", out_dir=workdir / "before", progress=say, plot=False)
     report.before = _split(before.runs, plan.heldout_tasks)
     report.seconds["evaluate before"] = round(time.perf_counter() - started, 1)
 
     started = time.perf_counter()
-    records = load_student_records("approved", store_url=config["storage"]["url"], learning_key="loop-demo:scripted")
+    records = [r for key in keys for r in load_student_records("approved", store_url=url, learning_key=key)]
     examples = student_examples(records)
     report.examples = len(examples)
     say(f"3/4 SFT: {len(examples)} student turns from {len(records)} approved sessions, {plan.steps} steps")
@@ -174,7 +209,10 @@ def table(report: LoopReport) -> str:
     for split in ("held-out workspaces", "held-out tasks"):
         lines.append(f"{split:<22} {cell('before', split):>12} {cell('after', split):>12}")
     lines.append("")
-    lines.append(f"demonstrations {report.demonstrations} (approved {report.approved}), training examples {report.examples}")
+    lines.append(f"demonstrations {report.demonstrations} (approved {report.approved}) by {report.demonstrator}")
+    if report.own_runs:
+        lines.append(f"the student's own runs {report.own_runs}, verified successes added {report.own_approved}")
+    lines.append(f"training examples {report.examples}")
     lines.append("wall time: " + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in report.seconds.items())
                  + f" (total {sum(report.seconds.values()) / 60:.1f} min)")
     lines.extend(report.notes)
@@ -210,11 +248,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the quick size: 8 tasks trained on, 2 held out, 30 SFT steps")
     parser.add_argument("--out", default=str(DEFAULT_OUT / "loop"), help="folder for the loop's store, checkpoint and results "
                                                                        "(emptied first)")
+    parser.add_argument("--teacher", action="store_true", help="the demonstrations by the teacher model atlas.yaml configures "
+                                                                 "(models.teacher), not the reference solver")
+    parser.add_argument("--own", action="store_true", help="also train on the base student's own verified successes on the "
+                                                             "training workspaces (a run of it first)")
+    parser.add_argument("-c", "--config", default=None, help="atlas.yaml for --teacher (default: ./atlas.yaml or $ATLAS_CONFIG)")
     args = parser.parse_args(argv)
+    from atlas_learning.config import AtlasConfig
     from atlas_learning.errors import AtlasError
 
     try:
-        report = run_loop("quick" if args.quick else "full", out=Path(args.out))
+        teacher = None
+        if args.teacher:
+            models = AtlasConfig.load(args.config).models
+            if models.teacher is None:
+                raise AtlasError("--teacher: atlas.yaml configures no models.teacher; set one (a capable model) or leave "
+                                 "--teacher out for the reference solver")
+            teacher = models.teacher
+        report = run_loop("quick" if args.quick else "full", out=Path(args.out), teacher=teacher, own=args.own)
     except AtlasError as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
