@@ -520,6 +520,17 @@ class Supervisor:
         self.close()
 
 
+def _resumed(flow: Flow[Any], asked: Any) -> Flow[Any]:
+    """The rest of ``flow``, whose first request (``asked``) was taken already."""
+    answer = yield asked
+    while True:
+        try:
+            asked = flow.send(answer)
+        except StopIteration as done:
+            return done.value
+        answer = yield asked
+
+
 class SupervisedRun:
     """One session in progress. Created by :meth:`Supervisor.begin`; ended by :meth:`finish`."""
 
@@ -938,24 +949,30 @@ class SupervisedRun:
 
     def _begin_flow(self, view: PlaybookView | None) -> Flow[None]:
         supervisor, config = self.supervisor, self.config
-        # The session row goes before the probe's model call: it and every later row point at it.
         self.started_at = utcnow()
-        supervisor.recorder.insert_later(SessionRecord, id=self.session_id, learning_key=self.learning_key, task_family=self.task_family,
-                                   agent_name=self.agent_name, task=self.task, session_metadata=self.metadata,
-                                   started_at=self.started_at, owner=process_owner())
+        row = {"id": self.session_id, "learning_key": self.learning_key, "task_family": self.task_family,
+               "agent_name": self.agent_name, "task": self.task, "started_at": self.started_at, "owner": process_owner()}
         if view is not None and view.entries:
             self._select(view, explore=False)
         prior = prior_decision(self._history, coverage([*self.lessons, *self.teacher_lessons], self.task), config.supervision)
-        self.decision = yield from probe_flow(self.task, prior, config.supervision)
+        probe = probe_flow(self.task, prior, config.supervision)
+        try:
+            asked = next(probe)
+        except StopIteration as decided:  # no model call: the row goes in once, with the lane (one write, not two)
+            self.decision, inserted = decided.value, False
+        else:  # the probe's model call points at the session: its row goes first, the lane after
+            supervisor.recorder.insert_later(SessionRecord, **row, session_metadata=self.metadata)
+            self.decision, inserted = (yield from _resumed(probe, asked)), True
         if view is not None and view.entries and self.lane in ("paired", "coach"):
             # Lessons are withheld only where the teacher validates the work: an experiment never costs an
             # unsupervised answer.
             self._select(view, explore=True)
-        supervisor.recorder.update(
-            SessionRecord, self.session_id, lane=self.decision.lane, lane_confidence=self.decision.confidence,
-            lane_reason=self.decision.reason, lane_source=self.decision.source, lessons_used=self.entries_used,
-            session_metadata=self._session_metadata(),
-        )
+        lane = {"lane": self.decision.lane, "lane_confidence": self.decision.confidence, "lane_reason": self.decision.reason,
+                "lane_source": self.decision.source, "lessons_used": self.entries_used, "session_metadata": self._session_metadata()}
+        if inserted:
+            supervisor.recorder.update(SessionRecord, self.session_id, **lane)
+        else:
+            supervisor.recorder.insert_later(SessionRecord, **row, **lane)
         task_preview = supervisor.redactor.text(self.task)[:200]  # redact first: a cut secret no longer matches
         self._emit("session_started", {"learning_key": self.learning_key, "task": task_preview, "agent_name": self.agent_name,
                                        "task_family": self.task_family, "task_family_source": self.task_family_source})
