@@ -83,15 +83,17 @@ def train(*, method: str, config: Path | None, store: str | None = None, data: s
         raise AtlasError(f"--data {data}: no {'/'.join(statuses)} sessions to train on; approve some with "
                          "`atlas review approve` (or pass --include pending)")
     student = None
-    if "teaching" in atlas["rewards"]:
+    if atlas["target"] == "teacher" and "teaching" in atlas["rewards"]:
         from ..models import RoleModels
 
         student = RoleModels(loaded).get("student")
-    # The teacher's rewards score teacher decisions; the student's turns are not scored (its held-out figure is
-    # not measured: the summary says so).
-    rewards = make_rewards(atlas["rewards"], config=loaded, student=student) if atlas["target"] == "teacher" else []
+    # The teacher's rewards score teacher decisions; a student's held-out turns are scored against the recorded
+    # step, the served checkpoint writing it as AtlasChatModel would ask it (student_step).
+    names = list(atlas["rewards"]) if atlas["target"] == "teacher" else ["student_step"]
+    rewards = make_rewards(names, config=loaded, student=student)
+    kinds = ", ".join(atlas["kinds"]) if atlas["target"] == "teacher" else "its turns"
     typer.echo(f"atlas train {method}: {len(records)} sessions -> {len(examples)} {atlas['target']} examples "
-               f"({', '.join(atlas['kinds'])}); preset {preset}; rewards {', '.join(atlas['rewards'])}", err=True)
+               f"({kinds}); preset {preset}; rewards {', '.join(names)}", err=True)
     common = {"output": output, "model": model, "preset": preset, "settings": overrides, "rewards": rewards}
     if method == "gkd":
         result = train_gkd(examples, teacher=teacher, **common)

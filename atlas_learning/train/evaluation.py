@@ -21,11 +21,20 @@ __all__ = ["evaluate_served", "MIN_EVAL_EXAMPLES"]
 MIN_EVAL_EXAMPLES = 8
 
 
-def _output_type(kind: str) -> Any:
-    """The schema the Supervisor asks the teacher for in a decision of this kind (None: free text)."""
+def _output_type(example: dict[str, Any]) -> Any:
+    """The schema a role is asked for in this example: the teacher's verdict or plan review as the Supervisor asks
+    for them, a student turn's step as AtlasChatModel asks a local model for it (the tools the call offered, the
+    final answer's length limit); None: free text."""
     from ..schemas import PlanReview, Verdict
 
-    return {"answer": Verdict, "step": Verdict, "plan": PlanReview}.get(kind)
+    if example["kind"] == "student":
+        import json
+
+        from ..student import MAX_LOCAL_ANSWER_CHARS, step_model, tools_key
+
+        offered = json.loads(example.get("offered_tools") or "[]")
+        return step_model(tools_key(offered), "auto", MAX_LOCAL_ANSWER_CHARS) if offered else None
+    return {"answer": Verdict, "step": Verdict, "plan": PlanReview}.get(example["kind"])
 
 
 def _served_prompt(prompt: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -36,7 +45,8 @@ def _served_prompt(prompt: list[dict[str, str]]) -> list[dict[str, str]]:
 def evaluate_served(checkpoint: str | Path, examples: Sequence[dict[str, Any]], rewards: Sequence[Callable[..., Any]],
                     *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0) -> float | None:
     """Mean summed reward of the served checkpoint's answers to ``examples`` (teacher examples of
-    :func:`~atlas_learning.train.teacher_examples`); None when there are none or no reward applies.
+    :func:`~atlas_learning.train.teacher_examples`, student turns of :func:`~atlas_learning.train.student_examples`);
+    None when there are none or no reward applies.
 
     Each example is asked once, as a role would ask it; an answer that fails even after the provider's repair
     scores as an empty completion. A row's reward is the sum of the functions that apply to it (as GRPOTrainer
@@ -53,7 +63,7 @@ def evaluate_served(checkpoint: str | Path, examples: Sequence[dict[str, Any]], 
     try:
         for example in examples:
             try:
-                reply = model.generate(_served_prompt(example["prompt"]), output_type=_output_type(example["kind"]),
+                reply = model.generate(_served_prompt(example["prompt"]), output_type=_output_type(example),
                                        max_tokens=max_new_tokens)
                 text = reply.text
             except AtlasError:  # invalid or truncated after the repair: what the role would have got is nothing

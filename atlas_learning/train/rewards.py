@@ -30,16 +30,18 @@ from ..rewards import (
     teaching_reward,
     verdict_reward,
 )
-from ..student import render_guidance
+from ..student import FINAL_ANSWER, render_guidance
 
 __all__ = [
     "REWARD_NAMES",
     "ExpectedAnswerReward",
     "JudgeReward",
+    "StudentStepReward",
     "TeachingReward",
     "VerdictReward",
     "completion_text",
     "make_rewards",
+    "step_match",
 ]
 
 Rows = list[float | None]
@@ -173,7 +175,47 @@ class TeachingReward:
 
 
 #: The names ``--set rewards=...`` accepts.
-REWARD_NAMES = ("verdict", "expected_answer", "judge", "teaching")
+def _step_of(text: str) -> dict[str, Any] | None:
+    """The ``{"action", ...}`` object of a step JSON text (``{"step": {...}}`` or the bare object); None when invalid."""
+    import json
+
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    step = data.get("step", data) if isinstance(data, dict) else None
+    return step if isinstance(step, dict) and isinstance(step.get("action"), str) else None
+
+
+def step_match(text: str, expected: str) -> float:
+    """How well a student's step (JSON text) matches the recorded one: 1 for the same tool with the same arguments
+    (unset ones ignored) or a final answer that gives the recorded answer (:func:`answer_matches`), 0.5 for the
+    same action otherwise, 0 for another action or no valid step."""
+    got, want = _step_of(text), _step_of(expected)
+    if got is None or want is None or got["action"] != want["action"]:
+        return 0.0
+    if want["action"] == FINAL_ANSWER:
+        return 1.0 if answer_matches(str(got.get("answer") or ""), str(want.get("answer") or "")) else 0.5
+
+    def given(arguments: Any) -> dict[str, Any]:
+        return {k: v for k, v in arguments.items() if v is not None} if isinstance(arguments, dict) else {}
+
+    return 1.0 if given(got.get("arguments")) == given(want.get("arguments")) else 0.5
+
+
+class StudentStepReward:
+    """A student turn (kind ``student``) scored against the step recorded in the approved session: :func:`step_match`."""
+
+    __name__ = "student_step"
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], kind: Sequence[str],
+                 expected_step: Sequence[str | None] | None = None, **_: Any) -> Rows:
+        expected = expected_step if expected_step is not None else [None] * len(prompts)
+        return [step_match(text, want) if k == "student" and want else None
+                for text, k, want in zip(_texts(prompts, completions, None), kind, expected, strict=True)]
+
+
+REWARD_NAMES = ("verdict", "expected_answer", "judge", "teaching", "student_step")
 
 
 def make_rewards(names: Sequence[str], *, config: Any = None, student: Any = None) -> list[Any]:
@@ -187,6 +229,8 @@ def make_rewards(names: Sequence[str], *, config: Any = None, student: Any = Non
             rewards.append(VerdictReward())
         elif name == "expected_answer":
             rewards.append(ExpectedAnswerReward())
+        elif name == "student_step":
+            rewards.append(StudentStepReward())
         elif name == "judge":
             if config is None:
                 raise AtlasError("the judge reward needs a config with judge models")

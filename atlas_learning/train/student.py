@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AtlasError
+from ..student import tool_step_json
 
 __all__ = ["LAYOUTS", "REJECTED_MODES", "load_student_records", "student_examples"]
 
@@ -96,6 +97,9 @@ def student_examples(records: Iterable[dict[str, Any]], *, rejected: str = "drop
                 "prompt": prompt, "completion": completion, "tools": shown_tools, "kind": "student",
                 "session_id": str(record.get("session_id") or ""), "learning_key": str(record.get("learning_key") or ""),
                 "session_reward": record.get("session_reward"), "task": _task_of(messages),
+                # what a held-out figure scores a served model's turn against: the step it should write, and the
+                # tools the call offered (they shape the constrained step schema)
+                "expected_step": tool_step_json(message), "offered_tools": tools,
             })
     return examples
 
@@ -103,7 +107,7 @@ def student_examples(records: Iterable[dict[str, Any]], *, rejected: str = "drop
 def _served(prompt: list[dict[str, Any]], turn: dict[str, Any], tools: list[dict[str, Any]]) -> tuple[list[dict[str, str]], list[dict[str, str]], str]:
     """The ``served`` layout of one model turn. The call had the last system prompt before it (an earlier one was
     replaced when guidance changed it), with every tool the session offered."""
-    from ..student import tool_chat_messages, tool_step_json
+    from ..student import tool_chat_messages
 
     last_system = max((i for i, m in enumerate(prompt) if m.get("role") == "system"), default=None)
     shown = [m for i, m in enumerate(prompt) if m.get("role") != "system" or i == last_system]

@@ -27,12 +27,10 @@ which is why a back-to-back repeat of the same call is turned into a request for
 from __future__ import annotations
 
 import functools
-import json
-import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -43,10 +41,17 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from atlas_learning.models import ChatModel, ModelResponse
-from atlas_learning.student import FINAL_ANSWER, clip_text, tool_chat_messages
+from atlas_learning.student import (
+    FINAL_ANSWER,
+    MAX_LOCAL_ANSWER_CHARS,
+    clip_text,
+    step_model,
+    tool_chat_messages,
+    tools_key,
+)
 
 from ._messages import message_text
 
@@ -97,7 +102,7 @@ class AtlasChatModel(BaseChatModel):
     #: ``maxLength`` that llama.cpp enforces while decoding, so a small model that starts repeating itself inside
     #: the answer stops there, instead of running to ``max_tokens`` and failing validation. Other providers get no
     #: limit (strict structured-output modes may refuse length keywords). ``None``: no limit.
-    max_answer_chars: int | None = Field(default=400, gt=0)
+    max_answer_chars: int | None = Field(default=MAX_LOCAL_ANSWER_CHARS, gt=0)
 
     def __init__(self, chat_model: ChatModel, *, max_tokens: int | None = None, temperature: float | None = None,
                  **kwargs: Any) -> None:
@@ -196,7 +201,7 @@ class AtlasChatModel(BaseChatModel):
         choice = kwargs.get("tool_choice") or "auto"
         if choice == "none":
             tools = []
-        output_type = step_model(_tools_key(tools), choice, self._answer_limit()) if tools else None
+        output_type = step_model(tools_key(tools), choice, self._answer_limit()) if tools else None
         prompt = atlas_messages(messages, tools=tools, tool_choice=choice,
                                 max_tool_result_chars=self.max_tool_result_chars)
         params = {"temperature": kwargs.get("temperature", self.temperature),
@@ -225,7 +230,7 @@ class AtlasChatModel(BaseChatModel):
             prompt[-1]["content"] += "\n\n" + note
         else:
             prompt.append({"role": "user", "content": note})
-        return _Request(prompt, step_model(_tools_key(request.tools), FINAL_ANSWER, self._answer_limit()),
+        return _Request(prompt, step_model(tools_key(request.tools), FINAL_ANSWER, self._answer_limit()),
                         request.params, request.tools, FINAL_ANSWER)
 
     def _answer_limit(self) -> int | None:
@@ -332,112 +337,3 @@ def _normalize_choice(tool_choice: str | bool | Mapping[str, Any] | None, names:
     return str(name)
 
 
-def _tools_key(tools: Sequence[Mapping[str, Any]]) -> str:
-    """The part of the tools that shapes the output schema, as a string (the cache key of :func:`step_model`)."""
-    return json.dumps([[t["function"]["name"], t["function"].get("parameters") or {}] for t in tools])
-
-
-class _Step(BaseModel):
-    """The root of every step schema: ``{"step": <a tool call or the final answer>}``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _wrap_bare_step(cls, data: Any) -> Any:
-        """Accept the branch object itself (``{"action": ...}``), as a model without native structure may send."""
-        if isinstance(data, dict) and "action" in data and "step" not in data:
-            return {"step": data}
-        return data
-
-
-_CLOSED = ConfigDict(extra="forbid")
-
-
-@functools.lru_cache(maxsize=64)
-def step_model(tools_key: str, tool_choice: str = "auto", max_answer_chars: int | None = None) -> type[BaseModel]:
-    """The output type of a call offering these tools: ``{"step": call of one tool | final answer}``.
-
-    ``tools_key`` is :func:`_tools_key` of OpenAI-format tools; ``tool_choice`` is ``auto`` (tools and the final
-    answer), ``any`` (tools only), one tool's name, or ``final_answer`` (the answer only). ``max_answer_chars`` adds
-    ``minLength``/``maxLength`` to the answer's schema (for grammar-constrained decoding; not validated). Every
-    model rejects a blank answer on validation. Built once per tool set, choice and limit.
-    """
-    tools: list[tuple[str, dict[str, Any]]] = [(name, params) for name, params in json.loads(tools_key)]
-    if tool_choice not in ("auto", "any"):  # one tool, or FINAL_ANSWER: no tool
-        tools = [(name, params) for name, params in tools if name == tool_choice]
-    branches: list[type[BaseModel]] = []
-    for index, (name, params) in enumerate(tools):
-        title = f"Call{index}_{_identifier(name)}"
-        arguments = _arguments_model(f"{title}_Arguments", params)
-        branches.append(create_model(title, __config__=_CLOSED, action=(Literal[name], ...),  # type: ignore[call-overload]
-                                     arguments=(arguments, ...)))
-    if tool_choice in ("auto", FINAL_ANSWER):
-        limits = {"minLength": 1, "maxLength": max_answer_chars} if max_answer_chars else None
-        answer = Annotated[str, AfterValidator(_not_blank), Field(json_schema_extra=limits)]
-        branches.append(create_model("FinalAnswer", __config__=_CLOSED, action=(Literal[FINAL_ANSWER], ...),  # type: ignore[call-overload]
-                                     answer=(answer, ...)))
-    if not branches:
-        raise ValueError("a step needs at least one tool or the final answer")
-    step_type: Any = branches[0] if len(branches) == 1 else Annotated[Union[tuple(branches)],  # noqa: UP007
-                                                                       Field(discriminator="action")]
-    return create_model("ToolCallOrAnswer", __base__=_Step, step=(step_type, ...))
-
-
-def _not_blank(answer: str) -> str:
-    if not answer.strip():
-        raise ValueError("the final answer is empty")
-    return answer
-
-
-def _arguments_model(title: str, parameters: Mapping[str, Any]) -> type[BaseModel]:
-    """A closed pydantic model of a tool's arguments. Fields are named ``a0, a1, ...`` with the real names as
-    aliases, so any argument name works (``schema``, ``from``, names with dashes)."""
-    properties: Mapping[str, Any] = parameters.get("properties") or {}
-    required = set(parameters.get("required") or ())
-    fields: dict[str, Any] = {}
-    for index, (name, prop) in enumerate(properties.items()):
-        annotation, nullable = _field_type(prop if isinstance(prop, Mapping) else {})
-        if name in required and not nullable:
-            fields[f"a{index}"] = (annotation, Field(alias=name))
-        elif name in required:
-            fields[f"a{index}"] = (annotation | None, Field(alias=name))
-        else:
-            fields[f"a{index}"] = (annotation | None, Field(default=None, alias=name))
-    return create_model(title, __config__=ConfigDict(extra="forbid", populate_by_name=True), **fields)
-
-
-_SCALARS: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool}
-
-
-def _field_type(prop: Mapping[str, Any]) -> tuple[Any, bool]:
-    """(python type, nullable) for one JSON-schema property, kept simple: scalars, enums of strings, lists of
-    scalars, free objects; anything else is a string."""
-    variants = prop.get("anyOf") or prop.get("oneOf")
-    if variants:
-        nullable = any(isinstance(v, Mapping) and v.get("type") == "null" for v in variants)
-        rest = [v for v in variants if isinstance(v, Mapping) and v.get("type") != "null"]
-        annotation, inner_nullable = _field_type(rest[0]) if len(rest) == 1 else (str, False)
-        return annotation, nullable or inner_nullable
-    enum = prop.get("enum")
-    if enum and all(isinstance(value, str) for value in enum):
-        return Literal[tuple(enum)], False  # type: ignore[return-value]
-    kind = prop.get("type")
-    nullable = False
-    if isinstance(kind, list):
-        nullable = "null" in kind
-        kinds = [k for k in kind if k != "null"]
-        kind = kinds[0] if len(kinds) == 1 else None
-    if kind in _SCALARS:
-        return _SCALARS[kind], nullable
-    if kind == "array":
-        items = prop.get("items") if isinstance(prop.get("items"), Mapping) else {}
-        item_kind = items.get("type")
-        return list[_SCALARS.get(item_kind, str) if isinstance(item_kind, str) else str], nullable  # type: ignore[misc]
-    if kind == "object":
-        return dict[str, Any], nullable
-    return str, nullable
-
-
-def _identifier(name: str) -> str:
-    return re.sub(r"\W", "_", name) or "tool"

@@ -122,3 +122,20 @@ def test_make_rewards_names_and_errors() -> None:
         make_rewards(["vibes"])
     with pytest.raises(AtlasError, match="student model"):
         make_rewards(["teaching"])
+
+
+def test_a_student_turn_is_scored_against_the_recorded_step() -> None:
+    from atlas_learning.train.rewards import StudentStepReward, step_match
+
+    call = '{"step": {"action": "read_file", "arguments": {"path": "notes.txt"}}}'
+    assert step_match('{"step": {"action": "read_file", "arguments": {"path": "notes.txt", "limit": null}}}', call) == 1.0
+    assert step_match('{"action": "read_file", "arguments": {"path": "todo.txt"}}', call) == 0.5  # same tool, other file
+    assert step_match('{"step": {"action": "final_answer", "answer": "3"}}', call) == 0.0
+    assert step_match("not json", call) == 0.0
+    answer = '{"step": {"action": "final_answer", "answer": "3"}}'
+    assert step_match('{"step": {"action": "final_answer", "answer": "It has 3 lines."}}', answer) == 1.0
+    assert step_match('{"step": {"action": "final_answer", "answer": "4"}}', answer) == 0.5
+    reward = StudentStepReward()
+    rows = reward(prompts=[[], []], completions=[[{"role": "assistant", "content": call}], "x"], kind=["student", "answer"],
+                  expected_step=[call, None])
+    assert rows == [1.0, None]  # a teacher row is not the student's to score

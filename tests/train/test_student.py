@@ -133,7 +133,10 @@ def test_atlas_train_sft_target_student_learns_the_student_s_turns(approved_stor
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["steps"] == 8 and summary["train_examples"] >= 6 and (out / "config.json").is_file()
-    assert summary["held_out_before"] is None and "no reward functions" in summary["warnings"][0]
+    # held-out turns are scored through the serving path against the recorded step (student_step)
+    assert summary["held_out_examples"] == 4 and 0.0 <= summary["held_out_before"] <= 1.0
+    assert summary["held_out_after"] > summary["held_out_before"], {k: summary[k] for k in ("held_out_before", "held_out_after")}
+    assert "only 4 held-out examples" in summary["warnings"][0]
     losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
     assert len(losses) == 8 and losses[-1] < losses[0]
 
