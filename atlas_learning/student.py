@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
 __all__ = ["FINAL_ANSWER", "MAX_LOCAL_ANSWER_CHARS", "clip_text", "render_instructions", "render_guidance", "tool_schema",
-           "model_turn", "step_model", "tool_chat_messages", "tool_step_json", "tools_key"]
+           "model_turn", "repeated_call_note", "step_model", "tool_chat_messages", "tool_step_json", "tools_key"]
 
 #: The action of a tool-calling step that answers instead of calling a tool.
 FINAL_ANSWER = "final_answer"
@@ -145,6 +145,13 @@ def tool_chat_messages(messages: Sequence[Mapping[str, Any]], *, tools: Sequence
     if not turns:  # a model needs a turn to answer; a bare system prompt becomes the request
         result = [{"role": "user", "content": "\n\n".join(system) or "(no input)"}]
     return result
+
+
+def repeated_call_note(action: str, question: str) -> str:
+    """What a model that repeated its last tool call (same tool, same arguments: it has the result) is told when it
+    is asked once more, with the final answer as its only choice; ``question`` is the user's last request."""
+    question = clip_text(question, 500)
+    return f"You already have the result of {action}. " + (f"Now answer: {question}" if question else "Give the final answer now.")
 
 
 def tool_step_json(message: Mapping[str, Any]) -> str:

@@ -47,7 +47,7 @@ from atlas_learning.models import ChatModel, ModelResponse
 from atlas_learning.student import (
     FINAL_ANSWER,
     MAX_LOCAL_ANSWER_CHARS,
-    clip_text,
+    repeated_call_note,
     step_model,
     tool_chat_messages,
     tools_key,
@@ -222,9 +222,7 @@ class AtlasChatModel(BaseChatModel):
         calls = getattr(previous, "tool_calls", None) or []
         if not any(call["name"] == step.action and (call.get("args") or {}) == args for call in calls):
             return None
-        question = clip_text(next((message_text(m).strip() for m in reversed(messages) if m.type == "human"), ""), 500)
-        note = f"You already have the result of {step.action}. " + (f"Now answer: {question}" if question
-                                                                     else "Give the final answer now.")
+        note = repeated_call_note(step.action, next((message_text(m).strip() for m in reversed(messages) if m.type == "human"), ""))
         prompt = [dict(m) for m in request.prompt]
         if prompt[-1]["role"] == "user":  # appended, so a prompt cache still holds everything before it
             prompt[-1]["content"] += "\n\n" + note
