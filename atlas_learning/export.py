@@ -946,6 +946,8 @@ def _messages(s: Any, entries: list[Any], steps: list[Any], rewards: list[Any], 
             metadata = given.get(step_id)
             if isinstance(metadata, dict) and metadata.get("nested"):
                 continue  # a nested agent's work inside a tool call: not this model's conversation
+            if kind == "model_call" and error:
+                continue  # a call that raised (its out-of-schema output is kept on the step) was no turn of the chat
             if kind == "model_call":
                 if isinstance(metadata, dict):
                     if isinstance(metadata.get("system"), str):

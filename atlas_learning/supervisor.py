@@ -800,6 +800,14 @@ class SupervisedRun:
         self._emit("step", {"step_id": row["id"], "index": index, "kind": kind, "name": row["name"], "tool_name": tool_name, "error": error})
         return row["id"]
 
+    def record_failed_model_call(self, error: BaseException, *, name: str = "model", metadata: Mapping[str, Any] | None = None) -> str:
+        """Record a call of the student's model that raised, as a ``model_call`` step with the error; when the model
+        answered out of schema (:class:`~atlas_learning.errors.InvalidOutputError`), what it said is the step's
+        output, so the malformed answer is kept (redacted like every row), not lost."""
+        raw = getattr(error, "raw_output", None)
+        return self.record_step(kind="model_call", name=name, error=f"{type(error).__name__}: {error}",
+                                output=raw if isinstance(raw, str) and raw else None, metadata=metadata)
+
     def record_model_call(self, *, role: str = "student", provider: str = "", model: str = "", input_tokens: int = 0,
                           output_tokens: int = 0, latency_ms: float | None = None, cost_usd: float | None = None,
                           as_step: bool = True, output: Any = None, system: str | None = None,

@@ -873,8 +873,7 @@ class _Steps:
     def _model_failed(self, error: BaseException, run_id: Any) -> None:
         opened = self._open.pop(run_id, {})
         if not is_control_flow(error):
-            _safe(lambda: self.run.record_step(kind="model_call", name=opened.get("model") or "model",
-                                               error=f"{type(error).__name__}: {error}"))
+            _safe(lambda: self.run.record_failed_model_call(error, name=opened.get("model") or "model"))
 
     def _tool_started(self, serialized: Any, input_str: str, run_id: Any, inputs: Any, kwargs: Mapping[str, Any]) -> None:
         name = (serialized or {}).get("name") or kwargs.get("name") or "tool"

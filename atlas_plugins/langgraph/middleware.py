@@ -357,8 +357,7 @@ class AtlasMiddleware(AgentMiddleware[AtlasAgentState, Any, Any]):
     @staticmethod
     def _model_failed(invocation: _Invocation, exc: BaseException, started: float) -> None:
         try:
-            invocation.run.record_step(kind="model_call", name="model", error=f"{type(exc).__name__}: {exc}",
-                                       metadata={"latency_ms": (time.perf_counter() - started) * 1000})
+            invocation.run.record_failed_model_call(exc, metadata={"latency_ms": (time.perf_counter() - started) * 1000})
         except Exception:  # noqa: BLE001
             log.exception("Atlas could not record a failed model call")
 

@@ -672,3 +672,38 @@ def test_a_secret_in_a_node_step_is_redacted_before_the_step_is_cut(make_supervi
     [step] = steps_of(supervisor, app.session_result().session_id)
     stored = json.dumps(step.input)  # redacted first: the state fits the cut once the key is out, so it stays data
     assert step.kind == "node" and "[REDACTED]" in stored and secret[:12] not in stored
+
+
+@pytest.mark.parametrize("wrap", ["with_atlas", "middleware"])
+def test_a_model_answer_out_of_schema_is_kept_on_its_failed_step(make_supervisor, wrap: str) -> None:
+    """The student's model answered out of schema twice (the repair too): the run fails as bare would, and the
+    failed model-call step keeps what the model said (redacted), not only the error."""
+    from atlas_learning.errors import InvalidOutputError
+    from atlas_learning.models import ScriptedModel
+    from atlas_plugins.langgraph import AtlasMiddleware
+    from atlas_plugins.langgraph.chat_model import AtlasChatModel
+
+    @tool
+    def read_file(path: str) -> str:
+        """Read a file."""
+        return "- milk"
+
+    secret = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+    said = f'{{"step": {{"action": "delete_everything", "token": "{secret}"'
+    model = AtlasChatModel(ScriptedModel(responses=[said, said]))
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    if wrap == "with_atlas":
+        app = with_atlas(create_agent(model, tools=[read_file]), supervisor=supervisor, agent_name="broken")
+    else:
+        app = create_agent(model, tools=[read_file], middleware=[AtlasMiddleware(supervisor=supervisor, agent_name="broken")])
+    with pytest.raises(InvalidOutputError):
+        app.invoke({"messages": [HumanMessage("What is in todo.txt?")]})
+    assert supervisor.drain(30)
+    failed = [s for s in supervisor.store.rows(StepRecord) if s.kind == "model_call" and s.error]
+    assert len(failed) == 1 and "InvalidOutputError" in failed[0].error
+    assert "delete_everything" in (failed[0].output or "") and secret not in failed[0].output
+    from atlas_learning.export import iter_records
+    from atlas_learning.store import SessionFilter
+
+    chats = list(iter_records(supervisor.store, format="messages", where=SessionFilter(review_status=None, limit=None)))
+    assert chats and "delete_everything" not in json.dumps(chats)  # no turn of the chat: the training data never has it
