@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
-__all__ = ["FINAL_ANSWER", "MAX_LOCAL_ANSWER_CHARS", "clip_text", "render_instructions", "render_guidance", "tool_schema",
+__all__ = ["FINAL_ANSWER", "MAX_LOCAL_ANSWER_CHARS", "MAX_LOCAL_ARGUMENT_CHARS", "clip_text", "render_instructions", "render_guidance", "tool_schema",
            "model_turn", "repeated_call_note", "step_model", "tool_chat_messages", "tool_step_json", "tools_key"]
 
 #: The action of a tool-calling step that answers instead of calling a tool.
@@ -27,6 +27,8 @@ _MAX_CALL_CHARS = 300
 _MAX_DESCRIPTION_CHARS = 120
 #: Longest final answer a grammar-constrained model (provider ``local``) is let write: the answer's ``maxLength``.
 MAX_LOCAL_ANSWER_CHARS = 400
+#: Longest text argument of a tool call a grammar-constrained model is let write (a ``maxLength`` on each).
+MAX_LOCAL_ARGUMENT_CHARS = 400
 
 
 def render_guidance(notes: Sequence[str]) -> str:
@@ -230,13 +232,16 @@ _CLOSED = ConfigDict(extra="forbid")
 
 
 @functools.lru_cache(maxsize=64)
-def step_model(tools_key: str, tool_choice: str = "auto", max_answer_chars: int | None = None) -> type[BaseModel]:
+def step_model(tools_key: str, tool_choice: str = "auto", max_answer_chars: int | None = None,
+               max_argument_chars: int | None = None) -> type[BaseModel]:
     """The output type of a call offering these tools: ``{"step": call of one tool | final answer}``.
 
     ``tools_key`` is :func:`tools_key` of OpenAI-format tools; ``tool_choice`` is ``auto`` (tools and the final
     answer), ``any`` (tools only), one tool's name, or ``final_answer`` (the answer only). ``max_answer_chars`` adds
-    ``minLength``/``maxLength`` to the answer's schema (for grammar-constrained decoding; not validated). Every
-    model rejects a blank answer on validation. Built once per tool set, choice and limit.
+    ``minLength``/``maxLength`` to the answer's schema, ``max_argument_chars`` a ``maxLength`` to every text
+    argument's (for grammar-constrained decoding, where a small model that starts repeating itself inside a string
+    would otherwise run to its token limit and leave the JSON unclosed; not validated). Every model rejects a blank
+    answer on validation. Built once per tool set, choice and limits.
     """
     tools: list[tuple[str, dict[str, Any]]] = [(name, params) for name, params in json.loads(tools_key)]
     if tool_choice not in ("auto", "any"):  # one tool, or FINAL_ANSWER: no tool
@@ -244,7 +249,7 @@ def step_model(tools_key: str, tool_choice: str = "auto", max_answer_chars: int 
     branches: list[type[BaseModel]] = []
     for index, (name, params) in enumerate(tools):
         title = f"Call{index}_{_identifier(name)}"
-        arguments = _arguments_model(f"{title}_Arguments", params)
+        arguments = _arguments_model(f"{title}_Arguments", params, max_argument_chars)
         branches.append(create_model(title, __config__=_CLOSED, action=(Literal[name], ...),  # type: ignore[call-overload]
                                      arguments=(arguments, ...)))
     if tool_choice in ("auto", FINAL_ANSWER):
@@ -265,7 +270,7 @@ def _not_blank(answer: str) -> str:
     return answer
 
 
-def _arguments_model(title: str, parameters: Mapping[str, Any]) -> type[BaseModel]:
+def _arguments_model(title: str, parameters: Mapping[str, Any], max_chars: int | None = None) -> type[BaseModel]:
     """A closed pydantic model of a tool's arguments. Fields are named ``a0, a1, ...`` with the real names as
     aliases, so any argument name works (``schema``, ``from``, names with dashes)."""
     properties: Mapping[str, Any] = parameters.get("properties") or {}
@@ -273,6 +278,8 @@ def _arguments_model(title: str, parameters: Mapping[str, Any]) -> type[BaseMode
     fields: dict[str, Any] = {}
     for index, (name, prop) in enumerate(properties.items()):
         annotation, nullable = _field_type(prop if isinstance(prop, Mapping) else {})
+        if annotation is str and max_chars:
+            annotation = Annotated[str, Field(json_schema_extra={"maxLength": max_chars})]
         if name in required and not nullable:
             fields[f"a{index}"] = (annotation, Field(alias=name))
         elif name in required:

@@ -30,10 +30,10 @@ def _output_type(example: dict[str, Any]) -> Any:
     if example["kind"] == "student":
         import json
 
-        from ..student import MAX_LOCAL_ANSWER_CHARS, step_model, tools_key
+        from ..student import MAX_LOCAL_ANSWER_CHARS, MAX_LOCAL_ARGUMENT_CHARS, step_model, tools_key
 
         offered = json.loads(example.get("offered_tools") or "[]")
-        return step_model(tools_key(offered), "auto", MAX_LOCAL_ANSWER_CHARS) if offered else None
+        return step_model(tools_key(offered), "auto", MAX_LOCAL_ANSWER_CHARS, MAX_LOCAL_ARGUMENT_CHARS) if offered else None
     return {"answer": Verdict, "step": Verdict, "plan": PlanReview}.get(example["kind"])
 
 

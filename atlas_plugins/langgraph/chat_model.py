@@ -47,6 +47,7 @@ from atlas_learning.models import ChatModel, ModelResponse
 from atlas_learning.student import (
     FINAL_ANSWER,
     MAX_LOCAL_ANSWER_CHARS,
+    MAX_LOCAL_ARGUMENT_CHARS,
     repeated_call_note,
     step_model,
     tool_chat_messages,
@@ -103,6 +104,10 @@ class AtlasChatModel(BaseChatModel):
     #: the answer stops there, instead of running to ``max_tokens`` and failing validation. Other providers get no
     #: limit (strict structured-output modes may refuse length keywords). ``None``: no limit.
     max_answer_chars: int | None = Field(default=MAX_LOCAL_ANSWER_CHARS, gt=0)
+    #: Longest text argument of a tool call under grammar-constrained decoding (provider ``local``): a ``maxLength``
+    #: on each, so a small model repeating itself inside an argument (a search pattern, a file's content) closes
+    #: the string there instead of running to ``max_tokens`` with the JSON unclosed. ``None``: no limit.
+    max_argument_chars: int | None = Field(default=MAX_LOCAL_ARGUMENT_CHARS, gt=0)
 
     def __init__(self, chat_model: ChatModel, *, max_tokens: int | None = None, temperature: float | None = None,
                  **kwargs: Any) -> None:
@@ -201,7 +206,7 @@ class AtlasChatModel(BaseChatModel):
         choice = kwargs.get("tool_choice") or "auto"
         if choice == "none":
             tools = []
-        output_type = step_model(tools_key(tools), choice, self._answer_limit()) if tools else None
+        output_type = step_model(tools_key(tools), choice, *self._limits()) if tools else None
         prompt = atlas_messages(messages, tools=tools, tool_choice=choice,
                                 max_tool_result_chars=self.max_tool_result_chars)
         params = {"temperature": kwargs.get("temperature", self.temperature),
@@ -228,12 +233,13 @@ class AtlasChatModel(BaseChatModel):
             prompt[-1]["content"] += "\n\n" + note
         else:
             prompt.append({"role": "user", "content": note})
-        return _Request(prompt, step_model(tools_key(request.tools), FINAL_ANSWER, self._answer_limit()),
+        return _Request(prompt, step_model(tools_key(request.tools), FINAL_ANSWER, *self._limits()),
                         request.params, request.tools, FINAL_ANSWER)
 
-    def _answer_limit(self) -> int | None:
-        """``max_answer_chars`` for a model whose decoding follows the schema's length keywords, else None."""
-        return self.max_answer_chars if self.provider == "local" else None
+    def _limits(self) -> tuple[int | None, int | None]:
+        """``max_answer_chars`` and ``max_argument_chars`` for a model whose decoding follows the schema's length
+        keywords, else no limits."""
+        return (self.max_answer_chars, self.max_argument_chars) if self.provider == "local" else (None, None)
 
     def _result(self, responses: Sequence[ModelResponse[Any]], stop: list[str] | None) -> ChatResult:
         """One AIMessage from the last response; usage and attempts summed over all of them."""

@@ -345,6 +345,18 @@ def test_the_answer_length_is_limited_only_where_decoding_enforces_it() -> None:
     assert "maxLength" not in cloud_answer and "minLength" not in cloud_answer
 
 
+def test_text_arguments_are_limited_only_where_decoding_enforces_it() -> None:
+    """A small model repeating itself inside an argument (a search pattern) closes the string at the limit under
+    constrained decoding, instead of running to its token limit with the JSON unclosed."""
+    local = GrammarModel(ModelSettings(provider="scripted", max_retries=0), responses=[call("read_file", path="p" * 90)])
+    message = AtlasChatModel(local, max_argument_chars=60).bind_tools([read_file]).invoke(QUESTION)
+    assert message.tool_calls[0]["args"] == {"path": "p" * 90}  # a schema hint for the decoder, not a validation rule
+    assert arguments_schema(local.requests[0][1] or {}, "read_file")["properties"]["path"]["maxLength"] == 60
+    cloud = scripted(call("read_file", path="a.txt"))
+    AtlasChatModel(cloud, max_argument_chars=60).bind_tools([read_file]).invoke(QUESTION)
+    assert "maxLength" not in arguments_schema(cloud.requests[0][1] or {}, "read_file")["properties"]["path"]
+
+
 # ----------------------------------------------------------------------------------------------- export
 def test_the_package_exports_it_lazily() -> None:
     import atlas_plugins.langgraph as package
