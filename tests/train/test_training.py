@@ -170,7 +170,8 @@ def test_two_processes_under_torchrun_train_one_model_and_report_once(tmp_path: 
     if atlas is None or not torchrun.exists():
         pytest.skip("needs the atlas and torchrun scripts beside this Python")
     out = tmp_path / "teacher"
-    finished = subprocess.run([str(torchrun), "--nproc_per_node", "2", atlas, "train", "sft", "--data", str(traces), "-o", str(out),
+    # --standalone: a rendezvous on a free local port, so a port another run still holds cannot fail it
+    finished = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", atlas, "train", "sft", "--data", str(traces), "-o", str(out),
                                "--set", "max_steps=3", "--set", "held_out=0.3", "--json"],
                               capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr[-2000:]
