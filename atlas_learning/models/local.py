@@ -221,7 +221,13 @@ class LocalModel(ChatModel):
                 )
             except _Failure as failure:
                 raise self._error(str(failure)) from failure.__cause__
-        return raw if json_schema is None else self._within_bounds(raw, json_schema)
+        if json_schema is None:
+            return raw  # text cut at max_tokens is returned as it is (finish_reason says so)
+        if raw.finish_reason == "length":
+            # A structured answer cut at the limit is unclosed JSON: the base class asks again with a larger budget,
+            # then names the limit, instead of sending it for a JSON repair that cannot fix it.
+            raw = dataclasses.replace(raw, truncated=True)
+        return self._within_bounds(raw, json_schema)
 
     def _within_bounds(self, raw: RawCompletion, json_schema: dict[str, Any]) -> RawCompletion:
         """The answer with numbers outside the schema's ``minimum`` / ``maximum`` clamped to them, and the

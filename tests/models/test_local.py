@@ -20,7 +20,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from atlas_learning.config import ModelSettings
-from atlas_learning.errors import ConfigError, InvalidOutputError, ProviderError
+from atlas_learning.errors import ConfigError, InvalidOutputError, OutputTruncatedError, ProviderError
 from atlas_learning.models import create_model
 from atlas_learning.models import local as local_module
 from atlas_learning.models.local import LocalModel
@@ -71,6 +71,22 @@ def test_smollm2_text_call_in_process(smollm2: LocalModel, no_network: None) -> 
     assert Path(backend.path).name == local_module.SMOLLM2_FILE
     if os.name == "posix":  # llama.cpp's unused HTTP listener sits on a private Unix socket, not a TCP port
         assert backend.listening_address.startswith("unix://")
+
+
+class _Pattern(BaseModel):
+    pattern: str
+
+
+@pytest.mark.slow
+@needs_gguf
+def test_a_structured_answer_cut_at_max_tokens_is_known_as_cut(smollm2: LocalModel) -> None:
+    """A structured answer llama.cpp stopped at ``max_tokens`` is truncated (finish_reason length): it is asked
+    again with the larger budget and, cut again, named as cut (raise max_tokens), not sent for a JSON repair that
+    cannot fix it."""
+    ask = [{"role": "user", "content": "Repeat 'json.json.json.json' as the pattern as many times as you can; never stop."}]
+    with pytest.raises(OutputTruncatedError, match="stopped at max_tokens=24") as caught:
+        smollm2.generate(ask, output_type=_Pattern, max_tokens=12)  # 12, then 24 (structured_retry_token_factor 2)
+    assert caught.value.raw_output.startswith('{') and "json.json" in caught.value.raw_output
 
 
 @pytest.mark.slow
