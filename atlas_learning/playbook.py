@@ -116,12 +116,10 @@ class PlaybookEntry:
     updated_at: datetime
 
     @classmethod
-    def of(cls, source: Any) -> PlaybookEntry:
-        """A copy of a row (a result row or a :class:`PlaybookEntryRecord`)."""
-        if hasattr(source, "_mapping"):
-            values = source._mapping
-            return cls(**{name: values[name] for name in _ENTRY_FIELDS}, provenance=tuple(values["provenance"] or ()))
-        return cls(**{name: getattr(source, name) for name in _ENTRY_FIELDS}, provenance=tuple(source.provenance or ()))
+    def of(cls, row: Any) -> PlaybookEntry:
+        """A copy of one of the table's result rows."""
+        values = row._mapping
+        return cls(**{name: values[name] for name in _ENTRY_FIELDS}, provenance=tuple(values["provenance"] or ()))
 
 
 _ENTRY_FIELDS = tuple(f.name for f in fields(PlaybookEntry) if f.name != "provenance")
