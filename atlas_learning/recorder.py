@@ -742,22 +742,11 @@ def _lines_of(text: str) -> list[str]:
 
 
 def _encode(data: dict[str, Any]) -> bytes:
-    """One journal line. Values JSON has no type for are written as :func:`_json_safe` would store them."""
+    """One journal line. Values JSON has no type for are written as :func:`_json_safe` stores them."""
     try:
-        return orjson.dumps(data, default=_journal_value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(data, default=_json_safe, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE)
     except (TypeError, orjson.JSONEncodeError):  # a value orjson refuses (an int past 64 bits, a lone surrogate): the slow way
-        return (json.dumps(data, default=_journal_value) + "\n").encode("utf-8", "replace")
-
-
-def _journal_value(value: Any) -> Any:
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    dump = getattr(value, "model_dump", None)
-    return dump(mode="json") if callable(dump) else str(value)
+        return (json.dumps(data, default=_json_safe) + "\n").encode("utf-8", "replace")
 
 
 def _fallback_dirs(store: Store) -> list[Path]:
