@@ -490,8 +490,17 @@ class Supervisor:
     def _remember(self, pending: PendingSession) -> None:
         with self._results_lock:
             self._results[pending.session_id] = pending
-            if len(self._results) > _RECENT_RESULTS:  # the oldest finished ones go; pending ones stay
-                for session_id in [sid for sid, p in self._results.items() if p.done()][: len(self._results) - _RECENT_RESULTS]:
+            excess = len(self._results) - _RECENT_RESULTS
+            if excess > 0:  # the oldest finished ones go; pending ones stay
+                # Oldest first, and only as far as needed: past the first 1,024 sessions, every end would
+                # otherwise ask all 1,024 kept results whether they are done (a lock each), on the caller's path.
+                stale: list[str] = []
+                for session_id, kept in self._results.items():
+                    if len(stale) == excess:
+                        break
+                    if kept.done():
+                        stale.append(session_id)
+                for session_id in stale:
                     del self._results[session_id]
 
     def close(self) -> None:

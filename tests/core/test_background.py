@@ -378,6 +378,21 @@ def test_pending_sessions_are_never_evicted_from_the_recent_results(make_supervi
         assert supervisor.session_result(pending.session_id, timeout=10).reward == pytest.approx(0.9)
 
 
+
+def test_the_oldest_finished_results_go_first_and_the_limit_holds(make_supervisor, monkeypatch) -> None:
+    import atlas_learning.supervisor as core
+
+    monkeypatch.setattr(core, "_RECENT_RESULTS", 3)
+    supervisor = make_supervisor(supervision={"lane": "auto"})
+    ids = []
+    for _ in range(6):
+        pending = supervisor.begin(TASK, agent_name="files").end("2")
+        pending.result(10)
+        ids.append(pending.session_id)
+    assert list(supervisor._results) == ids[-3:]  # noqa: SLF001 - the newest three, in order
+    with pytest.raises(KeyError):
+        supervisor.session_result(ids[0])
+
 def test_no_recorder_write_is_left_queued(tmp_path) -> None:
     import collections
     import threading
