@@ -5,6 +5,7 @@ Shared by ``with_atlas`` and ``AtlasMiddleware``; nothing here decides anything.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -136,10 +137,24 @@ def tool_schemas(tools: Sequence[Any] | None) -> list[dict[str, Any]] | None:
 
     schemas = []
     for tool in tools:
-        try:
-            schema = convert_to_openai_tool(tool)
-        except Exception:  # noqa: BLE001 - a provider's built-in tool (web search...) has no function schema
-            continue
+        cached = _converted.get(id(tool)) if not isinstance(tool, Mapping) else None
+        if cached is not None and cached[0] is tool:
+            schema = cached[1]
+        else:
+            try:
+                schema = convert_to_openai_tool(tool)
+            except Exception:  # noqa: BLE001 - a provider's built-in tool (web search...) has no function schema
+                schema = None
+            if not isinstance(tool, Mapping):  # a tool object's schema is made once; a dict may change between calls
+                if len(_converted) >= _CONVERTED_MAX:
+                    _converted.clear()  # many short-lived tools (made per call): start again
+                _converted[id(tool)] = (tool, schema)
         if isinstance(schema, Mapping) and schema.get("type") == "function":
-            schemas.append(dict(schema))
+            schemas.append(copy.deepcopy(dict(schema)))  # the caller's own: the cached one never changes
     return schemas or None
+
+
+#: Tool objects' converted schemas by id (the object is kept with it, so an id is never reused while cached):
+#: every model call offers the same tools, and converting one runs pydantic's schema generation.
+_converted: dict[int, tuple[Any, Any]] = {}
+_CONVERTED_MAX = 512

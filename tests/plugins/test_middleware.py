@@ -739,3 +739,26 @@ def test_an_invocation_stopped_outside_a_model_or_tool_call_ends_at_the_threads_
     sessions = sorted(supervisor.store.list_sessions(), key=lambda s: s.started_at)
     assert sessions[0].status == "failed" and "abandoned" in sessions[0].session_metadata["error"]
     assert sessions[1].status == "running"  # the thread has not begun another invocation yet
+
+
+def test_a_tool_objects_schema_is_converted_once_and_a_dicts_every_time(monkeypatch) -> None:
+    import langchain_core.utils.function_calling as function_calling
+    from langchain_core.tools import tool as make_tool
+
+    from atlas_plugins.langgraph._messages import tool_schemas
+
+    @make_tool
+    def lookup(city: str) -> str:
+        """Look a city up."""
+        return city
+
+    converted = []
+    real = function_calling.convert_to_openai_tool
+    monkeypatch.setattr(function_calling, "convert_to_openai_tool", lambda t: converted.append(t) or real(t))
+    offered = {"type": "function", "function": {"name": "ping", "description": "Ping.", "parameters": {"type": "object", "properties": {}}}}
+    first, second = tool_schemas([lookup, offered]), tool_schemas([lookup, offered])
+    assert first == second and [s["function"]["name"] for s in first] == ["lookup", "ping"]
+    assert [getattr(t, "name", None) for t in converted].count("lookup") == 1  # the tool object: once
+    assert sum(1 for t in converted if t is offered) == 2  # a dict can change between calls: every time
+    first[0]["function"]["name"] = "changed"
+    assert tool_schemas([lookup])[0]["function"]["name"] == "lookup"  # callers get copies, not the cache
