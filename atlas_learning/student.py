@@ -22,7 +22,6 @@ __all__ = ["FINAL_ANSWER", "MAX_LOCAL_ANSWER_CHARS", "MAX_LOCAL_ARGUMENT_CHARS",
 #: The action of a tool-calling step that answers instead of calling a tool.
 FINAL_ANSWER = "final_answer"
 #: How many characters of a tool call's arguments the transcript keeps (tool results: ``max_tool_result_chars``).
-_MAX_CALL_CHARS = 300
 #: How many characters of a tool's description the system message keeps (its first line only).
 _MAX_DESCRIPTION_CHARS = 120
 #: Longest final answer a grammar-constrained model (provider ``local``) is let write: the answer's ``maxLength``.
@@ -106,9 +105,15 @@ def tool_chat_messages(messages: Sequence[Mapping[str, Any]], *, tools: Sequence
     ``messages`` are in the OpenAI layout (``system``, ``user``, ``assistant`` with ``tool_calls`` as
     ``{"function": {"name", "arguments"}}`` or ``{"name", "args"}``, ``tool`` with ``name``/``tool_call_id`` and an
     optional ``status: error``). All system text, and the tool list when tools are offered, goes into one leading
-    system message; tool calls become ``called read_file({"path": "a.txt"})`` assistant lines and tool results
-    ``result of read_file: ...`` user lines, clipped (the model never sees call ids); consecutive messages of one
-    role are merged, so the transcript alternates as chat templates expect."""
+    system message; an assistant turn is the step it wrote, as :func:`tool_step_json` lays it out (one line per
+    tool call, a final answer as its ``final_answer`` step), and tool results are ``result of read_file: ...`` user
+    lines, clipped (the model never sees call ids); consecutive messages of one role are merged, so the transcript
+    alternates as chat templates expect.
+
+    So the rendering is prefix-stable: the prompt of a conversation's next turn begins with the previous prompt
+    followed by what the model wrote, token for token under a chat template that renders each message on its own
+    (ChatML and the like). A multi-turn episode is one sequence, which is what on-policy training of the student
+    (GRPO with tool rollouts) learns on."""
     system: list[str] = []
     turns: list[dict[str, str]] = []
     names_by_id: dict[str, str] = {}
@@ -127,12 +132,13 @@ def tool_chat_messages(messages: Sequence[Mapping[str, Any]], *, tools: Sequence
             if text:
                 system.append(text)
         elif role == "assistant":
-            lines = [text] if text else []
-            for call in message.get("tool_calls") or ():
-                name, arguments = _call_parts(call)
+            calls = list(message.get("tool_calls") or ())
+            for call in calls:
                 if call.get("id"):
-                    names_by_id[str(call["id"])] = name
-                lines.append(f"called {name}({clip_text(json.dumps(arguments, ensure_ascii=False), _MAX_CALL_CHARS)})")
+                    names_by_id[str(call["id"])] = _call_parts(call)[0]
+            # Text beside calls came from a model that writes both (not a structured-output one): kept before them.
+            lines = [text] if text and calls else []
+            lines += [tool_step_json({"tool_calls": [call]}) for call in calls] or [tool_step_json({"content": text})]
             add("assistant", "\n".join(lines))
         elif role == "tool":
             name = message.get("name") or names_by_id.get(str(message.get("tool_call_id") or ""), "a tool")

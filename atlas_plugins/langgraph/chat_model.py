@@ -71,8 +71,9 @@ class AtlasChatModel(BaseChatModel):
       content. ``tool_choice``: ``None``/``"auto"`` (a tool or the answer), ``"any"``/``"required"``/``True`` (a
       tool), a tool's name (that tool), ``"none"`` (plain text).
     * Messages become Atlas role/content messages: system messages (and the tool list, one line per tool) go into
-      one system message; earlier tool calls become ``called read_file({"path": "a.txt"})`` lines of the assistant
-      message; tool results become ``result of read_file: ...`` user lines, clipped.
+      one system message; each earlier assistant turn is the step the model wrote
+      (``{"step": {"action": "read_file", "arguments": {"path": "a.txt"}}}``), so every prompt continues the last
+      one; tool results become ``result of read_file: ...`` user lines, clipped.
     * A tool call identical to the one the model made last (``stop_repeated_calls``, on by default) is not returned:
       the model is asked once more, with the final answer as its only choice and the question restated. Small models
       at temperature 0 otherwise repeat a call until the agent's recursion limit.

@@ -219,7 +219,8 @@ def test_tool_calls_and_results_become_short_lines_in_merged_turns() -> None:
     assert converted == [
         {"role": "system", "content": "You are a file agent."},
         {"role": "user", "content": QUESTION},
-        {"role": "assistant", "content": 'Let me look.\ncalled list_files({})\ncalled read_file({"path": "notes.txt"})'},
+        {"role": "assistant", "content": 'Let me look.\n{"step": {"action": "list_files", "arguments": {}}}\n'
+                                         '{"step": {"action": "read_file", "arguments": {"path": "notes.txt"}}}'},
         {"role": "user", "content": "result of list_files: notes.txt\ntodo.md\n"
                                     f"result of read_file: {'x' * 20}... [30 more characters]\n"
                                     "error from a tool: boom"},
@@ -288,7 +289,9 @@ def assert_agent_transcript(result: dict[str, Any], model: ScriptedModel) -> Non
     assert messages[4].content == "buy milk\ncall mom\nfix bike"
     assert messages[-1].content == "notes.txt has 3 lines."
     assert len(model.requests) == 3
-    assert 'called read_file({"path": "notes.txt"})' in model.requests[2][0][-2]["content"]
+    # the step the model wrote, as it wrote it: each request continues the one before (prefix-stable)
+    assert model.requests[2][0][-2]["content"] == '{"step": {"action": "read_file", "arguments": {"path": "notes.txt"}}}'
+    assert model.requests[2][0][: len(model.requests[1][0])] == model.requests[1][0]
 
 
 def test_create_agent_runs_tool_calls_to_a_final_answer() -> None:

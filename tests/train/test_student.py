@@ -80,7 +80,9 @@ def test_each_model_turn_is_an_example_and_rejected_answers_are_dropped_or_maske
     assert len(served) == 12 and all(e["tools"] == "[]" for e in served)
     assert json.loads(served[0]["completion"][0]["content"]) == {"step": {"action": "double", "arguments": {"n": 1}}}
     assert served[0]["prompt"][0]["content"].endswith("Call one tool at a time; give the final answer when you know it.")
-    assert "called double({\"n\": 1})" in served[1]["prompt"][-2]["content"] and "result of double: 2" in served[1]["prompt"][-1]["content"]
+    assert served[1]["prompt"][-2]["content"] == served[0]["completion"][0]["content"]  # the step it wrote, as it wrote it
+    assert served[1]["prompt"][-1]["content"] == "result of double: 2"
+    assert served[1]["prompt"][: len(served[0]["prompt"])] == served[0]["prompt"]  # prefix-stable: the turn continues the last
     assert json.loads(served[1]["completion"][0]["content"]) == {"step": {"action": "final_answer", "answer": "2"}}
 
 
@@ -188,3 +190,25 @@ def test_the_student_target_refuses_what_is_not_built(approved_store: str, tmp_p
     not_messages.write_text(json.dumps({"task": "t", "steps": []}) + "\n")
     with pytest.raises(AtlasError, match="not a messages record"):
         load_student_records(not_messages)
+
+
+def test_the_served_layout_is_prefix_stable_under_a_chat_template(approved_store: str) -> None:
+    """Each served turn's prompt, rendered by a ChatML template, begins with the previous turn's prompt and the
+    step the model wrote: a session is one token sequence (what GRPO on tool rollouts trains on)."""
+    import jinja2
+
+    from atlas_learning.train.trainer import _CHATML
+
+    template = jinja2.Environment().from_string(_CHATML)
+    served = student_examples(load_student_records("approved", store_url=approved_store))
+    by_session: dict[str, list[dict]] = {}
+    for example in served:
+        by_session.setdefault(example["session_id"], []).append(example)
+    continued = 0
+    for turns in by_session.values():
+        for before, after in zip(turns, turns[1:]):
+            written = template.render(messages=before["prompt"], add_generation_prompt=True, tools=None) \
+                + before["completion"][0]["content"] + "<|im_end|>\n"
+            assert template.render(messages=after["prompt"], add_generation_prompt=True, tools=None).startswith(written)
+            continued += 1
+    assert continued == 6  # every session's answer continued its tool call's turn
