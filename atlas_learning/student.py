@@ -112,7 +112,8 @@ def tool_chat_messages(messages: Sequence[Mapping[str, Any]], *, tools: Sequence
 
     So the rendering is prefix-stable: the prompt of a conversation's next turn begins with the previous prompt
     followed by what the model wrote, token for token under a chat template that renders each message on its own
-    (ChatML and the like). A multi-turn episode is one sequence, which is what on-policy training of the student
+    (ChatML and the like), for as long as the system prompt stays the same (guidance that changes it mid-session
+    begins a new sequence). A multi-turn episode is one sequence, which is what on-policy training of the student
     (GRPO with tool rollouts) learns on."""
     system: list[str] = []
     turns: list[dict[str, str]] = []
