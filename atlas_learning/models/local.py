@@ -50,7 +50,7 @@ from ._base import ChatModel, RawCompletion, UsageLedger
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LocalModel", "SMOLLM2_FILE", "smollm2_path", "load_counts"]
+__all__ = ["LocalModel", "SMOLLM2_FILE", "grammar_mask", "smollm2_path", "load_counts"]
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_N_CTX = 2048
@@ -466,21 +466,29 @@ class _TransformersBackend:
                 self._llg_tokenizer = False
         if self._llg_tokenizer is False:
             return None
-        import llguidance
-
-        try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(_closed(json_schema), defaults=_JSON_LAYOUT)
-            matcher = llguidance.LLMatcher(self._llg_tokenizer, grammar)
-        except Exception as exc:  # noqa: BLE001 - a schema feature llguidance does not support
-            log.warning("llguidance cannot compile this schema (%s); the schema goes in the prompt", _one_line(exc))
-            return None
-        if matcher.is_error():
-            log.warning("llguidance cannot compile this schema (%s); the schema goes in the prompt", matcher.get_error())
-            return None
-        return _GrammarMask(matcher, self._llg_tokenizer.vocab_size)
+        return grammar_mask(self._llg_tokenizer, json_schema)
 
     def close(self) -> None:
         self.model = None
+
+
+def grammar_mask(llg_tokenizer: Any, json_schema: dict[str, Any]) -> Any:
+    """A transformers logits processor that keeps one generation inside ``json_schema``, laid out as
+    ``json.dumps`` lays it out (what training data holds), for a tokenizer llguidance wraps
+    (``llguidance.hf.from_tokenizer``); None when llguidance cannot compile the schema. The served transformers
+    backend and the student's training rollouts decode with it, so both write the same steps."""
+    import llguidance
+
+    try:
+        grammar = llguidance.LLMatcher.grammar_from_json_schema(_closed(json_schema), defaults=_JSON_LAYOUT)
+        matcher = llguidance.LLMatcher(llg_tokenizer, grammar)
+    except Exception as exc:  # noqa: BLE001 - a schema feature llguidance does not support
+        log.warning("llguidance cannot compile this schema (%s); the schema goes in the prompt", _one_line(exc))
+        return None
+    if matcher.is_error():
+        log.warning("llguidance cannot compile this schema (%s); the schema goes in the prompt", matcher.get_error())
+        return None
+    return _GrammarMask(matcher, llg_tokenizer.vocab_size)
 
 
 #: The JSON a constrained transformers checkpoint may write: the layout of ``json.dumps`` (what training data

@@ -60,6 +60,8 @@ _ATLAS_DEFAULTS: dict[str, Any] = {
     "lora": False, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "lora_target_modules": "all-linear",
     "max_eval": 64, "eval_max_new_tokens": None, "eval_temperature": 0.0, "resume": False,
     "target": "teacher", "rejected": "drop", "student_layout": "served",
+    # GRPO on the student: the episodes' environment (module:factory) and how many steps one may take
+    "environment": None, "rollout_max_turns": 6,
 }
 
 #: Preset -> method -> settings (Atlas's and TRL's). ``model: None`` in cpu-tiny means "build the tiny model".
@@ -425,9 +427,18 @@ def _train(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path
     output.mkdir(parents=True, exist_ok=True)
     if atlas["target"] not in ("teacher", "student"):
         raise AtlasError(f"target={atlas['target']!r}: use teacher or student")
+    rollout = None
     if atlas["target"] == "student" and method == "grpo":
-        raise AtlasError("--target student trains with sft or gkd: grpo on the student's own rollouts needs an "
-                         "environment that runs its tools, which is not built yet")
+        if not atlas["environment"]:
+            raise AtlasError("grpo --target student plays episodes in an environment that runs the tools: "
+                             "--set environment=module:factory (see docs/training.md)")
+        if atlas["student_layout"] != "served":
+            raise AtlasError("grpo --target student rolls out the served layout (student_layout=served)")
+        from .rollouts import load_environment, tool_rollouts
+
+        rollout = tool_rollouts(load_environment(str(atlas["environment"])), max_turns=int(atlas["rollout_max_turns"]),
+                                max_new_tokens=int(trl_kwargs.get("max_completion_length") or 256),
+                                temperature=float(trl_kwargs.get("temperature", 1.0)))
     if atlas["target"] == "student" and method == "gkd" and atlas["student_layout"] != "served":
         raise AtlasError("gkd --target student distils the served layout (student_layout=served): GKD's chat collator "
                          "renders plain-text turns, not tool_calls messages")
@@ -470,12 +481,20 @@ def _train(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path
 
         # TRL's GRPOTrainer opens a new assistant turn after a conversational prompt, so prompts that end in a
         # prefill are rendered to text here, and the reward functions get the prefill as a column.
-        rows = [_grpo_row(e) for e in train]
-        if any(row["prefill"] for row in rows):
-            rows = [{**row, "prompt": _prompt_text(tokenizer, e["prompt"])} for row, e in zip(rows, train, strict=True)]
-        trainer = GRPOTrainer(model=lm, reward_funcs=list(rewards or []), args=GRPOConfig(**trl_kwargs),
+        if rollout is not None:  # the student: whole episodes from each session's first prompt, the environment's reward
+            from .rollouts import environment_reward, episode_prompts
+
+            rows, reward_funcs = episode_prompts(train), [environment_reward]
+            if not rows:
+                raise AtlasError("no first turns to start episodes from: the student's examples hold later turns only")
+            trl_kwargs.pop("max_completion_length", None)  # an episode's length is its turns', each within the budget
+        else:
+            rows, reward_funcs = [_grpo_row(e) for e in train], list(rewards or [])
+            if any(row["prefill"] for row in rows):
+                rows = [{**row, "prompt": _prompt_text(tokenizer, e["prompt"])} for row, e in zip(rows, train, strict=True)]
+        trainer = GRPOTrainer(model=lm, reward_funcs=reward_funcs, args=GRPOConfig(**trl_kwargs),
                               train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                              callbacks=[_callback(metrics)], peft_config=_peft_config(atlas))
+                              callbacks=[_callback(metrics)], peft_config=_peft_config(atlas), rollout_func=rollout)
     elif method == "gkd":
         from trl.experimental.gkd import GKDTrainer
 
