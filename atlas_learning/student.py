@@ -21,7 +21,6 @@ __all__ = ["FINAL_ANSWER", "MAX_LOCAL_ANSWER_CHARS", "MAX_LOCAL_ARGUMENT_CHARS",
 
 #: The action of a tool-calling step that answers instead of calling a tool.
 FINAL_ANSWER = "final_answer"
-#: How many characters of a tool call's arguments the transcript keeps (tool results: ``max_tool_result_chars``).
 #: How many characters of a tool's description the system message keeps (its first line only).
 _MAX_DESCRIPTION_CHARS = 120
 #: Longest final answer a grammar-constrained model (provider ``local``) is let write: the answer's ``maxLength``.

@@ -58,13 +58,13 @@ def load_environment(spec: str) -> Callable[[], ToolEnvironment]:
 
 
 def episode_prompts(examples: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One GRPO prompt per session: its first served turn's prompt (the system prompt and the task), with the task."""
+    """One GRPO prompt per session: its first served turn's prompt (the system prompt and the task)."""
     prompts: dict[str, dict[str, Any]] = {}
     for example in examples:
         prompt = list(example["prompt"])
         if [m.get("role") for m in prompt][-1:] != ["user"] or any(m.get("role") == "assistant" for m in prompt):
             continue  # a later turn of a session: the episode starts before it
-        prompts.setdefault(json.dumps(prompt, sort_keys=True), {"prompt": prompt, "task": str(prompt[-1]["content"])})
+        prompts.setdefault(json.dumps(prompt, sort_keys=True), {"prompt": prompt})
     return list(prompts.values())
 
 
@@ -107,6 +107,7 @@ def _episode(env: ToolEnvironment, prompt: list[dict[str, str]], tokenizer: Any,
              max_turns: int, max_new_tokens: int, temperature: float) -> dict[str, Any]:
     """One episode as one sequence: the prompt's tokens, then the model's and the environment's in turn."""
     import torch
+    from transformers import LogitsProcessorList
 
     from ..models.local import grammar_mask
     from ..student import (
@@ -132,8 +133,6 @@ def _episode(env: ToolEnvironment, prompt: list[dict[str, str]], tokenizer: Any,
         constraint = grammar_mask(llg, schema)
         if constraint is None:
             raise AtlasError("the step grammar did not compile for these tools; student rollouts decode under it")
-        from transformers import LogitsProcessorList
-
         ids = torch.tensor([prompt_ids + completion], device=model.device)
         with torch.no_grad():
             generated = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=True,
