@@ -78,6 +78,11 @@ class EventBus:
 
         return unsubscribe
 
+    @property
+    def has_subscribers(self) -> bool:
+        """Whether anyone listens: a publisher with nobody to tell skips making the event (the hot path)."""
+        return bool(self._subscribers)
+
     def publish(self, event: AtlasEvent) -> None:
         with self._lock:
             subscribers = list(self._subscribers)

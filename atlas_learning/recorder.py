@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -78,6 +78,8 @@ class TableSpec:
             self._defaults.append((name, None if factory else info.default, factory))  # type: ignore[arg-type]
         # Read once: rows are built on the caller's thread (write-ahead), several per model call.
         self._columns = frozenset(model.model_fields)
+        #: What makes a new row's key when the caller gives none (steps' ids), or None.
+        self.key_factory: Callable[[], Any] | None = model.model_fields[self.primary_key].default_factory  # type: ignore[assignment]
         self._database_assigns_key = self.primary_key == "id" and self.table.primary_key.columns[self.primary_key].type.python_type is int
 
     @classmethod
@@ -87,11 +89,15 @@ class TableSpec:
             spec = cls._cache[model] = TableSpec(model)
         return spec
 
-    def row(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """A complete row: the table's defaults, overridden by ``fields``; unknown names are an error."""
+    def check_columns(self, fields: Mapping[str, Any]) -> None:
+        """Raise ValueError naming the first of ``fields``' names that is not a column of this table."""
         unknown = fields.keys() - self._columns
         if unknown:
             raise ValueError(f"{self.name} has no column {sorted(unknown)[0]!r}")
+
+    def row(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A complete row: the table's defaults, overridden by ``fields``; unknown names are an error."""
+        self.check_columns(fields)
         row = {name: (factory() if factory else default) for name, default, factory in self._defaults if name not in fields}
         for name, value in fields.items():
             row[name] = self.storable(name, value)
@@ -149,7 +155,7 @@ class _Insert:
     def row(self) -> dict[str, Any]:
         if self._row is None:
             fields = self._fields or {}
-            self._row = self.spec.row(self._redactor.value(fields) if self._redactor is not None else fields)
+            self._row = self.spec.row(self._redactor.columns(fields) if self._redactor is not None else fields)
             self._fields = None
         return self._row
 
@@ -163,7 +169,7 @@ class _Insert:
         if self._row is not None:
             return self.as_json()
         if self._redactor is not None:
-            self._fields, self._redactor = self._redactor.value(self._fields or {}), None
+            self._fields, self._redactor = self._redactor.columns(self._fields or {}), None
         return {"op": "insert", "table": self.spec.name, "fields": self._fields or {}}
 
 
@@ -190,10 +196,10 @@ class _Update:
             return
         # Computed first and published after: a reader on another thread sees the raw values only together with
         # the redactor, so it completes them too (the same result) instead of reading them raw.
-        fields = {name: self.spec.storable(name, value) for name, value in redactor.value(self._fields).items()}
+        fields = {name: self.spec.storable(name, value) for name, value in redactor.columns(self._fields).items()}
         then = self._then
         if then is not None:
-            then = {"table": then["table"], "row": TableSpec.of(_table_named(then["table"])).row(redactor.value(then["row"]))}
+            then = {"table": then["table"], "row": TableSpec.of(_table_named(then["table"])).row(redactor.columns(then["row"]))}
         self._fields, self._then = fields, then
         self._redactor = None
 
@@ -316,7 +322,7 @@ class Recorder:
     def insert(self, table: type[SQLModel], /, **fields: Any) -> dict[str, Any]:
         """Enqueue a new row (secrets redacted) and return it, with its id when the writer makes ids."""
         spec = TableSpec.of(table)
-        row = spec.row(self.redactor.value(fields))
+        row = spec.row(self.redactor.columns(fields))
         self._submit(_Insert(spec, row))
         return row
 
@@ -325,14 +331,10 @@ class Recorder:
         the row is completed for the store (defaults, JSON-safe values, column lengths) in the writer's thread.
         For a table whose id a default factory makes (steps). Unknown column names are an error now."""
         spec = TableSpec.of(table)
-        unknown = fields.keys() - table.model_fields.keys()
-        if unknown:
-            raise ValueError(f"{spec.name} has no column {sorted(unknown)[0]!r}")
-        redacted = self.redactor.value(fields)
-        if redacted.get(spec.primary_key) is None:
-            factory = table.model_fields[spec.primary_key].default_factory
-            if factory is not None:
-                redacted[spec.primary_key] = factory()  # type: ignore[call-arg]
+        spec.check_columns(fields)
+        redacted = self.redactor.columns(fields)
+        if redacted.get(spec.primary_key) is None and spec.key_factory is not None:
+            redacted[spec.primary_key] = spec.key_factory()
         self._submit(_Insert(spec, fields=dict(redacted)))
         return redacted
 
@@ -340,9 +342,7 @@ class Recorder:
         """Enqueue a new row that nobody reads back (an event): it is redacted and completed in the writer's
         thread, not the caller's. Unknown column names are an error now."""
         spec = TableSpec.of(table)
-        unknown = fields.keys() - table.model_fields.keys()
-        if unknown:
-            raise ValueError(f"{spec.name} has no column {sorted(unknown)[0]!r}")
+        spec.check_columns(fields)
         self._submit(_Insert(spec, fields=fields, redactor=self.redactor))
 
     def update(self, table: type[SQLModel], key: Any, /, *, only_if: dict[str, Any] | None = None,
@@ -350,9 +350,7 @@ class Recorder:
         """Enqueue new values for columns of one row; with ``only_if``, only while the row still holds those
         values, and then (in the same transaction) insert ``then``'s row (a table and its fields)."""
         spec = TableSpec.of(table)
-        unknown = fields.keys() - table.model_fields.keys()
-        if unknown:
-            raise ValueError(f"{spec.name} has no column {sorted(unknown)[0]!r}")
+        spec.check_columns(fields)
         logged = None
         if then is not None:
             logged = {"table": TableSpec.of(then[0]).name, "row": dict(then[1])}
@@ -365,9 +363,7 @@ class Recorder:
         """Enqueue ``column = column + delta`` for the rows with these keys. Ordered with the other writes and
         spooled like them (a replay applies each spooled increment once)."""
         spec = TableSpec.of(table)
-        unknown = deltas.keys() - table.model_fields.keys()
-        if unknown:
-            raise ValueError(f"{spec.name} has no column {sorted(unknown)[0]!r}")
+        spec.check_columns(deltas)
         keys = tuple(keys)
         if keys:
             self._submit(_Increment(spec, keys, {name: float(delta) for name, delta in deltas.items()}))

@@ -132,8 +132,26 @@ def test_every_secret_shape_is_redacted_in_text_and_in_every_value_type(shape) -
 
     for value in (Note(secret), Model(text=secret), secret.encode(), {secret}, (secret,), {"deep": [{"x": secret}]}):
         assert body not in repr(redactor.value({"field": value})), (shape, type(value).__name__)
+        assert body not in repr(redactor.columns({"output": value, "payload": {"deep": value}})), (shape, type(value).__name__)
+    assert body not in repr(redactor.columns({"output": secret}))
     clipped = redactor.clip({"text": "x" * 40 + secret}, limit=45)  # the cut would split the secret
     assert body not in clipped
+
+
+def test_no_column_is_named_like_a_secret_so_rows_redact_their_values_only() -> None:
+    """``Redactor.columns`` (every stored row) looks at values, not at column names: it redacts what
+    ``Redactor.value`` would only while no column's name says it holds a secret."""
+    from sqlmodel import SQLModel
+
+    import atlas_learning.store  # noqa: F401 - every table registered
+    from atlas_learning.redact import _secret_key
+
+    columns = [(table.name, column.name) for table in SQLModel.metadata.sorted_tables for column in table.columns]
+    assert len(columns) > 50
+    assert [c for c in columns if _secret_key(c[1])] == []
+    row = {"session_id": "0" * 32, "output": "key sk-" + "a" * 40, "step_metadata": {"api_key": "x", "n": 1}, "input_tokens": 3}
+    assert Redactor().columns(row) == Redactor().value(row)
+    assert Redactor().columns(row)["step_metadata"]["api_key"] == "[REDACTED]"
 
 
 def test_redaction_keeps_ordinary_words_that_name_secrets() -> None:
