@@ -434,6 +434,12 @@ def _train(method: str, examples: Sequence[dict[str, Any]], *, model: str | Path
                              "--set environment=module:factory (see docs/training.md)")
         if atlas["student_layout"] != "served":
             raise AtlasError("grpo --target student rolls out the served layout (student_layout=served)")
+        if trl_kwargs.get("use_vllm"):
+            if (settings or {}).get("use_vllm"):
+                raise AtlasError("grpo --target student decodes its episodes with the trained model itself, under the "
+                                 "step grammar (vLLM does not run them): --set use_vllm=false")
+            # The gpu preset's colocated vLLM would hold GPU memory the episodes never use.
+            trl_kwargs = {k: v for k, v in trl_kwargs.items() if not k.startswith("vllm_") and k != "use_vllm"}
         from .rollouts import load_environment, tool_rollouts
 
         rollout = tool_rollouts(load_environment(str(atlas["environment"])), max_turns=int(atlas["rollout_max_turns"]),

@@ -183,6 +183,10 @@ def test_the_student_target_refuses_what_is_not_built(approved_store: str, tmp_p
     with pytest.raises(AtlasError, match="give module:factory"):
         train_grpo(examples, output=tmp_path / "g", rewards=[lambda prompts, completions, **_: [0.0] * len(prompts)],
                    settings={"target": "student", "environment": "no_colon"}, progress=False)
+    with pytest.raises(AtlasError, match="use_vllm=false"):  # the episodes are the trained model's own decoding
+        train_grpo(examples, output=tmp_path / "g", rewards=[lambda prompts, completions, **_: [0.0] * len(prompts)],
+                   settings={"target": "student", "use_vllm": True,
+                             "environment": f"{__name__}:DoublingEnvironment"}, progress=False)
     with pytest.raises(AtlasError, match="student_layout=served"):
         train_gkd(student_examples(load_student_records("approved", store_url=approved_store), layout="chat"),
                   output=tmp_path / "k", teacher=tmp_path / "any", settings={"target": "student", "student_layout": "chat"},
