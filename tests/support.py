@@ -127,6 +127,11 @@ def default_answers() -> dict[str, dict[str, Any]]:
     }
 
 
+#: For a test whose subject is not the store (a model trained on what a store holds, for one): it runs on SQLite
+#: only. Reading the same data from both stores has tests of their own (``test_each_model_turn_is_an_example...``).
+ON_SQLITE_ONLY = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+
+
 @pytest.fixture
 def make_supervisor(store_url: str, tmp_path) -> Iterator[Callable[..., Supervisor]]:
     """Build supervisors on one database; ``answers`` overrides roles, ``config`` overrides config sections."""

@@ -128,6 +128,7 @@ def test_the_served_layout_is_exactly_what_atlas_chat_model_sent_and_got(make_su
     assert shown.startswith("error from read_file: notes.txt is locked" if tool_fails else "result of read_file: buy milk")
 
 
+@support.ON_SQLITE_ONLY  # the training is the subject; both stores' data: the test above
 def test_atlas_train_sft_target_student_learns_the_student_s_turns(approved_store: str, tmp_path: Path) -> None:
     out = tmp_path / "student"
     result = CliRunner().invoke(app, ["train", "sft", "--target", "student", "--store", approved_store, "--output", str(out),
@@ -149,6 +150,7 @@ def test_atlas_train_sft_target_student_learns_the_student_s_turns(approved_stor
     assert len(losses) == 8 and losses[-1] < losses[0]
 
 
+@support.ON_SQLITE_ONLY  # the training is the subject; both stores' data: the test above
 def test_atlas_train_gkd_target_student_distils_a_student_checkpoint(approved_store: str, tmp_path: Path) -> None:
     """GKD on the student's turns: a checkpoint SFT made of the student is the teacher; a fresh tiny model is moved
     toward the teacher's token distributions on the served prompts (the divergence falls; lmbda 0 here, so the
@@ -246,6 +248,7 @@ class DoublingEnvironment:
         return 1.0 if answer is not None and answer.strip() == str(2 * self.n) else 0.0
 
 
+@support.ON_SQLITE_ONLY  # the training is the subject; both stores' data: the test above
 def test_grpo_target_student_plays_episodes_in_the_environment_and_masks_its_tokens(approved_store: str, tmp_path: Path,
                                                                                       monkeypatch) -> None:
     """GRPO on the student's own rollouts: each episode starts from a session's first served prompt, decodes steps

@@ -43,8 +43,8 @@ def _traces(store_url: str, tmp_path: Path) -> Path:
 TRAIN = ["train", "grpo", "--set", "max_steps=3", "--set", "max_completion_length=64", "--set", "held_out=0.4", "--set", "rewards=expected_answer", "--json"]
 
 
-def test_train_prints_only_the_summary_and_logs_each_step_to_metrics_jsonl(store_url: str, tmp_path: Path) -> None:
-    traces = _traces(store_url, tmp_path)
+def test_train_prints_only_the_summary_and_logs_each_step_to_metrics_jsonl(sqlite_url: str, tmp_path: Path) -> None:
+    traces = _traces(sqlite_url, tmp_path)  # trained from the exported file: the store is not the subject
     out = tmp_path / "teacher"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS_")}
     result = subprocess.run([sys.executable, "-c", ENTRY, *TRAIN, "--data", str(traces), "--output", str(out)],
