@@ -101,7 +101,8 @@ def quickstart(*, config: Path | None, tasks: str, repeat: int, baseline: bool, 
         steps = _example_module("loop")
         report = steps.run_loop("quick", out=out / "loop")
         typer.echo("\n" + steps.table(report))
-        typer.echo(f"results: {out / 'loop' / 'loop.json'}")
+        plot = out / "loop" / "loop.png"  # absent without matplotlib: the table says why
+        typer.echo(f"results: {out / 'loop' / 'loop.json'}" + (f", plot: {plot}" if plot.is_file() else ""))
         return
     runner = _example_module("__main__")
     code = runner.run(selected, repeat=repeat, baseline=baseline, compare=compare, model=model,
