@@ -777,23 +777,13 @@ class SupervisedRun:
         offered (:func:`~atlas_learning.student.tool_schema`), when the integration knows them. Both go to the
         step's metadata only when they differ from the session's previous model call (absent: as before), so the
         ``messages`` export rebuilds what the model saw."""
-        schemas = [tool_schema(t) for t in tools] if tools is not None and kind == "model_call" else None
-        return self._record_step(kind=kind, name=name, tool_name=tool_name, tool_args=tool_args, input=input, output=output,
-                                 error=error, started_at=started_at, ended_at=ended_at, input_tokens=input_tokens,
-                                 output_tokens=output_tokens, description=description, metadata=metadata, system=system,
-                                 schemas=schemas)
-
-    def _record_step(self, *, kind: str, name: str, tool_name: str | None, tool_args: Any, input: Any, output: Any,
-                     error: str | None, started_at: datetime | None, ended_at: datetime | None, input_tokens: int,
-                     output_tokens: int, description: str | None, metadata: Mapping[str, Any] | None, system: str | None,
-                     schemas: list[dict[str, Any]] | None) -> str:
-        """:meth:`record_step` with the tool schemas already in the one layout (``schemas``)."""
         ended = _aware(ended_at) or utcnow()
         started = _aware(started_at) or ended
         input_tokens, output_tokens = int(input_tokens or 0), int(output_tokens or 0)
         if kind == "model_call":
             output = model_turn(output)
         text_output = output if output is None or isinstance(output, str) else as_text(output)
+        schemas = [tool_schema(t) for t in tools] if tools is not None and kind == "model_call" else None
         with self._lock:
             if kind == "model_call" and (system is not None or schemas is not None):
                 given: dict[str, Any] = {}
@@ -833,7 +823,8 @@ class SupervisedRun:
                           tools: Sequence[Mapping[str, Any]] | None = None) -> str | None:
         """Record a model call the agent made (tokens, cost by role); a student call also becomes a step, with
         ``output``, ``system`` and ``tools`` as :meth:`record_step` takes them."""
-        schemas = [tool_schema(t) for t in tools] if tools is not None else None  # unreadable: an error before any record
+        if tools is not None:  # a schema it cannot read is an error before anything is recorded
+            tools = [tool_schema(t) for t in tools]
         input_tokens, output_tokens = int(input_tokens or 0), int(output_tokens or 0)
         self.usage.record(role, Usage(input_tokens, output_tokens, cost_usd, 1))
         if role == "student":
@@ -844,10 +835,8 @@ class SupervisedRun:
             input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd, latency_ms=latency_ms,
         )
         if as_step and role == "student":
-            return self._record_step(kind="model_call", name=model or "model", tool_name=None, tool_args=None, input=None,
-                                     output=output, error=None, started_at=None, ended_at=None, input_tokens=input_tokens,
-                                     output_tokens=output_tokens, description=None, metadata=None, system=system,
-                                     schemas=schemas)
+            return self.record_step(kind="model_call", name=model or "model", output=output,
+                                    input_tokens=input_tokens, output_tokens=output_tokens, system=system, tools=tools)
         return None
 
     # ------------------------------------------------------------------------------- teacher: sync + async
